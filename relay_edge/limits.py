@@ -1,0 +1,82 @@
+"""Every bound rtmp-relay enforces, in one place, with where the number comes from.
+
+A breach closes the one connection (or drops from the one stream buffer) that
+caused it, with a logged reason naming the field below; nothing else is
+affected. ``docs/LIMITS.md`` is the user-facing table of the same fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    # --- RTMP ingest: connections -------------------------------------------------
+    # Seconds for C0+C1+C2. Real publishers finish in one RTT; 10 s covers a
+    # congested mobile uplink and still frees a stalled socket quickly.
+    handshake_timeout: float = 10.0
+    # Seconds without any bytes from a publisher before we drop it. LiveKit
+    # egress sends audio every ~23 ms; 30 s is far beyond any real pause.
+    idle_timeout: float = 30.0
+    # Concurrent RTMP connections, in total and from one IP address. A small
+    # edge carries hundreds of audio streams; a single host rarely needs more
+    # than a handful (LiveKit egress uses one connection per egress).
+    max_connections: int = 1000
+    max_connections_per_ip: int = 50
+    # Live published streams on one edge.
+    max_streams: int = 500
+
+    # --- RTMP chunk stream -------------------------------------------------------
+    # Largest Set Chunk Size we accept. Publishers use 128 (LiveKit, GStreamer)
+    # to 65536 (some encoders); the spec allows 2**31-1, which only serves to
+    # make us buffer a huge chunk.
+    max_chunk_size: int = 1 * MIB
+    # Largest RTMP message body, checked on the declared length before reading.
+    # MediaMTX uses 10 MiB; a 4K H.264 keyframe at high bitrate is ~3 MB.
+    max_message_size: int = 10 * MIB
+    # Chunk stream ids in use on one connection. Publishers use 2..8.
+    max_chunk_streams: int = 64
+    # Message streams (createStream) on one connection. A publisher needs one.
+    max_message_streams: int = 8
+    # Window Acknowledgement Size we announce and default to until the peer sets
+    # one; 2_500_000 is what nginx-rtmp, ffmpeg and SRS use.
+    ack_window: int = 2_500_000
+
+    # --- AMF ------------------------------------------------------------------------
+    # Nesting of objects/arrays in one value. Real commands nest 2-3 deep;
+    # recursion past a few hundred would hit Python's stack.
+    amf_max_depth: int = 32
+    # Length of one AMF string (long strings declare up to 4 GiB).
+    amf_max_string: int = 64 * KIB
+    # Entries in one object, ECMA array or strict array.
+    amf_max_items: int = 4096
+
+    # --- Per-stream buffering at the edge ------------------------------------------
+    # Unacked FLV tags kept per stream, by bytes and by media seconds. 90 s of
+    # a 128 kbit/s stream is 1.44 MB (a Render cold start is 30-60 s); 8 MiB
+    # also holds ~60 s of 1 Mbit/s video.
+    buffer_bytes: int = 8 * MIB
+    buffer_seconds: float = 120.0
+    # Unacked bytes in flight per stream on the link: the credit window.
+    # Large enough for ~2 s of 4 Mbit/s video, small enough that one stalled
+    # consumer can't fill the shared socket.
+    credit_bytes: int = 1 * MIB
+
+    # --- The edge <-> client link -----------------------------------------------------
+    # One WebSocket message: a batch of frames. Must exceed max_message_size
+    # plus framing, since one FLV tag is never split.
+    ws_max_message: int = 16 * MIB
+    # How long tags may wait to be batched into one WebSocket message.
+    batch_delay: float = 0.002
+    # Seconds allowed between the link proof's timestamp and our clock.
+    auth_max_skew: float = 60.0
+    # Application-level ping interval and the silence after which a link is dead.
+    ping_interval: float = 5.0
+    ping_timeout: float = 15.0
+
+
+DEFAULT_LIMITS = Limits()
