@@ -22,8 +22,20 @@ FILE_HEADER_SIZE = 13  # 9-byte header + PreviousTagSize0
 _TIMESTAMP_MASK = 0xFFFFFFFF
 
 # SoundFormat (upper 4 bits of an audio tag's first byte).
-AUDIO_CODECS = {0: "pcm", 1: "adpcm", 2: "mp3", 3: "pcm_le", 4: "nellymoser16", 5: "nellymoser8",
-                6: "nellymoser", 7: "alaw", 8: "mulaw", 10: "aac", 11: "speex", 14: "mp3_8k"}  # fmt: skip
+AUDIO_CODECS = {
+    0: "pcm",
+    1: "adpcm",
+    2: "mp3",
+    3: "pcm_le",
+    4: "nellymoser16",
+    5: "nellymoser8",
+    6: "nellymoser",
+    7: "alaw",
+    8: "mulaw",
+    10: "aac",
+    11: "speex",
+    14: "mp3_8k",
+}
 # CodecID (lower 4 bits of a video tag's first byte), legacy FLV.
 VIDEO_CODECS = {2: "h263", 3: "screen", 4: "vp6", 5: "vp6a", 6: "screen2", 7: "h264", 12: "hevc"}
 # Enhanced RTMP FourCCs (video tags whose first byte has 0x80 set).
@@ -60,7 +72,9 @@ def tag_header(tag_type: int, timestamp: int, size: int) -> bytes:
     if size > 0xFFFFFF:
         raise LimitExceeded("flv_tag_size", size, 0xFFFFFF)
     ts = timestamp & _TIMESTAMP_MASK
-    return struct.pack(">B3s3sB3x", tag_type, size.to_bytes(3, "big"), (ts & 0xFFFFFF).to_bytes(3, "big"), ts >> 24)
+    return struct.pack(
+        ">B3s3sB3x", tag_type, size.to_bytes(3, "big"), (ts & 0xFFFFFF).to_bytes(3, "big"), ts >> 24
+    )
 
 
 def previous_tag_size(encoded_tag: bytes | memoryview) -> bytes:

@@ -29,6 +29,9 @@ class Limits:
     max_connections_per_ip: int = 50
     # Live published streams on one edge.
     max_streams: int = 500
+    # Seconds a stream whose publisher vanished without unpublishing waits for
+    # the same key to come back. LiveKit egress retries its RTMP sink for 30 s.
+    reconnect_grace: float = 30.0
 
     # --- RTMP chunk stream -------------------------------------------------------
     # Largest Set Chunk Size we accept. Publishers use 128 (LiveKit, GStreamer)
@@ -38,6 +41,10 @@ class Limits:
     # Largest RTMP message body, checked on the declared length before reading.
     # MediaMTX uses 10 MiB; a 4K H.264 keyframe at high bitrate is ~3 MB.
     max_message_size: int = 10 * MIB
+    # Bytes held in half-received messages across all chunk streams of one
+    # connection. Without it, 64 chunk streams each holding most of a 10 MiB
+    # message would pin 640 MiB; two full messages in flight is plenty.
+    max_partial_bytes: int = 20 * MIB
     # Chunk stream ids in use on one connection. Publishers use 2..8.
     max_chunk_streams: int = 64
     # Message streams (createStream) on one connection. A publisher needs one.

@@ -1,0 +1,45 @@
+"""RTMP as sans-I/O state machines: no sockets, no asyncio; bytes in, events and bytes out.
+
+One module per wire layer: :mod:`.handshake`, :mod:`.chunk`, :mod:`.amf0`,
+:mod:`.messages`; :mod:`.session` is the server (one publisher connection) and
+:mod:`.client` a publisher, both built from those layers.
+"""
+
+from __future__ import annotations
+
+from .client import ClientSession
+from .events import (
+    AcknowledgementReceived,
+    ClientEvent,
+    Connect,
+    Connected,
+    Event,
+    HandshakeComplete,
+    Media,
+    PingResponse,
+    PublishRejected,
+    PublishRequested,
+    PublishStarted,
+    Status,
+    Unpublished,
+)
+from .session import ServerSession, StreamState
+
+__all__ = [
+    "AcknowledgementReceived",
+    "ClientEvent",
+    "ClientSession",
+    "Connect",
+    "Connected",
+    "Event",
+    "HandshakeComplete",
+    "Media",
+    "PingResponse",
+    "PublishRejected",
+    "PublishRequested",
+    "PublishStarted",
+    "ServerSession",
+    "Status",
+    "StreamState",
+    "Unpublished",
+]

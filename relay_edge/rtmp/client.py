@@ -1,0 +1,225 @@
+"""A sans-I/O RTMP *publisher*: what ``ffmpeg -f flv rtmp://...`` does, minus the sockets.
+
+Used by tests to drive :class:`~relay_edge.rtmp.session.ServerSession` without
+a network, by the benchmark's lightweight publisher, and for remote diagnosis.
+The command sequence is FFmpeg's: connect, then releaseStream + FCPublish +
+createStream, then publish on the new stream; media flows after
+NetStream.Publish.Start.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .. import flv
+from ..errors import LocalProtocolError, MessageError
+from ..limits import DEFAULT_LIMITS, Limits
+from . import amf0
+from . import messages as m
+from .chunk import ChunkReader, ChunkWriter, Message
+from .events import (
+    AcknowledgementReceived,
+    ClientEvent,
+    Connected,
+    PingResponse,
+    PublishRejected,
+    PublishStarted,
+    Status,
+)
+from .handshake import ClientHandshake, RandomBytes
+
+DEFAULT_FLASH_VER = "FMLE/3.0 (compatible; rtmp-relay)"
+_ON_METADATA = amf0.encode("onMetaData")
+_MEDIA_ROUTE = {  # FLV tag type -> (chunk stream, RTMP message type)
+    flv.AUDIO: (m.CSID_AUDIO, m.AUDIO),
+    flv.VIDEO: (m.CSID_VIDEO, m.VIDEO),
+    flv.SCRIPT: (m.CSID_DATA, m.DATA_AMF0),
+}
+
+
+class ClientSession:
+    """One publishing connection: :meth:`initiate`, then pump bytes both ways.
+
+    Events: :class:`Connected`, :class:`PublishStarted`, :class:`PublishRejected`,
+    :class:`Status` for every onStatus, :class:`AcknowledgementReceived`,
+    :class:`PingResponse`.
+    """
+
+    def __init__(
+        self,
+        app: str,
+        stream_name: str,
+        tc_url: str,
+        chunk_size: int = 4096,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        flash_ver: str = DEFAULT_FLASH_VER,
+        digest_handshake: bool = False,
+        random_bytes: RandomBytes = os.urandom,
+    ) -> None:
+        self.app = app
+        self.stream_name = stream_name
+        self.tc_url = tc_url
+        self.chunk_size = chunk_size
+        self.flash_ver = flash_ver
+        self.publishing = False
+        self.stream_id: int | None = None
+        self.bytes_received = 0
+        self.acks_received = 0
+        self._handshake: ClientHandshake | None = ClientHandshake(digest_handshake, random_bytes)
+        self._reader = ChunkReader(limits)
+        self._writer = ChunkWriter()
+        self._limits = limits
+        self._out: list[bytes] = []
+        self._txn = 0
+        self._calls: dict[float, str] = {}  # transaction id -> command awaiting _result
+        self._ack_window = 0  # the server's Window Ack Size; 0 = never ack
+        self._last_ack = 0
+
+    # --- pump API -----------------------------------------------------------------------
+
+    def initiate(self) -> None:
+        """Queue C0+C1."""
+        if self._handshake is None:
+            raise LocalProtocolError("initiate() after the handshake")
+        self._handshake.initiate()
+        self._out.append(self._handshake.data_to_send())
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[ClientEvent]:
+        """Consume server bytes; return what they meant. Raises ProtocolError on bad input."""
+        self.bytes_received += len(data)
+        events: list[ClientEvent] = []
+        if self._handshake is not None:
+            rest = self._handshake.receive_data(data)
+            self._out.append(self._handshake.data_to_send())
+            if rest is None:
+                return events
+            self._handshake = None
+            self._after_handshake()
+            data = rest
+        for msg in self._reader.messages(data):
+            self._dispatch(msg, events)
+        if self._ack_window and self.bytes_received - self._last_ack >= self._ack_window:
+            self._send(m.CSID_PROTOCOL, m.ACKNOWLEDGEMENT, 0, m.u32(self.bytes_received))
+            self._last_ack = self.bytes_received
+        return events
+
+    def data_to_send(self) -> bytes:
+        """Every byte due to the server since the last call (``b""`` if none)."""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def send_media(self, type: int, timestamp: int, data: bytes) -> None:
+        """Send one FLV tag body (``flv.AUDIO``/``VIDEO``/``SCRIPT``) at ``timestamp`` ms.
+
+        Metadata starting with ``onMetaData`` goes out behind ``@setDataFrame``,
+        as publishers send it; the server strips it again.
+        """
+        if not self.publishing or self.stream_id is None:
+            raise LocalProtocolError("send_media() before NetStream.Publish.Start")
+        route = _MEDIA_ROUTE.get(type)
+        if route is None:
+            raise ValueError(f"FLV tag type {type} is not audio (8), video (9) or script (18)")
+        csid, msg_type = route
+        if type == flv.SCRIPT and data.startswith(_ON_METADATA):
+            data = amf0.encode(m.SET_DATA_FRAME) + data
+        self._out.append(self._writer.write(csid, msg_type, self.stream_id, timestamp, data))
+
+    def unpublish(self) -> None:
+        """Send FCUnpublish and deleteStream, as FFmpeg does when it closes."""
+        if self.stream_id is None:
+            return
+        self._call("FCUnpublish", None, self.stream_name, answer=False)
+        self._call("deleteStream", None, float(self.stream_id), answer=False)
+        self.publishing = False
+        self.stream_id = None
+
+    def ping(self, timestamp: int) -> None:
+        """Send a User Control Ping Request; the answer comes back as :class:`PingResponse`."""
+        self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0, m.user_control(m.PING_REQUEST, timestamp))
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _send(self, csid: int, msg_type: int, stream_id: int, body: bytes) -> None:
+        self._out.append(self._writer.write(csid, msg_type, stream_id, 0, body))
+
+    def _call(self, name: str, *args: Any, stream_id: int = 0, answer: bool = True) -> None:
+        self._txn += 1
+        if answer:
+            self._calls[float(self._txn)] = name
+        csid = m.CSID_STREAM_COMMAND if stream_id else m.CSID_COMMAND
+        self._send(csid, m.COMMAND_AMF0, stream_id, m.encode_command(name, float(self._txn), *args))
+
+    def _after_handshake(self) -> None:
+        self._send(m.CSID_PROTOCOL, m.SET_CHUNK_SIZE, 0, m.u32(self.chunk_size))
+        self._writer.chunk_size = self.chunk_size
+        props = {"app": self.app, "type": "nonprivate", "flashVer": self.flash_ver, "tcUrl": self.tc_url}
+        self._call("connect", props)
+
+    def _dispatch(self, msg: Message, events: list[ClientEvent]) -> None:
+        t = msg.type
+        if t == m.COMMAND_AMF0 or t == m.COMMAND_AMF3:
+            self._command(msg, m.decode_command(msg.body, t == m.COMMAND_AMF3, self._limits), events)
+        elif t == m.USER_CONTROL:
+            event, data = m.parse_user_control(msg.body)
+            if event == m.PING_REQUEST:
+                ts = m.read_u32(data, "Ping Request")
+                self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0, m.user_control(m.PING_RESPONSE, ts))
+            elif event == m.PING_RESPONSE:
+                events.append(PingResponse(m.read_u32(data, "Ping Response")))
+        elif t == m.ACKNOWLEDGEMENT:
+            self.acks_received += 1
+            events.append(AcknowledgementReceived(m.read_u32(msg.body, "Acknowledgement")))
+        elif t == m.WINDOW_ACK_SIZE:
+            self._ack_window = m.read_u32(msg.body, "Window Acknowledgement Size")
+
+    def _command(self, msg: Message, cmd: m.Command, events: list[ClientEvent]) -> None:
+        if cmd.name in ("_result", "_error"):
+            call = self._calls.pop(cmd.transaction_id, None)
+            if call is not None:
+                self._answer(call, cmd, events)
+        elif cmd.name == "onStatus":
+            self._status(msg.stream_id, cmd, events)
+
+    def _answer(self, call: str, cmd: m.Command, events: list[ClientEvent]) -> None:
+        info = cmd.args[0] if cmd.args else None
+        ok = cmd.name == "_result"
+        if call == "connect":
+            code = info.get("code", "") if isinstance(info, dict) else ""
+            if ok and code == "NetConnection.Connect.Success":
+                props = cmd.command_object if isinstance(cmd.command_object, dict) else {}
+                events.append(Connected(props, info))
+                self._call("releaseStream", None, self.stream_name)
+                self._call("FCPublish", None, self.stream_name)
+                self._call("createStream", None)
+            else:
+                events.append(PublishRejected(code or "NetConnection.Connect.Rejected", _description(info)))
+        elif call == "createStream":
+            valid = isinstance(info, float) and not isinstance(info, bool) and info.is_integer() and info >= 1
+            if not ok or not valid:
+                events.append(PublishRejected("NetStream.CreateStream.Failed", _description(info)))
+                return
+            self.stream_id = int(info)  # type: ignore[arg-type]
+            self._call("publish", None, self.stream_name, "live", stream_id=self.stream_id, answer=False)
+        # releaseStream / FCPublish answers carry nothing we need (FFmpeg ignores them too).
+
+    def _status(self, stream_id: int, cmd: m.Command, events: list[ClientEvent]) -> None:
+        info = cmd.args[0] if cmd.args else None
+        if not isinstance(info, dict):
+            raise MessageError(f"onStatus without an info object (got {type(info).__name__})")
+        level, code = str(info.get("level", "")), str(info.get("code", ""))
+        events.append(Status(stream_id, level, code, _description(info), info))
+        if code == "NetStream.Publish.Start" and stream_id == self.stream_id:
+            self.publishing = True
+            events.append(PublishStarted(stream_id))
+        elif level == "error":
+            self.publishing = False
+            events.append(PublishRejected(code, _description(info)))
+
+
+def _description(info: object) -> str:
+    if isinstance(info, dict):
+        return str(info.get("description", ""))
+    return ""

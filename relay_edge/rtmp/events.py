@@ -1,0 +1,126 @@
+"""What :class:`~relay_edge.rtmp.session.ServerSession` and
+:class:`~relay_edge.rtmp.client.ClientSession` report, as plain frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# --- server side ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeComplete:
+    """C2 arrived; ``digest`` tells whether the client used the digest (Flash 9+) handshake."""
+
+    digest: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """The peer's ``connect``; already answered with NetConnection.Connect.Success."""
+
+    app: str
+    tc_url: str
+    flash_ver: str
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequested:
+    """A ``publish``: answer with ``accept_publish`` or ``reject_publish``.
+
+    ``name`` is exactly as sent, query string included (``"key?token=..."``).
+    """
+
+    stream_id: int
+    name: str
+    app: str
+    publish_type: str = "live"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Media:
+    """One audio, video or script message of a published stream: an FLV tag body, byte for byte.
+
+    ``type`` is ``flv.AUDIO``/``VIDEO``/``SCRIPT``; ``timestamp`` is 32-bit ms.
+    Script data has any leading ``@setDataFrame`` removed, so metadata starts
+    with ``"onMetaData"`` as in an FLV file.
+    """
+
+    stream_id: int
+    type: int
+    timestamp: int
+    data: bytes
+
+    def __repr__(self) -> str:  # never dump media bytes into logs
+        return (
+            f"Media(stream_id={self.stream_id}, type={self.type}, "
+            f"timestamp={self.timestamp}, len={len(self.data)})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Unpublished:
+    """The publisher ended a stream: ``reason`` is "FCUnpublish", "deleteStream" or "closeStream"."""
+
+    stream_id: int
+    reason: str
+
+
+Event = HandshakeComplete | Connect | PublishRequested | Media | Unpublished
+
+
+# --- client side ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The server accepted ``connect``; ``information`` is its info object."""
+
+    properties: dict[str, Any] = field(default_factory=dict)
+    information: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishStarted:
+    """NetStream.Publish.Start arrived: :meth:`ClientSession.send_media` may be used."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRejected:
+    """The server refused ``connect``, ``createStream`` or ``publish``."""
+
+    code: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Any ``onStatus`` (also reported for the ones that start or reject a publish)."""
+
+    stream_id: int
+    level: str
+    code: str
+    description: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AcknowledgementReceived:
+    """The server acknowledged ``sequence`` bytes (mod 2**32)."""
+
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class PingResponse:
+    """The server answered our ping request carrying ``timestamp``."""
+
+    timestamp: int
+
+
+ClientEvent = Connected | PublishStarted | PublishRejected | Status | AcknowledgementReceived | PingResponse
