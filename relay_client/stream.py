@@ -1,0 +1,337 @@
+"""One received stream, as the app sees it: info, async iterators, and end of stream.
+
+Tags arrive from the link in sequence. A pipeline task takes them in batches,
+drops any it already delivered (a resumed link replays from the last ack),
+writes the files, decodes in a worker thread, hands results to the app's
+bounded queues, and only then acks: an ack means *delivered*. A slow app
+therefore slows only its own stream, through the edge's credit window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay_edge import flv, wire
+
+from .decode import AudioChunk, AudioDecoder, AudioFormat, VideoDecoder
+from .output import StreamFiles
+
+log = logging.getLogger("relay_client.stream")
+
+_END = object()
+# Items the app may leave unread per iterator before the stream waits for it.
+QUEUE_ITEMS = 256
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What is known about a stream when it opens."""
+
+    name: str
+    uid: str
+    codecs: dict[str, str]
+    publisher: dict[str, Any]
+    edge: str
+    resumed: bool = False
+    resumed_from: int = 0
+
+
+@dataclass(frozen=True)
+class GapEvent:
+    """Tags the edge had to drop before ``seq``: never silent."""
+
+    seq: int
+    tags: int
+    bytes: int
+    ms: int
+
+
+@dataclass
+class StreamStats:
+    tags: int = 0
+    bytes: int = 0
+    audio_tags: int = 0
+    video_tags: int = 0
+    gaps: int = 0
+    gap_tags: int = 0
+    gap_ms: int = 0
+    first_timestamp: int | None = None
+    last_timestamp: int | None = None
+    audio_frames: int = 0
+    audio_samples: int = 0
+    video_frames: int = 0
+    decode_errors: int = 0
+    links: int = 0
+    started: float = field(default_factory=time.time)
+
+
+class Stream:
+    """A live stream from the edge. Iterate :meth:`audio`, :meth:`video` or :meth:`flv`."""
+
+    def __init__(
+        self,
+        open_frame: wire.Open,
+        *,
+        audio_format: AudioFormat,
+        consume: frozenset[str],
+        out_dir: str | None,
+        ack: Callable[[Stream, int], None],
+    ) -> None:
+        self.info = StreamInfo(
+            name=open_frame.name,
+            uid=open_frame.uid,
+            codecs=dict(open_frame.codecs),
+            publisher=dict(open_frame.publisher),
+            edge=open_frame.edge,
+            resumed=open_frame.resumed,
+            resumed_from=open_frame.seq,
+        )
+        self.header = open_frame.header
+        self.stats = StreamStats()
+        self.delivered = open_frame.seq - 1  # highest sequence handed to the app
+        self.ended = False
+        self.end_reason = ""
+        self._format = audio_format
+        self._ack = ack
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._queues = {kind: asyncio.Queue[Any](QUEUE_ITEMS) for kind in consume}
+        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self._want_audio = "audio" in consume or out_dir is not None
+        self._audio = AudioDecoder(audio_format) if self._want_audio else None
+        self._video = VideoDecoder() if "video" in consume else None
+        self._files = StreamFiles(out_dir, open_frame.name, audio_format) if out_dir else None
+        self._files_open = False
+        self._ended = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        if open_frame.init:
+            self._inbox.put_nowait(("init", list(open_frame.init)))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._pipeline(), name=f"stream {self.info.name}")
+
+    # --- the app's side -------------------------------------------------------------------
+
+    async def audio(self) -> AsyncIterator[AudioChunk]:
+        """Decoded audio in the receiver's :class:`AudioFormat`, until the stream ends."""
+        async for item in self._drain("audio"):
+            yield item
+
+    async def video(self) -> AsyncIterator[Any]:
+        """Decoded ``av.VideoFrame`` objects (receiver created with ``consume={"video"}``)."""
+        async for item in self._drain("video"):
+            yield item
+
+    async def flv(self) -> AsyncIterator[bytes]:
+        """The raw FLV: file header first, then each tag with its PreviousTagSize."""
+        async for item in self._drain("flv"):
+            yield item
+
+    async def events(self) -> AsyncIterator[Any]:
+        """:class:`GapEvent` and other stream events, until the stream ends."""
+        while True:
+            item = await self._events.get()
+            if item is _END:
+                return
+            yield item
+
+    async def wait_ended(self) -> str:
+        """Wait for the end of the stream; returns the reason."""
+        await self._ended.wait()
+        return self.end_reason
+
+    async def _drain(self, kind: str) -> AsyncIterator[Any]:
+        queue = self._queues.get(kind)
+        if queue is None:
+            raise RuntimeError(f"this receiver does not produce {kind!r}: add it to consume=")
+        while True:
+            item = await queue.get()
+            if item is _END:
+                queue.put_nowait(_END)  # later iterators end too
+                return
+            yield item
+
+    # --- the link's side ------------------------------------------------------------------
+
+    def feed(self, seq: int, tags: tuple[bytes, ...]) -> None:
+        self._inbox.put_nowait(("data", seq, tags))
+
+    def feed_gap(self, gap: GapEvent) -> None:
+        self._inbox.put_nowait(("gap", gap))
+
+    def reopen(self, open_frame: wire.Open) -> None:
+        """The same stream on a new link (this process kept its state)."""
+        self.stats.links += 1
+
+    def end(self, reason: str) -> None:
+        self._inbox.put_nowait(("end", reason))
+
+    @property
+    def queued(self) -> int:
+        return self._inbox.qsize()
+
+    # --- the pipeline ---------------------------------------------------------------------
+
+    async def _pipeline(self) -> None:
+        loop = asyncio.get_running_loop()
+        flv_q = self._queues.get("flv")
+        if flv_q is not None:
+            await flv_q.put(self.header)
+        try:
+            while True:
+                batch = [await self._inbox.get()]
+                while not self._inbox.empty():
+                    batch.append(self._inbox.get_nowait())
+                init, tags, last_seq, end = self._select(batch)
+                if init or tags or end is not None:
+                    chunks, frames = await loop.run_in_executor(
+                        None, self._process, init, tags, end is not None
+                    )
+                    await self._deliver(tags, chunks, frames)
+                if last_seq > self.delivered:
+                    self.delivered = last_seq
+                    self._ack(self, last_seq)
+                if end is not None:
+                    self._finish(end)
+                    return
+        except Exception:
+            log.exception("stream %s: pipeline failed", self.info.name)
+            self._finish("client error")
+            raise
+
+    def _select(self, batch: list[Any]) -> tuple[list[bytes], list[bytes], int, str | None]:
+        """Replayed init tags and new tags from a batch, skipping any already delivered."""
+        init: list[bytes] = []
+        tags: list[bytes] = []
+        last = self.delivered
+        end = None
+        for item in batch:
+            kind = item[0]
+            if kind == "data":
+                _, seq, data = item
+                skip = max(0, last + 1 - seq)
+                tags.extend(data[skip:])
+                last = max(last, seq + len(data) - 1)
+            elif kind == "init":
+                init = item[1]
+            elif kind == "gap":
+                self._note_gap(item[1])
+                last = max(last, item[1].seq - 1)
+            elif kind == "end":
+                end = item[1]
+        return init, tags, last, end
+
+    def _note_gap(self, gap: GapEvent) -> None:
+        self.stats.gaps += 1
+        self.stats.gap_tags += gap.tags
+        self.stats.gap_ms += gap.ms
+        log.warning(
+            "stream %s: gap of %d tags (%d ms) before seq %d", self.info.name, gap.tags, gap.ms, gap.seq
+        )
+        self._events.put_nowait(gap)
+
+    def _process(
+        self, init: list[bytes], tags: list[bytes], ending: bool
+    ) -> tuple[list[AudioChunk], list[Any]]:
+        """Worker thread: files and decoding for one batch.
+
+        ``init`` (metadata and codec configuration replayed on a resume) primes
+        the decoders only: the files already hold them from before.
+        """
+        chunks: list[AudioChunk] = []
+        frames: list[Any] = []
+        for encoded in init:
+            tag = flv.decode_tag(encoded)
+            if tag.type == flv.AUDIO and self._audio is not None:
+                chunks.extend(self._audio.decode(tag))
+            elif tag.type == flv.VIDEO and self._video is not None:
+                frames.extend(self._video.decode(tag))
+        stats = self.stats
+        for encoded in tags:
+            tag = flv.decode_tag(encoded)
+            stats.tags += 1
+            stats.bytes += len(encoded)
+            if stats.first_timestamp is None:
+                stats.first_timestamp = tag.timestamp
+            stats.last_timestamp = tag.timestamp
+            if tag.type == flv.AUDIO:
+                stats.audio_tags += 1
+                if self._audio is not None:
+                    chunks.extend(self._audio.decode(tag))
+            elif tag.type == flv.VIDEO:
+                stats.video_tags += 1
+                if self._video is not None:
+                    frames.extend(self._video.decode(tag))
+        if ending and self._audio is not None:
+            chunks.extend(self._audio.flush())
+        if self._files is not None:
+            if not self._files_open:
+                self._files.open_flv(self.header, init)
+                self._files_open = True
+            self._files.write_tags(tags)
+            for chunk in chunks:
+                self._files.write_audio(chunk.data)
+            self._files.flush()
+        stats.audio_frames += len(chunks)
+        stats.audio_samples += sum(c.samples for c in chunks)
+        stats.video_frames += len(frames)
+        return chunks, frames
+
+    async def _deliver(self, tags: list[bytes], chunks: list[AudioChunk], frames: list[Any]) -> None:
+        queues = self._queues
+        if "audio" in queues:
+            for chunk in chunks:
+                await queues["audio"].put(chunk)
+        if "video" in queues:
+            for frame in frames:
+                await queues["video"].put(frame)
+        if "flv" in queues:
+            for tag in tags:
+                await queues["flv"].put(tag + flv.previous_tag_size(tag))
+
+    def _finish(self, reason: str) -> None:
+        self.ended = True
+        self.end_reason = reason
+        if self._audio is not None:
+            self.stats.decode_errors += self._audio.errors
+        if self._files is not None:
+            self._files.close(self.summary())
+        for queue in self._queues.values():
+            queue.put_nowait(_END) if not queue.full() else asyncio.ensure_future(queue.put(_END))
+        self._events.put_nowait(_END)
+        self._ended.set()
+        log.info("stream %s ended: %s", self.info.name, reason)
+
+    def summary(self) -> dict[str, Any]:
+        """The NAME.json document: stats at stream end. Holds no key and no secret."""
+        s = self.stats
+        return {
+            "name": self.info.name,
+            "uid": self.info.uid,
+            "codecs": self.info.codecs,
+            "publisher": self.info.publisher,
+            "edge": self.info.edge,
+            "tags": s.tags,
+            "bytes": s.bytes,
+            "audio_tags": s.audio_tags,
+            "video_tags": s.video_tags,
+            "gaps": s.gaps,
+            "gap_tags": s.gap_tags,
+            "gap_ms": s.gap_ms,
+            "first_timestamp": s.first_timestamp,
+            "last_timestamp": s.last_timestamp,
+            "audio_samples": s.audio_samples,
+            "audio_format": {
+                "sample_rate": self._format.sample_rate,
+                "channels": self._format.channels,
+                "format": self._format.format,
+            },
+            "decode_errors": s.decode_errors,
+            "end_reason": self.end_reason,
+            "started": s.started,
+            "ended": time.time(),
+        }

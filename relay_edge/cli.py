@@ -1,0 +1,125 @@
+"""``relay-edge``: run an edge, mint stream keys. Commands build a config and call asyncio.run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+
+import click
+
+from . import keys
+from .edge import Edge, EdgeConfig, parse_hostport
+from .logs import setup_logging
+
+log_options = [
+    click.option(
+        "--log-level",
+        envvar="RELAY_LOG_LEVEL",
+        default="info",
+        show_default=True,
+        type=click.Choice(["debug", "info", "warning", "error"]),
+    ),
+    click.option(
+        "--log-format",
+        envvar="RELAY_LOG_FORMAT",
+        default="text",
+        show_default=True,
+        type=click.Choice(["text", "json"]),
+        help="json: one JSON object per line",
+    ),
+]
+
+
+def with_log_options(f):  # type: ignore[no-untyped-def]
+    for option in reversed(log_options):
+        f = option(f)
+    return f
+
+
+def split_list(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Repeatable options that also take comma- or space-separated lists (env vars)."""
+    return tuple(v for value in values for v in value.replace(",", " ").split() if v)
+
+
+async def run_until_signal(start, stop) -> None:  # type: ignore[no-untyped-def]
+    """Start, wait for SIGTERM/SIGINT, stop: the shape of every long-running command."""
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, done.set)
+    await start()
+    try:
+        await done.wait()
+    finally:
+        await stop()
+
+
+@click.group()
+@click.version_option(package_name="rtmp-relay")
+def main() -> None:
+    """rtmp-relay edge: accepts RTMP and forwards FLV tags to apps over one WebSocket."""
+
+
+@main.command()
+@click.option(
+    "--rtmp",
+    envvar="RELAY_RTMP_LISTEN",
+    default="0.0.0.0:1935",
+    show_default=True,
+    help="RTMP listen address HOST:PORT",
+)
+@click.option(
+    "--http",
+    envvar="RELAY_HTTP_LISTEN",
+    default="0.0.0.0:8080",
+    show_default=True,
+    help="HTTP listen address for /healthz, /api/rtmp/status, /metrics and /link",
+)
+@click.option(
+    "--upstream",
+    envvar="RELAY_UPSTREAM",
+    multiple=True,
+    help="push mode: the app's relay URL (wss://app.onrender.com/relay); repeatable or comma-separated",
+)
+@click.option("--secret", envvar="RELAY_SECRET", required=True, help="shared secret (never logged)")
+@click.option("--name", envvar="RELAY_NAME", default=None, help="this edge's name in status pages")
+@click.option("--ca-file", envvar="RELAY_CA_FILE", default=None, help="extra CA to trust when dialing wss://")
+@with_log_options
+def serve(
+    rtmp: str,
+    http: str,
+    upstream: tuple[str, ...],
+    secret: str,
+    name: str | None,
+    ca_file: str | None,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Accept RTMP publishers and relay their streams to the app."""
+    setup_logging(log_level, log_format, (secret,))
+    config = EdgeConfig(
+        secret=secret,
+        rtmp_listen=parse_hostport(rtmp, 1935),
+        http_listen=parse_hostport(http, 8080),
+        upstreams=split_list(upstream),
+        ca_file=ca_file,
+    )
+    if name:
+        config.name = name
+    edge = Edge(config)
+    asyncio.run(run_until_signal(edge.start, edge.stop))
+
+
+@main.command("mint-key")
+@click.argument("name")
+@click.option("--ttl", default=86400.0, show_default=True, help="seconds the key stays valid")
+@click.option("--secret", envvar="RELAY_SECRET", required=True)
+def mint_key(name: str, ttl: float, secret: str) -> None:
+    """Print a signed stream key for NAME (publish to rtmp://HOST:PORT/live/KEY)."""
+    try:
+        click.echo(keys.mint_key(secret, name, ttl=ttl, now=time.time()))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None

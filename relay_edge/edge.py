@@ -1,0 +1,483 @@
+"""The edge process: RTMP ingest, the stream registry, links to apps, and HTTP.
+
+Publishers are accepted as soon as their key verifies (LiveKit egress won't
+wait for a cold app). Their tags go into each stream's outbox and leave on
+whichever link the stream is assigned to; with no link up they wait, bounded,
+and go out on the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import secrets
+import socket
+import ssl
+import time
+from collections import Counter as Tally
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+from . import flv, keys, wire
+from .auth import PROOF_HEADER, ProofVerifier, make_proof
+from .errors import AuthError, ProtocolError
+from .ingest import RtmpConnection
+from .limits import DEFAULT_LIMITS, Limits
+from .link import EdgeLink, exchange_hello
+from .metrics import Metrics
+from .outbox import Gap, Outbox
+from .rtmp.events import PublishRequested
+from .transport import SUBPROTOCOL, TransportClosed, WebsocketsTransport
+
+log = logging.getLogger("relay_edge")
+
+# Close codes a proxy or platform uses for "going away / restarting": redial at once.
+_RESTART_CODES = (1001, 1012)
+
+
+def parse_hostport(value: str, default_port: int) -> tuple[str, int]:
+    """``"0.0.0.0:1935"`` → ``("0.0.0.0", 1935)``; ``"[::1]:80"`` and ``":80"`` work too."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        return value or "0.0.0.0", default_port
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+@dataclass
+class EdgeConfig:
+    """Everything ``relay-edge serve`` is told. ``secret`` is never logged."""
+
+    secret: str = field(repr=False)
+    rtmp_listen: tuple[str, int] = ("0.0.0.0", 1935)
+    http_listen: tuple[str, int] | None = ("0.0.0.0", 8080)
+    upstreams: tuple[str, ...] = ()
+    name: str = field(default_factory=socket.gethostname)
+    limits: Limits = DEFAULT_LIMITS
+    # TLS to the app: verification is on; ``ca_file`` adds a private CA.
+    ca_file: str | None = None
+
+
+class EdgeStream:
+    """One published stream, alive across publisher reconnects and link changes."""
+
+    def __init__(self, uid: str, name: str, limits: Limits) -> None:
+        self.uid = uid
+        self.name = name
+        self.outbox = Outbox(limits)
+        self.codecs: dict[str, str] = {}
+        self.has_audio = False
+        self.has_video = False
+        self.ready = False  # FLV header decided: first media frame seen
+        self.accepted = False
+        self.ended = False
+        self.end_reason = ""
+        self.end_code = wire.Code.UNPUBLISHED
+        self.conn: RtmpConnection | None = None
+        self.rtmp_stream_id = 0
+        self.link: EdgeLink | None = None
+        self.started = time.time()
+        self.orphaned_at: float | None = None
+        self.ended_at = 0.0
+        self.publishers = 0
+        self.tags_in = 0
+        self.bytes_in = 0
+        self.first_ts: int | None = None
+        self.last_ts: int | None = None
+        self.gaps = 0
+        self._rate: list[tuple[float, int]] = []  # (time, bytes_in) samples for bitrate
+
+    @property
+    def header(self) -> bytes:
+        return flv.file_header(self.has_audio, self.has_video)
+
+    def note(self, tag_type: int, timestamp: int, data: bytes) -> None:
+        """Track codecs and decide the FLV header on the first real media frame."""
+        self.tags_in += 1
+        self.bytes_in += len(data)
+        if self.first_ts is None:
+            self.first_ts = timestamp
+        self.last_ts = timestamp
+        if tag_type == flv.AUDIO:
+            self.has_audio = True
+            self.codecs.setdefault("audio", flv.audio_codec(data))
+        elif tag_type == flv.VIDEO:
+            self.has_video = True
+            self.codecs.setdefault("video", flv.video_codec(data))
+        else:
+            return
+        if not self.ready and not flv.is_sequence_header(tag_type, data):
+            self.ready = True
+
+    def publisher_info(self) -> dict[str, Any]:
+        conn = self.conn
+        if conn is None:
+            return {}
+        return {"addr": conn.peer, "app": conn.app, "flash_ver": conn.flash_ver}
+
+    def bitrate(self, now: float) -> float:
+        """Bits per second over the last ~5 s."""
+        samples = self._rate
+        samples.append((now, self.bytes_in))
+        while len(samples) > 2 and now - samples[0][0] > 5:
+            samples.pop(0)
+        (t0, b0), (t1, b1) = samples[0], samples[-1]
+        return (b1 - b0) * 8 / (t1 - t0) if t1 > t0 else 0.0
+
+
+class Edge:
+    """An rtmp-relay edge. ``await start()``, then ``await stop()``."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.instance = secrets.token_hex(6)
+        self.streams: dict[str, EdgeStream] = {}  # live, by name
+        self._finishing: set[EdgeStream] = set()  # ended, tail not yet acked
+        self.links: list[EdgeLink] = []
+        self.connections: set[RtmpConnection] = set()
+        self._per_ip: Tally[str] = Tally()
+        self._uids = itertools.count(1)
+        self._verifier = ProofVerifier(config.secret, self.limits.auth_max_skew)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rtmp_server: asyncio.base_events.Server | None = None
+        self._http_runner: web.AppRunner | None = None
+        self.rtmp_port = 0
+        self.http_port = 0
+        self.link_state: dict[str, str] = {url: "down" for url in config.upstreams}
+        self.metrics = Metrics("relay_edge", self._gauges)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = self.config.rtmp_listen
+        self._rtmp_server = await loop.create_server(
+            lambda: RtmpConnection(self), host, port, reuse_address=True, backlog=512
+        )
+        self.rtmp_port = self._rtmp_server.sockets[0].getsockname()[1]
+        log.info("RTMP server started on port %d", self.rtmp_port)
+        if self.config.http_listen is not None:
+            from .http import edge_app
+
+            self._http_runner = web.AppRunner(edge_app(self), access_log=None)
+            await self._http_runner.setup()
+            site = web.TCPSite(self._http_runner, *self.config.http_listen, reuse_address=True)
+            await site.start()
+            self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            log.info("HTTP server started on port %d", self.http_port)
+        self._tasks.append(asyncio.create_task(self._sweep()))
+        for url in self.config.upstreams:
+            self._tasks.append(asyncio.create_task(self._dial_forever(url)))
+
+    async def stop(self) -> None:
+        if self._rtmp_server is not None:
+            self._rtmp_server.close()
+        for conn in list(self.connections):
+            conn.close()
+        # Close links first so apps see "going away" (1001) rather than an error.
+        for link in list(self.links):
+            with contextlib.suppress(Exception):
+                await link.transport.close(1001, "edge shutting down")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+
+    # --- RTMP side (called by RtmpConnection) ---------------------------------------------
+
+    def admit(self, conn: RtmpConnection) -> str | None:
+        """Count a new connection in, or say which limit refuses it."""
+        if len(self.connections) >= self.limits.max_connections:
+            return f"max_connections: {self.limits.max_connections} connections already open"
+        if self._per_ip[conn.ip] >= self.limits.max_connections_per_ip:
+            return f"max_connections_per_ip: {self.limits.max_connections_per_ip} from {conn.ip}"
+        self.connections.add(conn)
+        self._per_ip[conn.ip] += 1
+        return None
+
+    def disconnected(self, conn: RtmpConnection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self._per_ip[conn.ip] -= 1
+            if self._per_ip[conn.ip] <= 0:
+                del self._per_ip[conn.ip]
+        for stream in conn.streams.values():
+            if stream.conn is conn:
+                stream.conn = None
+                stream.orphaned_at = time.monotonic()
+                log.info(
+                    "publisher of %s disconnected; waiting %g s for it",
+                    stream.name,
+                    self.limits.reconnect_grace,
+                )
+
+    def publish(self, conn: RtmpConnection, event: PublishRequested) -> None:
+        key, _query = keys.split_publish_name(event.name)
+        try:
+            name = keys.verify_key(self.config.secret, key, time.time())
+        except AuthError as exc:
+            self.metrics.auth_failures.labels("stream_key").inc()
+            log.warning("refused publish from %s: %s", conn.peer, exc)
+            conn.reject(event.stream_id, "NetStream.Publish.Unauthorized", "stream key refused")
+            return
+        stream = self.streams.get(name)
+        if stream is not None and not stream.ended:
+            self._take_over(stream, conn)
+        elif len(self.streams) >= self.limits.max_streams:
+            self.metrics.limit_breach("max_streams")
+            conn.reject(event.stream_id, "NetStream.Publish.BadName", "max_streams reached")
+            return
+        else:
+            stream = EdgeStream(f"{self.instance}-{next(self._uids)}", name, self.limits)
+            self.streams[name] = stream
+            self.metrics.streams.inc()
+        stream.conn = conn
+        stream.rtmp_stream_id = event.stream_id
+        stream.orphaned_at = None
+        stream.publishers += 1
+        conn.accept(event.stream_id, stream)
+        log.info("publish %s from %s (app %s)", name, conn.peer, event.app)
+        self._assign(stream)
+
+    def _take_over(self, stream: EdgeStream, conn: RtmpConnection) -> None:
+        """The same key again: the new publisher continues the same logical stream."""
+        old = stream.conn
+        if old is not None and old is not conn:
+            old.streams.pop(stream.rtmp_stream_id, None)
+            old.close()
+        self.metrics.publisher_reconnects.inc()
+        log.info("publisher of %s reconnected from %s", stream.name, conn.peer)
+
+    def media(self, stream: EdgeStream, tag_type: int, timestamp: int, data: bytes) -> None:
+        stream.note(tag_type, timestamp, data)
+        stream.outbox.push(tag_type, timestamp, data, time.monotonic())
+        self.metrics.tags.inc()
+        self.metrics.bytes.inc(len(data))
+        if stream.link is not None and stream.ready:
+            stream.link.wake()
+
+    def unpublish(self, stream: EdgeStream, reason: str) -> None:
+        log.info("unpublish %s (%s)", stream.name, reason)
+        self._end(stream, f"publisher: {reason}", wire.Code.UNPUBLISHED)
+
+    def _end(self, stream: EdgeStream, reason: str, code: str) -> None:
+        if stream.ended:
+            return
+        stream.ended = True
+        stream.end_code = code
+        stream.ended_at = time.monotonic()
+        stream.ready = True  # even a stream with no media gets its Open and Close
+        stream.end_reason = reason
+        if self.streams.get(stream.name) is stream:
+            del self.streams[stream.name]
+            self._finishing.add(stream)
+        if stream.link is not None:
+            stream.link.wake()
+
+    def refused(self, stream: EdgeStream, code: str, reason: str) -> None:
+        """The app refused or closed the stream: tell the publisher, end it."""
+        log.warning("app refused %s: %s %s", stream.name, code, reason)
+        conn = stream.conn
+        if conn is not None and not conn.closed:
+            conn.reject(stream.rtmp_stream_id, "NetStream.Publish.BadName", reason or code)
+        self._end(stream, f"app: {reason or code}", code)
+        self._finish(stream)
+
+    def gap(self, stream: EdgeStream, gap: Gap) -> None:
+        stream.gaps += 1
+        self.metrics.gap_events.inc()
+        self.metrics.gap_tags.inc(gap.tags)
+        log.warning(
+            "gap in %s: dropped %d tags (%d bytes, %d ms) before seq %d",
+            stream.name,
+            gap.tags,
+            gap.bytes,
+            gap.ms,
+            gap.seq,
+        )
+
+    def acked(self, stream: EdgeStream) -> None:
+        if stream.ended and not stream.outbox.pending and stream.outbox.acked >= stream.outbox.next_seq - 1:
+            self._finish(stream)
+
+    def _finish(self, stream: EdgeStream) -> None:
+        self._finishing.discard(stream)
+        if stream.link is not None:
+            stream.link.forget(stream)
+            stream.link = None
+
+    def streams_for(self, link: EdgeLink) -> list[EdgeStream]:
+        live = [s for s in self.streams.values() if s.link is link]
+        return live + [s for s in self._finishing if s.link is link]
+
+    # --- links ----------------------------------------------------------------------------
+
+    def _assign(self, stream: EdgeStream) -> None:
+        if stream.link is None and self.links:
+            stream.link = self.links[0]
+        if stream.link is not None:
+            stream.link.wake()
+
+    async def run_link(self, transport: Any, *, dialer_proof: str, dialed: bool) -> None:
+        """Hello, then pump one link until it ends; its streams wait for the next."""
+        hello = wire.Hello(
+            version=wire.PROTOCOL_VERSION, role="edge", instance=self.instance, name=self.config.name
+        )
+        peer = await exchange_hello(
+            transport,
+            hello,
+            secret=self.config.secret,
+            dialer_proof=dialer_proof,
+            dialed=dialed,
+            timeout=self.limits.handshake_timeout,
+        )
+        link = EdgeLink(self, transport, peer)
+        self.links.append(link)
+        self.metrics.link_connects.inc()
+        log.info("link up: %s (%s %s)", transport.remote, peer.role, peer.name or peer.instance)
+        for stream in [*self.streams.values(), *self._finishing]:
+            if stream.link is None:
+                stream.link = link
+                if stream.uid in link.resume_points or stream.outbox.acked > 0:
+                    self.metrics.resumes.inc()
+        try:
+            await link.run()
+        finally:
+            self.links.remove(link)
+            for stream in [*self.streams.values(), *self._finishing]:
+                if stream.link is link:
+                    stream.link = None
+                    stream.outbox.rewind()
+                    if self.links:
+                        self._assign(stream)
+
+    async def _dial_forever(self, url: str) -> None:
+        """Push mode: keep one link to ``url`` up, with backoff and jitter."""
+        delay = 0.0
+        ssl_ctx = self._ssl_context(url)
+        safe_url = url.split("?")[0]
+        while True:
+            if delay:
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            self.link_state[url] = "connecting"
+            proof = make_proof(self.config.secret, "edge", time.time())
+            try:
+                async with connect(
+                    url,
+                    additional_headers={PROOF_HEADER: proof},
+                    subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                    max_size=self.limits.ws_max_message,
+                    compression=None,
+                    ping_interval=None,
+                    open_timeout=self.limits.handshake_timeout,
+                    ssl=ssl_ctx,
+                    proxy=None,
+                ) as conn:
+                    self.link_state[url] = "up"
+                    delay = 0.0
+                    await self.run_link(WebsocketsTransport(conn, safe_url), dialer_proof=proof, dialed=True)
+            except asyncio.CancelledError:
+                raise
+            except TransportClosed as exc:
+                log.warning("link to %s closed: %s", safe_url, exc)
+                self.metrics.link_failures.labels("closed").inc()
+                if exc.code in _RESTART_CODES:
+                    delay = 0.0
+                    continue
+            except (OSError, InvalidHandshake, InvalidStatus, ProtocolError, AuthError, TimeoutError) as exc:
+                log.warning("link to %s failed: %s", safe_url, exc)
+                self.metrics.link_failures.labels(type(exc).__name__).inc()
+            finally:
+                self.link_state[url] = "down"
+            delay = min(max(delay * 2, 0.25), 10.0)
+
+    def _ssl_context(self, url: str) -> ssl.SSLContext | None:
+        if not url.startswith("wss://"):
+            return None
+        ctx = ssl.create_default_context()
+        if self.config.ca_file:
+            ctx.load_verify_locations(self.config.ca_file)
+        return ctx
+
+    def verify_link_proof(self, value: str) -> None:
+        """Pull mode: check a dialing app's proof before upgrading (raises AuthError)."""
+        self._verifier.verify(value, time.time(), role="client")
+
+    # --- housekeeping ---------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.check_timeouts(now)
+            for stream in list(self.streams.values()):
+                if stream.orphaned_at is not None and now - stream.orphaned_at > self.limits.reconnect_grace:
+                    self._end(stream, "publisher: gone", wire.Code.PUBLISHER_LOST)
+            for stream in list(self._finishing):
+                # An ended stream's tail is kept as long as the buffer would have kept it.
+                if stream.link is None and now - stream.ended_at > self.limits.buffer_seconds:
+                    self._finishing.discard(stream)
+
+    def status(self) -> dict[str, Any]:
+        """The ``/api/rtmp/status`` document. Holds no secret and no key."""
+        now = time.monotonic()
+        streams = []
+        for s in [*self.streams.values(), *self._finishing]:
+            streams.append(
+                {
+                    "name": s.name,
+                    "uid": s.uid,
+                    "codecs": s.codecs,
+                    "bytes": s.bytes_in,
+                    "tags": s.tags_in,
+                    "bitrate": round(s.bitrate(now)),
+                    "publisher": s.publisher_info(),
+                    "publishers": s.publishers,
+                    "state": "ended" if s.ended else ("live" if s.conn else "waiting for publisher"),
+                    "link": s.link.transport.remote if s.link else None,
+                    "buffered_bytes": s.outbox.buffered_bytes,
+                    "buffered_tags": s.outbox.buffered_tags,
+                    "acked_seq": s.outbox.acked,
+                    "next_seq": s.outbox.next_seq,
+                    "gaps": s.gaps,
+                    "dropped_tags": s.outbox.dropped_tags,
+                }
+            )
+        return {
+            "role": "edge",
+            "name": self.config.name,
+            "instance": self.instance,
+            "rtmp_port": self.rtmp_port,
+            "connections": len(self.connections),
+            "links": [
+                {
+                    "remote": ln.transport.remote,
+                    "peer": ln.peer.name or ln.peer.instance,
+                    "since": ln.since,
+                    "rtt_ms": ln.rtt_ms,
+                }
+                for ln in self.links
+            ],
+            "upstreams": [{"url": u.split("?")[0], "state": st} for u, st in self.link_state.items()],
+            "streams": streams,
+        }
+
+    def _gauges(self) -> dict[str, tuple[str, float]]:
+        return {
+            "live_streams": ("Streams currently published", len(self.streams)),
+            "connections": ("Open RTMP connections", len(self.connections)),
+            "links": ("Links up", len(self.links)),
+            "buffered_bytes": (
+                "Bytes waiting for an ack, all streams",
+                sum(s.outbox.buffered_bytes for s in [*self.streams.values(), *self._finishing]),
+            ),
+        }

@@ -1,0 +1,75 @@
+"""The edge's HTTP side: health, status, metrics, and ``/link`` for apps that dial in (pull)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .auth import PROOF_HEADER
+from .errors import AuthError, ProtocolError
+from .metrics import CONTENT_TYPE
+from .transport import SUBPROTOCOL, AiohttpTransport, TransportClosed
+
+if TYPE_CHECKING:
+    from .edge import Edge
+
+log = logging.getLogger("relay_edge.http")
+
+
+def common_routes(app: web.Application, status: object, metrics: object) -> None:
+    """``/healthz``, ``/api/rtmp/status`` and ``/metrics``, the same on both sides."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def status_handler(_: web.Request) -> web.Response:
+        return web.json_response(status())  # type: ignore[operator]
+
+    async def metrics_handler(_: web.Request) -> web.Response:
+        return web.Response(body=metrics(), headers={"Content-Type": CONTENT_TYPE})  # type: ignore[operator]
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/rtmp/status", status_handler)
+    app.router.add_get("/metrics", metrics_handler)
+
+
+async def accept_link(
+    request: web.Request, verify: object, limits_max: int
+) -> tuple[web.WebSocketResponse, str] | web.Response:
+    """Check the dialer's proof *before* upgrading; 401 without a WebSocket otherwise."""
+    proof = request.headers.get(PROOF_HEADER, "")
+    try:
+        verify(proof)  # type: ignore[operator]
+    except AuthError as exc:
+        log.warning("refused link from %s: %s", request.remote, exc)
+        return web.Response(status=401, text=f"link refused: {exc}\n")
+    ws = web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,), max_msg_size=limits_max, autoping=True, compress=False
+    )
+    await ws.prepare(request)
+    return ws, proof
+
+
+def edge_app(edge: Edge) -> web.Application:
+    app = web.Application()
+    common_routes(app, edge.status, edge.metrics.render)
+
+    async def link(request: web.Request) -> web.StreamResponse:
+        accepted = await accept_link(request, edge.verify_link_proof, edge.limits.ws_max_message)
+        if isinstance(accepted, web.Response):
+            edge.metrics.auth_failures.labels("link_proof").inc()
+            return accepted
+        ws, proof = accepted
+        transport = AiohttpTransport(ws, f"{request.remote} (pull)")
+        try:
+            await edge.run_link(transport, dialer_proof=proof, dialed=False)
+        except (TransportClosed, ProtocolError, AuthError, TimeoutError, ConnectionError) as exc:
+            log.warning("link from %s ended: %s", request.remote, exc)
+        finally:
+            await ws.close()
+        return ws
+
+    app.router.add_get("/link", link)
+    return app

@@ -1,0 +1,137 @@
+"""The asyncio pump around :class:`~relay_edge.rtmp.session.ServerSession`.
+
+One :class:`RtmpConnection` per publisher socket: bytes in → session → events to
+the edge, bytes due → socket. It never pauses reading: the edge must keep
+draining the publisher whatever the link does (the outbox bounds memory).
+Timeouts are checked by one sweep over all connections, not a timer per read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from .errors import ProtocolError
+from .rtmp.events import Connect, HandshakeComplete, Media, PublishRequested, Unpublished
+from .rtmp.session import ServerSession
+
+if TYPE_CHECKING:
+    from .edge import Edge, EdgeStream
+
+log = logging.getLogger("relay_edge.ingest")
+
+
+class RtmpConnection(asyncio.Protocol):
+    """One publisher's TCP (or TLS) connection."""
+
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+        self.session = ServerSession(edge.limits)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.ip = "?"
+        self.app = ""
+        self.flash_ver = ""
+        self.connected_at = time.monotonic()
+        self.last_rx = self.connected_at
+        self.handshake_done = False
+        self.streams: dict[int, EdgeStream] = {}  # RTMP message stream id -> stream
+        self.closed = False
+
+    # --- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        addr = transport.get_extra_info("peername") or ("?", 0)
+        self.ip = str(addr[0])
+        self.peer = f"{addr[0]}:{addr[1]}"
+        refusal = self.edge.admit(self)
+        if refusal:
+            log.warning("refused RTMP connection from %s: %s", self.peer, refusal)
+            self.edge.metrics.limit_breach(refusal.split(":")[0])
+            transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.last_rx = time.monotonic()
+        try:
+            events = self.session.receive_data(data)
+        except ProtocolError as exc:
+            # Keep what the same bytes decoded before the error (the last frames, an unpublish).
+            for event in getattr(exc, "events", ()):
+                self._dispatch(event)
+            self.fail(str(exc), kind=getattr(exc, "what", type(exc).__name__))
+            return
+        for event in events:
+            self._dispatch(event)
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.edge.disconnected(self)
+
+    # --- events -------------------------------------------------------------------------
+
+    def _dispatch(self, event: object) -> None:
+        if isinstance(event, Media):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                self.edge.media(stream, event.type, event.timestamp, event.data)
+        elif isinstance(event, PublishRequested):
+            self.edge.publish(self, event)
+        elif isinstance(event, Unpublished):
+            stream = self.streams.pop(event.stream_id, None)
+            if stream is not None:
+                self.edge.unpublish(stream, event.reason)
+        elif isinstance(event, Connect):
+            self.app = event.app
+            self.flash_ver = event.flash_ver
+        elif isinstance(event, HandshakeComplete):
+            self.handshake_done = True
+
+    def _flush(self) -> None:
+        out = self.session.data_to_send()
+        if out and self.transport is not None:
+            self.transport.write(out)
+        if self.session.closing:
+            self.close()
+
+    # --- called by the edge -------------------------------------------------------------
+
+    def accept(self, stream_id: int, stream: EdgeStream) -> None:
+        self.streams[stream_id] = stream
+        self.session.accept_publish(stream_id)
+        self._flush()
+
+    def reject(self, stream_id: int, code: str, description: str) -> None:
+        self.session.reject_publish(stream_id, code, description)
+        self._flush()
+        self.close()
+
+    def fail(self, reason: str, kind: str = "error") -> None:
+        """Drop this connection for a protocol error or a breached limit."""
+        log.warning("closing RTMP connection from %s: %s", self.peer, reason)
+        self.edge.metrics.protocol_error(kind)
+        self.abort()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    def check_timeouts(self, now: float) -> None:
+        """Called about once a second by the edge's sweep."""
+        limits = self.edge.limits
+        if not self.handshake_done and now - self.connected_at > limits.handshake_timeout:
+            self.fail(f"handshake_timeout: no handshake after {limits.handshake_timeout:g} s", "timeout")
+        elif now - self.last_rx > limits.idle_timeout:
+            self.fail(f"idle_timeout: nothing received for {limits.idle_timeout:g} s", "timeout")

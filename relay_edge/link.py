@@ -1,0 +1,229 @@
+"""The edge's end of a link: streams out as Open/Data/Gap/Close, acks and refusals in.
+
+Runs over any :class:`~relay_edge.transport.Transport`, so push (the edge
+dials) and pull (the app dials) share it. The bookkeeping that decides what to
+send lives in each stream's sans-I/O :class:`~relay_edge.outbox.Outbox`; this
+module only pumps frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from . import wire
+from .auth import acceptor_proof, verify_acceptor_proof
+from .errors import WireError
+from .transport import Transport
+
+if TYPE_CHECKING:
+    from .edge import Edge, EdgeStream
+
+log = logging.getLogger("relay_edge.link")
+
+# Frames gathered into one WebSocket message stop growing past this; the rest
+# goes in the next message. Keeps one burst from delaying pings and acks.
+_MESSAGE_TARGET = 256 * 1024
+
+
+async def exchange_hello(
+    transport: Transport,
+    ours: wire.Hello,
+    *,
+    secret: str,
+    dialer_proof: str,
+    dialed: bool,
+    timeout: float,
+) -> wire.Hello:
+    """Send our Hello, receive the peer's; the dialer checks the acceptor's proof."""
+    if not dialed:
+        ours = wire.Hello(**{**_fields(ours), "proof": acceptor_proof(secret, dialer_proof)})
+    await transport.send(wire.encode(ours))
+    message = await asyncio.wait_for(transport.recv(), timeout)
+    frames = wire.decode_message(message)
+    if not frames or not isinstance(frames[0], wire.Hello):
+        raise WireError("link must start with hello")
+    peer = frames[0]
+    if min(peer.version, wire.PROTOCOL_VERSION) < wire.PROTOCOL_VERSION:
+        # Both speak the lower of the two versions; we know no version below ours.
+        raise WireError(f"peer speaks protocol version {peer.version}, we need {wire.PROTOCOL_VERSION}")
+    if dialed:
+        verify_acceptor_proof(secret, dialer_proof, peer.proof)
+    return peer
+
+
+async def run_until_first(*loops: Coroutine[Any, Any, None]) -> None:
+    """Run a link's loops together; the first to end (or fail) ends them all."""
+    tasks = [asyncio.create_task(loop) for loop in loops]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _fields(frame: object) -> dict:
+    return {name: getattr(frame, name) for name in frame.__slots__}  # type: ignore[attr-defined]
+
+
+class EdgeLink:
+    """One live link from this edge to one app instance."""
+
+    def __init__(self, edge: Edge, transport: Transport, peer: wire.Hello) -> None:
+        self.edge = edge
+        self.transport = transport
+        self.peer = peer
+        self.since = time.time()
+        self.resume_points = {p.uid: p.seq for p in peer.streams}
+        self._wake = asyncio.Event()
+        self._next_sid = 1
+        self._sids: dict[str, int] = {}  # stream uid -> sid on this link
+        self._streams: dict[int, EdgeStream] = {}  # sid -> stream
+        self._closed_sids: set[int] = set()
+        self.frames_out = 0
+        self.last_pong = time.monotonic()
+        self.rtt_ms: float | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Pump until the transport closes; then hand the streams back to the edge."""
+        await run_until_first(self._send_loop(), self._recv_loop(), self._ping_loop())
+
+    # --- sending ----------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        self._wake.set()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            # One turn of the loop lets other publishers' reads land first, so
+            # tags that arrive together leave in one message: batching with no timer.
+            await asyncio.sleep(0)
+            while True:
+                parts, more = self._collect()
+                if not parts:
+                    break
+                await self.transport.send(b"".join(parts))
+                self.frames_out += len(parts)
+                if not more:
+                    break
+
+    def _collect(self) -> tuple[list[bytes], bool]:
+        """Encoded frames due now, across this link's streams; ``more`` if the target size was hit."""
+        parts: list[bytes] = []
+        size = 0
+        for stream in self.edge.streams_for(self):
+            sid = self._sids.get(stream.uid)
+            if sid is None:
+                if not stream.ready:
+                    continue
+                sid = self._open(stream, parts)
+            if sid in self._closed_sids:
+                continue
+            size += self._take(stream, sid, parts)
+            if stream.ended and not stream.outbox.pending:
+                parts.append(wire.encode(wire.Close(sid=sid, reason=stream.end_reason, code=stream.end_code)))
+                self._closed_sids.add(sid)
+            if size >= _MESSAGE_TARGET:
+                return parts, True
+        return parts, False
+
+    def _open(self, stream: EdgeStream, parts: list[bytes]) -> int:
+        sid = self._next_sid
+        self._next_sid += 1
+        self._sids[stream.uid] = sid
+        self._streams[sid] = stream
+        outbox = stream.outbox
+        resumed = stream.uid in self.resume_points or outbox.acked > 0
+        if stream.uid in self.resume_points:
+            outbox.resume_from(self.resume_points.pop(stream.uid))
+        else:
+            outbox.rewind()
+        init = tuple(outbox.init.values()) if outbox.acked > 0 else ()
+        frame = wire.Open(
+            sid=sid,
+            uid=stream.uid,
+            name=stream.name,
+            publisher=stream.publisher_info(),
+            codecs=dict(stream.codecs),
+            seq=outbox.sent + 1,
+            resumed=resumed,
+            header=stream.header,
+            init=init,
+            edge=self.edge.config.name,
+        )
+        parts.append(wire.encode(frame))
+        log.info("link %s: open %s (sid %d, from seq %d)", self.transport.remote, stream.name, sid, frame.seq)
+        return sid
+
+    def _take(self, stream: EdgeStream, sid: int, parts: list[bytes]) -> int:
+        outbox = stream.outbox
+        if not outbox.pending:
+            return 0
+        gap, seq, tags = outbox.take()
+        if gap is not None:
+            parts.append(
+                wire.encode(wire.Gap(sid=sid, seq=gap.seq, tags=gap.tags, bytes=gap.bytes, ms=gap.ms))
+            )
+            self.edge.gap(stream, gap)
+        if tags:
+            parts.append(wire.encode_data(sid, seq, tags))
+        return sum(map(len, tags))
+
+    # --- receiving ----------------------------------------------------------------------
+
+    async def _recv_loop(self) -> None:
+        while True:
+            message = await self.transport.recv()
+            for frame in wire.decode_message(message, self.edge.limits):
+                await self._handle(frame)
+
+    async def _handle(self, frame: object) -> None:
+        if isinstance(frame, wire.Ack):
+            stream = self._streams.get(frame.sid)
+            if stream is not None:
+                stream.outbox.ack(frame.seq)
+                self.edge.acked(stream)
+                self._wake.set()
+        elif isinstance(frame, wire.Accept):
+            stream = self._streams.get(frame.sid)
+            if stream is not None:
+                stream.accepted = True
+        elif isinstance(frame, wire.Reject):
+            stream = self._streams.get(frame.sid)
+            if stream is not None:
+                self.edge.refused(stream, frame.code, frame.reason)
+        elif isinstance(frame, wire.Ping):
+            await self.transport.send(wire.encode(wire.Pong(t=frame.t)))
+        elif isinstance(frame, wire.Pong):
+            self.last_pong = time.monotonic()
+            self.rtt_ms = max(0.0, (time.monotonic() - frame.t) * 1000)
+        elif isinstance(frame, wire.Close):
+            if frame.sid is None:
+                raise ConnectionResetError(f"peer closed the link: {frame.reason}")
+            stream = self._streams.get(frame.sid)
+            if stream is not None:
+                self.edge.refused(stream, frame.code or "closed", frame.reason)
+
+    async def _ping_loop(self) -> None:
+        limits = self.edge.limits
+        while True:
+            await asyncio.sleep(limits.ping_interval)
+            if time.monotonic() - self.last_pong > limits.ping_timeout:
+                raise TimeoutError(f"ping_timeout: no pong for {limits.ping_timeout:g} s")
+            await self.transport.send(wire.encode(wire.Ping(t=time.monotonic())))
+
+    def forget(self, stream: EdgeStream) -> None:
+        """The stream is finished: drop its per-link state."""
+        sid = self._sids.pop(stream.uid, None)
+        if sid is not None:
+            self._streams.pop(sid, None)
+            self._closed_sids.discard(sid)

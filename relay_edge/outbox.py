@@ -1,0 +1,196 @@
+"""One stream's sequenced, bounded buffer of FLV tags awaiting the app's ack. Sans-I/O.
+
+Every tag the publisher sends gets the next sequence number and waits here until
+the client acknowledges it (acks mean *delivered to the app*). The link takes
+tags out within a credit window of unacked bytes, so one slow stream can't fill
+the shared WebSocket. When the link drops, :meth:`Outbox.rewind` makes the next
+link start again after the last ack: nothing within the buffer is lost.
+
+Past ``buffer_bytes`` or ``buffer_seconds`` the oldest whole tags are dropped
+and recorded; the link reports them as a :class:`Gap` right where they would
+have been sent, so a loss is never silent. Codec sequence headers and metadata
+are kept aside (:attr:`Outbox.init`) so a fresh decoder can start mid-stream.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from . import flv
+from .limits import DEFAULT_LIMITS, Limits
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Tags the buffer had to drop: ``tags`` tags before sequence ``seq``."""
+
+    seq: int
+    tags: int
+    bytes: int
+    ms: int
+
+
+@dataclass(slots=True)
+class _Entry:
+    seq: int
+    data: bytes  # encoded tag: 11-byte header + body
+    timestamp: int
+    arrival: float
+
+
+@dataclass(slots=True)
+class _Drop:
+    first: int
+    last: int
+    bytes: int
+    first_ts: int
+    last_ts: int
+
+
+class Outbox:
+    """Tags of one stream from publisher to link, with seq/ack/credit bookkeeping."""
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        # Tags are numbered from 1, so 0 means "nothing yet" on the wire.
+        self.next_seq = 1  # sequence number the next pushed tag gets
+        self.acked = 0  # highest sequence the app has acknowledged
+        self.sent = 0  # highest sequence handed to the current link
+        self.buffered_bytes = 0
+        self.inflight_bytes = 0  # sent but not yet acked, on the current link
+        self.dropped_tags = 0
+        self.dropped_bytes = 0
+        # Latest metadata and codec configuration, replayed to a fresh decoder.
+        self.init: dict[str, bytes] = {}
+        self._tags: deque[_Entry] = deque()
+        self._drops: deque[_Drop] = deque()
+
+    # --- publisher side --------------------------------------------------------------
+
+    def push(self, tag_type: int, timestamp: int, data: bytes, now: float) -> int:
+        """Append one tag (``data`` is its body); returns its sequence number."""
+        encoded = flv.tag_header(tag_type, timestamp, len(data)) + data
+        seq = self.next_seq
+        self.next_seq += 1
+        self._tags.append(_Entry(seq, encoded, timestamp, now))
+        self.buffered_bytes += len(encoded)
+        self._remember_init(tag_type, data, encoded)
+        self._trim(now)
+        return seq
+
+    def _remember_init(self, tag_type: int, data: bytes, encoded: bytes) -> None:
+        if tag_type == flv.SCRIPT and data[3:13] == b"onMetaData":
+            self.init["metadata"] = encoded
+        elif flv.is_sequence_header(tag_type, data):
+            self.init["audio" if tag_type == flv.AUDIO else "video"] = encoded
+
+    def _trim(self, now: float) -> None:
+        """Drop the oldest whole tags while the buffer is over its bounds."""
+        limits = self.limits
+        oldest_allowed = now - limits.buffer_seconds
+        tags = self._tags
+        while len(tags) > 1 and (
+            self.buffered_bytes > limits.buffer_bytes or tags[0].arrival < oldest_allowed
+        ):
+            self._drop(tags.popleft())
+
+    def _drop(self, entry: _Entry) -> None:
+        size = len(entry.data)
+        self.buffered_bytes -= size
+        if entry.seq <= self.sent:
+            self.inflight_bytes -= size
+        self.dropped_tags += 1
+        self.dropped_bytes += size
+        last = self._drops[-1] if self._drops else None
+        if last is not None and last.last + 1 == entry.seq:
+            last.last = entry.seq
+            last.bytes += size
+            last.last_ts = entry.timestamp
+        else:
+            self._drops.append(_Drop(entry.seq, entry.seq, size, entry.timestamp, entry.timestamp))
+
+    # --- link side --------------------------------------------------------------------
+
+    @property
+    def pending(self) -> bool:
+        """Whether there is something to send (tags or a gap report)."""
+        return self.next_seq - 1 > self.sent
+
+    def take(self) -> tuple[Gap | None, int, list[bytes]]:
+        """Next tags for the link within the credit window.
+
+        Returns ``(gap, first_seq, tags)``: ``gap`` reports tags dropped before
+        ``first_seq`` since the last take. At least one tag is taken when nothing
+        is in flight, so a tag larger than the window still moves.
+        """
+        gap = self._gap_before_next()
+        out: list[bytes] = []
+        if not self._tags:
+            return gap, self.sent + 1, out
+        start = self.sent + 1 - self._tags[0].seq
+        first_seq = self.sent + 1
+        credit = self.limits.credit_bytes - self.inflight_bytes
+        for i in range(max(start, 0), len(self._tags)):
+            data = self._tags[i].data
+            if len(data) > credit and (out or self.inflight_bytes):
+                break
+            out.append(data)
+            credit -= len(data)
+        self.sent += len(out)
+        self.inflight_bytes += sum(map(len, out))
+        return gap, first_seq, out
+
+    def _gap_before_next(self) -> Gap | None:
+        """Account for dropped tags between what was last sent and the buffer's head."""
+        head = self._tags[0].seq if self._tags else self.next_seq
+        if self.sent + 1 >= head:
+            return None
+        first = self.sent + 1
+        tags = head - first
+        size = 0
+        first_ts = last_ts = None
+        for drop in self._drops:
+            if drop.last < first or drop.first >= head:
+                continue
+            size += drop.bytes
+            first_ts = drop.first_ts if first_ts is None else first_ts
+            last_ts = drop.last_ts
+        self.sent = head - 1
+        ms = (last_ts - first_ts) if first_ts is not None and last_ts is not None else 0
+        return Gap(seq=head, tags=tags, bytes=size, ms=ms)
+
+    def ack(self, seq: int) -> None:
+        """The app has everything up to ``seq``: free it and return its credit."""
+        seq = min(seq, self.sent)
+        if seq > self.acked:
+            self.inflight_bytes -= self._release(seq)
+
+    def rewind(self) -> None:
+        """A new link: resend everything after the last ack."""
+        self.sent = self.acked
+        self.inflight_bytes = 0
+
+    def resume_from(self, seq: int) -> None:
+        """A new link whose client already delivered up to ``seq`` (its ack was lost)."""
+        self.rewind()
+        seq = min(seq, self.next_seq - 1)
+        if seq > self.acked:
+            self._release(seq)
+            self.sent = seq
+
+    def _release(self, seq: int) -> int:
+        """Forget tags up to ``seq`` as delivered; returns their size."""
+        tags = self._tags
+        freed = 0
+        while tags and tags[0].seq <= seq:
+            freed += len(tags.popleft().data)
+        self.buffered_bytes -= freed
+        self.acked = seq
+        while self._drops and self._drops[0].last <= seq:
+            self._drops.popleft()
+        return freed
+
+    @property
+    def buffered_tags(self) -> int:
+        return len(self._tags)

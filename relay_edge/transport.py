@@ -1,0 +1,97 @@
+"""One interface over the two WebSocket libraries the link runs on.
+
+The edge dials with ``websockets`` (push) or accepts on aiohttp (pull); the app
+accepts on aiohttp (push) or dials with ``websockets`` (pull). The link logic
+sees only :class:`Transport`, so both modes share every line of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+SUBPROTOCOL = "rtmp-relay.v1"
+
+
+class TransportClosed(Exception):
+    """The WebSocket is gone; ``code`` and ``reason`` say how, when known."""
+
+    def __init__(self, code: int | None = None, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"link closed ({code}: {reason})" if code else "link closed")
+
+
+class Transport(Protocol):
+    """A connected WebSocket carrying binary messages."""
+
+    remote: str
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def recv(self) -> bytes: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+class WebsocketsTransport:
+    """Adapter for a ``websockets.asyncio`` connection (the dialing side)."""
+
+    def __init__(self, conn: ClientConnection, remote: str) -> None:
+        self._conn = conn
+        self.remote = remote
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self._conn.send(data)
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def recv(self) -> bytes:
+        try:
+            message = await self._conn.recv()
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+        if isinstance(message, str):
+            raise TransportClosed(1003, "text message on a binary link")
+        return message
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._conn.close(code, reason[:120])
+
+
+def _closed(exc: ConnectionClosed) -> TransportClosed:
+    frame = exc.rcvd or exc.sent
+    return TransportClosed(frame.code if frame else 1006, frame.reason if frame else "")
+
+
+class AiohttpTransport:
+    """Adapter for an aiohttp server or client WebSocket."""
+
+    def __init__(self, ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, remote: str) -> None:
+        self._ws: Any = ws
+        self.remote = remote
+
+    async def send(self, data: bytes) -> None:
+        if self._ws.closed:
+            raise TransportClosed(self._ws.close_code, "")
+        try:
+            await self._ws.send_bytes(data)
+        except (ConnectionError, RuntimeError) as exc:
+            raise TransportClosed(1006, str(exc)) from None
+
+    async def recv(self) -> bytes:
+        msg = await self._ws.receive()
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            return msg.data
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            raise TransportClosed(1003, "text message on a binary link")
+        code = self._ws.close_code if self._ws.close_code is not None else 1006
+        raise TransportClosed(code, str(msg.extra or ""))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._ws.close(code=code, message=reason[:120].encode())

@@ -1,0 +1,219 @@
+"""The outbox: sequence numbers, acks, credit, rewind/resume, overflow gaps. No I/O, clock passed in."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relay_edge import flv
+from relay_edge.limits import DEFAULT_LIMITS
+from relay_edge.outbox import Gap, Outbox
+
+AAC_CONFIG = b"\xaf\x00\x12\x10"
+AVC_CONFIG = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f"
+METADATA = b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x00\x00\x00\x09"
+
+
+def frame(i: int, size: int = 100) -> bytes:
+    """An AAC raw frame body of ``size`` bytes, distinct per ``i``."""
+    return b"\xaf\x01" + bytes([i % 256]) * (size - 2)
+
+
+def enc(tag_type: int, ts: int, body: bytes) -> bytes:
+    return flv.Tag(tag_type, ts, body).encode()
+
+
+def box(**limits: float) -> Outbox:
+    return Outbox(replace(DEFAULT_LIMITS, **limits))
+
+
+def fill(ob: Outbox, n: int, size: int = 100, now: float = 0.0, step_ms: int = 23) -> None:
+    for i in range(n):
+        ob.push(flv.AUDIO, i * step_ms, frame(i, size), now)
+
+
+def test_sequence_numbers_and_take_in_order() -> None:
+    ob = box()
+    assert [ob.push(flv.AUDIO, i, frame(i), 0.0) for i in range(5)] == [1, 2, 3, 4, 5]
+    gap, seq, tags = ob.take()
+    assert (gap, seq) == (None, 1)
+    assert tags == [enc(flv.AUDIO, i, frame(i)) for i in range(5)]
+    assert not ob.pending
+    assert ob.take() == (None, 6, [])
+
+
+def test_ack_frees_buffer_and_credit() -> None:
+    ob = box()
+    fill(ob, 4)
+    ob.take()
+    assert ob.inflight_bytes == ob.buffered_bytes == 4 * 111
+    ob.ack(2)
+    assert (ob.acked, ob.buffered_tags, ob.inflight_bytes) == (2, 2, 2 * 111)
+    ob.ack(1)  # stale ack: no effect
+    assert ob.acked == 2
+    ob.ack(99)  # beyond what was sent: clamped
+    assert (ob.acked, ob.buffered_tags, ob.inflight_bytes) == (4, 0, 0)
+
+
+CREDIT_CASES = [
+    # (credit_bytes, tag size, tags pushed, tags taken first)
+    pytest.param(1000, 100, 20, 9, id="window of nine 111-byte tags"),
+    pytest.param(111, 100, 3, 1, id="exactly one tag"),
+    pytest.param(50, 100, 3, 1, id="tag larger than the window still moves alone"),
+    pytest.param(10**6, 100, 30, 30, id="everything fits"),
+]
+
+
+@pytest.mark.parametrize(("credit", "size", "pushed", "taken"), CREDIT_CASES)
+def test_credit_window(credit: int, size: int, pushed: int, taken: int) -> None:
+    ob = box(credit_bytes=credit)
+    fill(ob, pushed, size)
+    _, seq, tags = ob.take()
+    assert (seq, len(tags)) == (1, taken)
+    assert ob.take()[2] == [] or taken == pushed  # nothing more until an ack
+    ob.ack(taken)
+    _, seq, more = ob.take()
+    assert seq == taken + 1
+    assert len(more) == min(taken, pushed - taken)
+
+
+def test_rewind_resends_everything_after_the_last_ack() -> None:
+    ob = box()
+    fill(ob, 6)
+    ob.take()
+    ob.ack(3)
+    ob.rewind()  # link dropped with 4..6 in flight
+    gap, seq, tags = ob.take()
+    assert (gap, seq, len(tags)) == (None, 4, 3)
+    assert tags[0] == enc(flv.AUDIO, 3 * 23, frame(3))
+
+
+def test_resume_from_a_client_that_delivered_more_than_we_saw_acked() -> None:
+    ob = box()
+    fill(ob, 6)
+    ob.take()
+    ob.ack(2)
+    ob.resume_from(5)  # its ack for 3..5 was lost with the link
+    assert ob.acked == 5
+    gap, seq, tags = ob.take()
+    assert (gap, seq, len(tags)) == (None, 6, 1)
+    assert ob.inflight_bytes == 111
+
+
+def test_resume_from_beyond_what_exists_is_clamped() -> None:
+    ob = box()
+    fill(ob, 3)
+    ob.resume_from(1000)
+    assert ob.acked == 3 and not ob.pending
+
+
+def test_overflow_by_bytes_drops_oldest_whole_tags_and_reports_the_gap() -> None:
+    ob = box(buffer_bytes=111 * 10)
+    fill(ob, 15)  # 5 too many, never sent
+    assert (ob.buffered_tags, ob.dropped_tags, ob.dropped_bytes) == (10, 5, 5 * 111)
+    gap, seq, tags = ob.take()
+    assert gap == Gap(seq=6, tags=5, bytes=5 * 111, ms=4 * 23)
+    assert (seq, len(tags)) == (6, 10)
+    assert tags[0] == enc(flv.AUDIO, 5 * 23, frame(5))
+    assert ob.take()[0] is None  # reported once
+
+
+def test_overflow_by_seconds() -> None:
+    ob = box(buffer_seconds=10.0)
+    for i in range(20):
+        ob.push(flv.AUDIO, i * 1000, frame(i), now=float(i))
+    # At now=19, tags that arrived before t=9 are gone: seq 1..9.
+    assert ob.dropped_tags == 9
+    gap, seq, _ = ob.take()
+    assert gap == Gap(seq=10, tags=9, bytes=9 * 111, ms=8000)
+    assert seq == 10
+
+
+def test_dropping_in_flight_tags_shows_as_a_gap_only_if_the_link_drops() -> None:
+    ob = box(buffer_bytes=111 * 5)
+    fill(ob, 5)
+    ob.take()  # 1..5 in flight
+    ob.push(flv.AUDIO, 500, frame(5), 0.0)  # pushes 1 out while in flight
+    assert ob.dropped_tags == 1
+    assert ob.inflight_bytes == 4 * 111
+    # The link survives: the client got 1 anyway and acks it; no gap.
+    ob.ack(5)
+    gap, seq, tags = ob.take()
+    assert (gap, seq, len(tags)) == (None, 6, 1)
+
+
+def test_in_flight_drop_then_link_loss_reports_a_gap_on_the_next_link() -> None:
+    ob = box(buffer_bytes=111 * 5)
+    fill(ob, 5)
+    ob.take()
+    fill(ob, 2)  # drops 1 and 2, which were in flight
+    ob.rewind()
+    gap, seq, tags = ob.take()
+    assert gap == Gap(seq=3, tags=2, bytes=2 * 111, ms=23)
+    assert (seq, len(tags)) == (3, 5)
+
+
+def test_init_keeps_the_latest_metadata_and_codec_configuration() -> None:
+    ob = box(buffer_bytes=2000)
+    ob.push(flv.SCRIPT, 0, METADATA, 0.0)
+    ob.push(flv.VIDEO, 0, AVC_CONFIG, 0.0)
+    ob.push(flv.AUDIO, 0, AAC_CONFIG, 0.0)
+    fill(ob, 40)  # the configuration tags themselves overflow out of the buffer
+    assert ob.dropped_tags > 3
+    assert ob.init == {
+        "metadata": enc(flv.SCRIPT, 0, METADATA),
+        "video": enc(flv.VIDEO, 0, AVC_CONFIG),
+        "audio": enc(flv.AUDIO, 0, AAC_CONFIG),
+    }
+    new_config = b"\xaf\x00\x11\x90"
+    ob.push(flv.AUDIO, 5000, new_config, 0.0)
+    assert ob.init["audio"] == enc(flv.AUDIO, 5000, new_config)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("push"), st.integers(1, 400)),
+            st.tuples(st.just("take"), st.just(0)),
+            st.tuples(st.just("ack"), st.integers(0, 60)),
+            st.tuples(st.just("rewind"), st.just(0)),
+        ),
+        max_size=80,
+    )
+)
+def test_every_tag_is_delivered_once_or_reported_as_a_gap(ops: list[tuple[str, int]]) -> None:
+    """Across any mix of pushes, takes, acks and link drops: the receiver sees each sequence
+    number once, in order, or inside a gap; bookkeeping never goes negative."""
+    ob = box(buffer_bytes=2000, credit_bytes=700)
+    delivered = 0  # what a receiver that dedups by seq has seen
+    for op, arg in ops:
+        if op == "push":
+            ob.push(flv.AUDIO, ob.next_seq, b"\xaf\x01" + b"x" * arg, 0.0)
+        elif op == "take":
+            gap, seq, tags = ob.take()
+            if gap is not None:
+                assert gap.seq - gap.tags <= delivered + 1 <= gap.seq
+                delivered = max(delivered, gap.seq - 1)
+            if tags:
+                assert seq <= delivered + 1
+                delivered = max(delivered, seq + len(tags) - 1)
+        elif op == "ack":
+            ob.ack(min(arg, delivered))
+        else:
+            ob.rewind()
+        assert ob.buffered_bytes >= 0 and ob.inflight_bytes >= 0
+        assert ob.inflight_bytes <= ob.buffered_bytes
+    # Drain: everything pushed is either delivered or reported.
+    ob.rewind()
+    while ob.pending:
+        gap, seq, tags = ob.take()
+        if gap is not None:
+            delivered = max(delivered, gap.seq - 1)
+        if tags:
+            assert seq <= delivered + 1
+            delivered = max(delivered, seq + len(tags) - 1)
+        ob.ack(delivered)
+    assert delivered == ob.next_seq - 1

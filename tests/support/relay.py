@@ -1,0 +1,124 @@
+"""An edge and an app on loopback, in this process, for end-to-end tests.
+
+The edge listens for RTMP on a free port and dials the app's ``/relay`` (push
+mode), exactly as ``relay-edge serve --upstream`` would; the app is a real aiohttp
+server with a :class:`~relay_client.receiver.Receiver` writing ``--out`` files.
+Publishers are real processes (ffmpeg, GStreamer, PyAV in a subprocess).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from relay_client.decode import AudioChunk, AudioFormat
+from relay_client.receiver import Receiver
+from relay_client.stream import Stream
+from relay_edge import keys
+from relay_edge.edge import Edge, EdgeConfig
+from relay_edge.http import common_routes
+from relay_edge.limits import DEFAULT_LIMITS, Limits
+
+SECRET = "test-secret-5f0c2a9e81d4"
+
+
+class Relay:
+    """``async with Relay(tmp_path) as relay``: edge + app up, link established."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        consume: frozenset[str] = frozenset({"audio"}),
+        audio_format: AudioFormat | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        secret: str = SECRET,
+        accept: Any = None,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.secret = secret
+        self.limits = limits
+        self.chunks: dict[str, list[tuple[float, AudioChunk]]] = {}
+        self.streams: dict[str, Stream] = {}
+        self.receiver = Receiver(
+            secret,
+            audio_format=audio_format,
+            consume=consume,
+            out_dir=str(out_dir),
+            on_stream=self._on_stream,
+            limits=limits,
+            name="test-app",
+            accept=accept,
+        )
+        self._consume = consume
+        self._runner: web.AppRunner | None = None
+        self.edge: Edge | None = None
+        self.app_port = 0
+
+    async def __aenter__(self) -> Relay:
+        app = web.Application()
+        app.router.add_get("/relay", self.receiver.handler)
+        common_routes(app, self.receiver.status, self.receiver.metrics.render)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.app_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        config = EdgeConfig(
+            secret=self.secret,
+            rtmp_listen=("127.0.0.1", 0),
+            http_listen=("127.0.0.1", 0),
+            upstreams=(f"ws://127.0.0.1:{self.app_port}/relay",),
+            name="test-edge",
+            limits=self.limits,
+        )
+        self.edge = Edge(config)
+        await self.edge.start()
+        await until(lambda: bool(self.edge and self.edge.links and self.receiver.links), 5.0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.edge is not None:
+            await self.edge.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _on_stream(self, stream: Stream) -> None:
+        self.streams[stream.info.name] = stream
+        if "audio" in self._consume:
+            chunks = self.chunks.setdefault(stream.info.name, [])
+            async for chunk in stream.audio():
+                chunks.append((time.monotonic(), chunk))
+
+    def url(self, name: str, ttl: float = 600) -> str:
+        """An RTMP URL with a freshly minted key for ``name``."""
+        assert self.edge is not None
+        key = keys.mint_key(self.secret, name, ttl=ttl, now=time.time())
+        return f"rtmp://127.0.0.1:{self.edge.rtmp_port}/live/{key}"
+
+    async def ended(self, name: str, timeout: float = 20.0) -> dict[str, Any]:
+        """Wait for the app to finish ``name`` (NAME.json written); return the stats."""
+        path = self.out_dir / f"{name}.json"
+        await until(path.exists, timeout, f"stream {name} did not end within {timeout} s")
+        return json.loads(path.read_text())
+
+    def pcm(self, name: str) -> bytes:
+        return b"".join(c.data for _, c in self.chunks.get(name, []))
+
+
+def with_limits(**changes: Any) -> Limits:
+    return replace(DEFAULT_LIMITS, **changes)
+
+
+async def until(predicate: Any, timeout: float, message: str = "condition not met") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(message)
+        await asyncio.sleep(0.01)
