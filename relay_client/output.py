@@ -11,9 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from relay_edge.keys import safe_filename
-
 from relay_edge import flv
+from relay_edge.keys import safe_filename
 
 from .decode import AudioFormat
 from .wav import WavWriter
