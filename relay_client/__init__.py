@@ -12,8 +12,9 @@ as async iterators, ``info`` (name, codecs, publisher) and ``wait_ended()``.
 from relay_edge.keys import mint_key, verify_key
 
 from .decode import AudioChunk, AudioFormat
+from .pcm_stream import MuteEvent, PcmStream
 from .receiver import Receiver
-from .stream import GapEvent, Stream, StreamInfo, StreamStats
+from .stream import GapEvent, PublisherReconnected, Stream, StreamInfo, StreamStats
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,9 @@ __all__ = [
     "AudioChunk",
     "AudioFormat",
     "GapEvent",
+    "MuteEvent",
+    "PcmStream",
+    "PublisherReconnected",
     "Receiver",
     "Stream",
     "StreamInfo",

@@ -27,11 +27,12 @@ from aiohttp import web
 from relay_edge import wire
 from relay_edge.auth import ProofVerifier
 from relay_edge.errors import AuthError, ProtocolError, WireError
-from relay_edge.http import accept_link
+from relay_edge.http import accept_link, close_code_for
 from relay_edge.limits import DEFAULT_LIMITS, Limits
 from relay_edge.link import exchange_hello, run_until_first
 from relay_edge.metrics import Metrics
 from relay_edge.transport import AiohttpTransport, Transport, TransportClosed
+from relay_edge.tunnel import TunnelMux
 
 from .decode import AudioFormat
 from .stream import GapEvent, Stream
@@ -56,6 +57,8 @@ class Receiver:
         accept: AcceptHook | None = None,
         limits: Limits = DEFAULT_LIMITS,
         name: str | None = None,
+        forwards: dict[str, tuple[str, int]] | None = None,
+        patterns: tuple[str, ...] = (),
     ) -> None:
         self._secret = secret
         self.audio_format = audio_format or AudioFormat()
@@ -64,14 +67,19 @@ class Receiver:
         self.limits = limits
         self.name = name or socket.gethostname()
         self.instance = secrets.token_hex(6)
+        self.patterns = tuple(patterns)  # stream-name globs this app wants from edges (empty: all)
+        self.forwards = dict(forwards or {})  # raw TCP tunnels: name -> local (host, port)
         self._on_stream = on_stream
         self._accept = accept
-        self._verifier = ProofVerifier(secret, limits.auth_max_skew)
+        self._verifier = ProofVerifier(secret, limits.auth_max_skew, limits.auth_max_remembered)
         self._new: asyncio.Queue[Stream] = asyncio.Queue()
         self.live: dict[str, Stream] = {}  # by uid
         self.links: list[ClientLink] = []
+        self.closing = False  # shutdown() started: no new links
         self._tasks: set[asyncio.Task[Any]] = set()
         self.metrics = Metrics("relay_client", self._gauges)
+        self._metered: dict[str, tuple[int, int, int, int]] = {}  # uid -> tags, bytes, gaps, gap tags counted
+        self._rates: dict[str, list[tuple[float, int]]] = {}  # uid -> (time, bytes) at status reads
 
     # --- the app's side -------------------------------------------------------------------
 
@@ -80,6 +88,20 @@ class Receiver:
         while True:
             yield await self._new.get()
 
+    def add_stream(self, stream: Any) -> None:
+        """Deliver a stream that did not come over a link, like any other.
+
+        Used by LiveKit's Track Egress fallback (:class:`relay_client.pcm_stream.PcmStream`):
+        the object offers ``info``, ``stats``, ``audio()``, ``events()`` and ``wait_ended()``.
+        It shows in :meth:`streams`, ``on_stream`` and :meth:`status` until it ends.
+        """
+        self.live[stream.info.uid] = stream
+        self.metrics.streams.inc()
+        self._new.put_nowait(stream)
+        if self._on_stream is not None:
+            self._spawn(self._on_stream(stream))
+        self._spawn(self._reap(stream))
+
     async def handler(self, request: web.Request) -> web.StreamResponse:
         """aiohttp handler for the edge's pushed link: ``app.router.add_get("/relay", r.handler)``."""
         accepted = await accept_link(request, self._verify, self.limits.ws_max_message)
@@ -87,25 +109,84 @@ class Receiver:
             self.metrics.auth_failures.labels("link_proof").inc()
             return accepted
         ws, proof = accepted
+        if self.closing:
+            # A new link would only be cut again: tell the edge to go elsewhere at once.
+            await ws.close(code=1001, message=b"app shutting down")
+            return ws
         await self.run_link(
             AiohttpTransport(ws, f"{request.remote} (push)"), dialer_proof=proof, dialed=False
         )
         await ws.close()
         return ws
 
+    async def connect(self, url: str, *, ca_file: str | None = None) -> None:
+        """Pull mode: keep a link to the edge's ``/link`` up until cancelled.
+
+        Run it as a background task inside any app (a worker, a laptop):
+        ``asyncio.create_task(receiver.connect("wss://edge.fly.dev/link"))``.
+        """
+        from relay_edge.dial import dial_forever
+
+        async def run(transport: Transport, proof: str) -> None:
+            await self.run_link(transport, dialer_proof=proof, dialed=True)
+
+        await dial_forever(
+            url,
+            secret=self._secret,
+            role="client",
+            limits=self.limits,
+            run_link=run,
+            ca_file=ca_file,
+            on_failure=lambda kind: self.metrics.link_failures.labels(kind).inc(),
+        )
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        """Graceful stop (SIGTERM): hand over what arrived, ack it, then close every link.
+
+        Data arriving after this is ignored (it is not acked, so the edge keeps it for
+        the next instance). Each stream's pipeline finishes its backlog — files written,
+        the app's queues fed — and the acks go out; then each link gets
+        ``Close(code=shutdown)`` and a 1001 close, which makes the edge redial at once
+        (on a deploy, reaching the new instance). Bounded by ``timeout`` seconds.
+        """
+        self.closing = True
+        for link in self.links:
+            link.draining = True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (
+            any(s.busy for s in self.live.values()) or any(ln.acks_pending for ln in self.links)
+        ):
+            await asyncio.sleep(0.02)
+        for link in list(self.links):
+            await link.close()
+
     def _verify(self, proof: str) -> None:
         self._verifier.verify(proof, time.time(), role="edge")
+
+    async def open_forward(self, name: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Raw TCP mode: connect a tunneled connection to the local address named ``name``."""
+        host, port = self.forwards[name]
+        return await asyncio.open_connection(host, port)
+
+    def verify_proof(self, proof: str) -> None:
+        """Check a dialing edge's proof header (raises AuthError): for endpoints on other servers."""
+        self._verify(proof)
 
     # --- links ------------------------------------------------------------------------------
 
     async def run_link(self, transport: Transport, *, dialer_proof: str, dialed: bool) -> None:
         """Hello, then pump one link until it ends. Errors end only this link."""
+        if self.closing:  # shutting down: a new link would only be cut again
+            with contextlib.suppress(Exception):
+                await transport.close(1001, "app shutting down")
+            return
         hello = wire.Hello(
             version=wire.PROTOCOL_VERSION,
             role="client",
             instance=self.instance,
             name=self.name,
             streams=tuple(wire.ResumePoint(uid=s.info.uid, seq=s.delivered) for s in self.live.values()),
+            patterns=self.patterns,
         )
         try:
             peer = await exchange_hello(
@@ -120,6 +201,7 @@ class Receiver:
             self.links.append(link)
             self.metrics.link_connects.inc()
             log.info("link up: %s (edge %s)", transport.remote, peer.name or peer.instance)
+            self._finish_gone(peer)
             try:
                 await link.run()
             finally:
@@ -127,6 +209,20 @@ class Receiver:
         except (TransportClosed, ProtocolError, AuthError, TimeoutError, ConnectionError) as exc:
             log.warning("link %s ended: %s", transport.remote, exc)
             self.metrics.link_failures.labels(type(exc).__name__).inc()
+            with contextlib.suppress(Exception):  # tell the peer why: 1002/1009 with the error
+                await transport.close(close_code_for(exc), str(exc))
+
+    def _finish_gone(self, peer: wire.Hello) -> None:
+        """End streams from this edge (by name) that its Hello no longer lists.
+
+        They ended while the link was down, or the edge restarted and lost them:
+        nothing more will come, so the app gets the end instead of waiting forever.
+        """
+        listed = {p.uid for p in peer.streams}
+        for stream in list(self.live.values()):
+            if stream.info.edge == peer.name and stream.info.uid not in listed and not stream.ended:
+                log.warning("stream %s: edge %s no longer has it; ending it", stream.info.name, peer.name)
+                stream.end("gone from the edge")
 
     async def open_stream(self, frame: wire.Open, link: ClientLink) -> tuple[Stream, str | None]:
         """A stream opened on ``link``: the existing object on a resume, else a new one."""
@@ -160,8 +256,37 @@ class Receiver:
             verdict = await verdict
         return verdict  # type: ignore[return-value]
 
+    def _bitrate(self, stream: Stream) -> int:
+        """Bits per second received, over the last ~5 s of status reads (since the start on the first)."""
+        now = time.time()
+        samples = self._rates.setdefault(stream.info.uid, [])
+        samples.append((now, stream.stats.bytes))
+        while len(samples) > 2 and now - samples[0][0] > 5:
+            samples.pop(0)
+        (t0, b0), (t1, b1) = samples[0], samples[-1]
+        if t1 - t0 >= 0.5:
+            return round((b1 - b0) * 8 / (t1 - t0))
+        elapsed = now - stream.stats.started
+        return round(b1 * 8 / elapsed) if elapsed > 0 else 0
+
+    def _meter(self, stream: Stream) -> None:
+        """Move the counters on by what ``stream`` delivered since last time (every batch ends in an ack)."""
+        s = stream.stats
+        now = (s.tags, s.bytes, s.gaps, s.gap_tags)
+        before = self._metered.get(stream.info.uid, (0, 0, 0, 0))
+        m = self.metrics
+        m.tags_total += max(0, now[0] - before[0])
+        m.bytes_total += max(0, now[1] - before[1])
+        for counter, new, old in ((m.gap_events, now[2], before[2]), (m.gap_tags, now[3], before[3])):
+            if new > old:
+                counter.inc(new - old)
+        self._metered[stream.info.uid] = now
+
     async def _reap(self, stream: Stream) -> None:
         await stream.wait_ended()
+        self._meter(stream)
+        self._metered.pop(stream.info.uid, None)
+        self._rates.pop(stream.info.uid, None)
         if self.live.get(stream.info.uid) is stream:
             del self.live[stream.info.uid]
 
@@ -171,6 +296,7 @@ class Receiver:
         task.add_done_callback(self._tasks.discard)
 
     def _ack(self, stream: Stream, seq: int) -> None:
+        self._meter(stream)
         for link in self.links:
             link.ack(stream, seq)
 
@@ -196,6 +322,8 @@ class Receiver:
                     "bytes": s.stats.bytes,
                     "tags": s.stats.tags,
                     "audio_samples": s.stats.audio_samples,
+                    "audio_level_dbfs": s.stats.audio_level_dbfs,
+                    "bitrate": self._bitrate(s),
                     "gaps": s.stats.gaps,
                     "acked_seq": s.delivered,
                     "queued_batches": s.queued,
@@ -226,7 +354,9 @@ class ClientLink:
         self._acks: dict[int, int] = {}
         self._refused: set[int] = set()
         self._wake = asyncio.Event()
+        self.tunnels = TunnelMux(transport.send, receiver.open_forward)  # raw TCP channels
         self._last_rx = time.monotonic()
+        self.draining = False  # shutting down: ignore new Data, finish acking what we have
 
     def ack(self, stream: Stream, seq: int) -> None:
         sid = self.sids.get(stream.info.uid)
@@ -235,7 +365,10 @@ class ClientLink:
             self._wake.set()
 
     async def run(self) -> None:
-        await run_until_first(self._recv_loop(), self._send_loop(), self._watchdog())
+        try:
+            await run_until_first(self._recv_loop(), self._send_loop(), self._watchdog())
+        finally:
+            self.tunnels.close_all()
 
     async def _send_loop(self) -> None:
         while True:
@@ -246,13 +379,26 @@ class ClientLink:
                 frames = [wire.Ack(sid=sid, seq=seq) for sid, seq in acks.items()]
                 await self.transport.send(wire.encode_many(frames))
 
+    @property
+    def acks_pending(self) -> bool:
+        return bool(self._acks)
+
     async def _watchdog(self) -> None:
-        """The edge pings every ``ping_interval``; silence past ``ping_timeout`` means a dead link."""
+        """Ping every ``ping_interval``; silence past ``ping_timeout`` means a dead (half-open) link.
+
+        The edge pings too, so either side notices a link that died without a FIN or
+        RST (a NAT or load balancer dropping it) within ``ping_timeout``.
+        """
         limits = self.receiver.limits
+        next_ping = time.monotonic() + limits.ping_interval
         while True:
-            await asyncio.sleep(1.0)
-            if time.monotonic() - self._last_rx > limits.ping_timeout:
+            await asyncio.sleep(min(1.0, limits.ping_interval))
+            now = time.monotonic()
+            if now - self._last_rx > limits.ping_timeout:
                 raise TimeoutError(f"ping_timeout: nothing from the edge for {limits.ping_timeout:g} s")
+            if now >= next_ping:
+                next_ping = now + limits.ping_interval
+                await self.transport.send(wire.encode(wire.Ping(t=now)))
 
     async def _recv_loop(self) -> None:
         limits = self.receiver.limits
@@ -263,10 +409,12 @@ class ClientLink:
                 await self._handle(frame)
 
     async def _handle(self, frame: object) -> None:
+        if await self.tunnels.handle(frame):
+            return
         if isinstance(frame, wire.Data):
             stream = self._stream(frame.sid)
-            if stream is not None:
-                stream.feed(frame.seq, frame.tags)
+            if stream is not None and not self.draining:
+                stream.feed(frame.seq, frame.tags, frame.publisher)
         elif isinstance(frame, wire.Open):
             await self._open(frame)
         elif isinstance(frame, wire.Gap):
@@ -278,10 +426,17 @@ class ClientLink:
                 raise ConnectionResetError(f"edge closed the link: {frame.reason}")
             stream = self._streams.pop(frame.sid, None)
             if stream is not None:
-                self.sids.pop(stream.info.uid, None)
                 stream.end(frame.reason)
+                # Keep the sid until the pipeline has acked the tail: the edge frees an
+                # ended stream only once everything up to its Close is acknowledged.
+                self.receiver._spawn(self._forget_when_ended(stream, frame.sid))
         elif isinstance(frame, wire.Ping):
             await self.transport.send(wire.encode(wire.Pong(t=frame.t)))
+
+    async def _forget_when_ended(self, stream: Stream, sid: int) -> None:
+        await stream.wait_ended()
+        if self.sids.get(stream.info.uid) == sid:
+            del self.sids[stream.info.uid]
 
     async def _open(self, frame: wire.Open) -> None:
         if frame.sid in self._streams:
@@ -306,5 +461,9 @@ class ClientLink:
         return stream
 
     async def close(self) -> None:
+        """Tell the edge we are going away (it redials at once), then close the WebSocket."""
         with contextlib.suppress(Exception):
+            await self.transport.send(
+                wire.encode(wire.Close(sid=None, reason="app shutting down", code=wire.Code.SHUTDOWN))
+            )
             await self.transport.close(1001, "app shutting down")

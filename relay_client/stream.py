@@ -13,13 +13,13 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from relay_edge import flv, wire
 
 from .decode import AudioChunk, AudioDecoder, AudioFormat, VideoDecoder
-from .output import StreamFiles
+from .output import StreamFiles, merge_stats
 
 log = logging.getLogger("relay_client.stream")
 
@@ -51,6 +51,18 @@ class GapEvent:
     ms: int
 
 
+@dataclass(frozen=True)
+class PublisherReconnected:
+    """A new publisher took the stream over with the same key; its first tag is ``seq``.
+
+    The stream goes on (same files, same iterators); its tags start with its own
+    metadata and sequence headers, so decoding follows a codec configuration change.
+    """
+
+    seq: int
+    publisher: dict[str, Any]
+
+
 @dataclass
 class StreamStats:
     tags: int = 0
@@ -59,6 +71,7 @@ class StreamStats:
     video_tags: int = 0
     gaps: int = 0
     gap_tags: int = 0
+    gap_bytes: int = 0
     gap_ms: int = 0
     first_timestamp: int | None = None
     last_timestamp: int | None = None
@@ -67,7 +80,18 @@ class StreamStats:
     video_frames: int = 0
     decode_errors: int = 0
     links: int = 0
+    resumes: int = 0
+    publisher_reconnects: int = 0  # links this stream continued on, in this process or after a restart
+    # RMS level of the last decoded chunk, floored at -120 dBFS; None before any audio.
+    audio_level_dbfs: float | None = None
     started: float = field(default_factory=time.time)
+
+
+def audio_level_dbfs(chunk: AudioChunk) -> float:
+    """RMS level of one decoded chunk in dBFS, rounded, floored at -120 (JSON has no -inf)."""
+    from .tone import rms_dbfs
+
+    return round(max(-120.0, rms_dbfs(chunk.data, chunk.channels, chunk.format)), 1)
 
 
 class Stream:
@@ -106,10 +130,32 @@ class Stream:
         self._video = VideoDecoder() if "video" in consume else None
         self._files = StreamFiles(out_dir, open_frame.name, audio_format) if out_dir else None
         self._files_open = False
+        # Totals of earlier streams (or processes) in the same files, for NAME.json.
+        self._base: dict[str, Any] = {}
+        if self._files is not None:
+            self._restore(self._files, open_frame)
         self._ended = asyncio.Event()
+        self._working = False  # a batch is between the inbox and its ack
         self._task: asyncio.Task[None] | None = None
         if open_frame.init:
             self._inbox.put_nowait(("init", list(open_frame.init)))
+
+    def _restore(self, files: StreamFiles, open_frame: wire.Open) -> None:
+        """Continue from an earlier process's checkpoint of this very stream, if there is one."""
+        state = files.restore(open_frame.uid)
+        if state is None:
+            self._base = files.previous()
+            return
+        self._base = state.get("base", {})
+        known = StreamStats.__dataclass_fields__
+        self.stats = StreamStats(**{k: v for k, v in state.get("stats", {}).items() if k in known})
+        self.stats.resumes += 1
+        # The files hold up to the checkpoint: skip that much of the replay (its acks were
+        # lost with the old process, so the edge resends from its last ack).
+        self.delivered = max(self.delivered, int(state.get("seq", 0)))
+        log.info(
+            "stream %s: files hold up to seq %d; continuing after a restart", open_frame.name, self.delivered
+        )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._pipeline(), name=f"stream {self.info.name}")
@@ -132,7 +178,7 @@ class Stream:
             yield item
 
     async def events(self) -> AsyncIterator[Any]:
-        """:class:`GapEvent` and other stream events, until the stream ends."""
+        """:class:`GapEvent` and :class:`PublisherReconnected` events, until the stream ends."""
         while True:
             item = await self._events.get()
             if item is _END:
@@ -157,8 +203,9 @@ class Stream:
 
     # --- the link's side ------------------------------------------------------------------
 
-    def feed(self, seq: int, tags: tuple[bytes, ...]) -> None:
-        self._inbox.put_nowait(("data", seq, tags))
+    def feed(self, seq: int, tags: tuple[bytes, ...], publisher: dict[str, Any] | None = None) -> None:
+        """Tags ``seq``, ``seq + 1``, ...; ``publisher`` is set when a new publisher starts at ``seq``."""
+        self._inbox.put_nowait(("data", seq, tags, publisher))
 
     def feed_gap(self, gap: GapEvent) -> None:
         self._inbox.put_nowait(("gap", gap))
@@ -166,6 +213,7 @@ class Stream:
     def reopen(self, open_frame: wire.Open) -> None:
         """The same stream on a new link (this process kept its state)."""
         self.stats.links += 1
+        self.stats.resumes += 1
 
     def end(self, reason: str) -> None:
         self._inbox.put_nowait(("end", reason))
@@ -173,6 +221,11 @@ class Stream:
     @property
     def queued(self) -> int:
         return self._inbox.qsize()
+
+    @property
+    def busy(self) -> bool:
+        """Tags received and not yet handed over (and acked): what a graceful stop waits for."""
+        return not self.ended and (self._working or not self._inbox.empty())
 
     # --- the pipeline ---------------------------------------------------------------------
 
@@ -183,13 +236,15 @@ class Stream:
             await flv_q.put(self.header)
         try:
             while True:
+                self._working = False
                 batch = [await self._inbox.get()]
+                self._working = True
                 while not self._inbox.empty():
                     batch.append(self._inbox.get_nowait())
                 init, tags, last_seq, end = self._select(batch)
-                if init or tags or end is not None:
+                if init or tags or end is not None or last_seq > self.delivered:
                     chunks, frames = await loop.run_in_executor(
-                        None, self._process, init, tags, end is not None
+                        None, self._process, init, tags, end is not None, last_seq
                     )
                     await self._deliver(tags, chunks, frames)
                 if last_seq > self.delivered:
@@ -212,7 +267,9 @@ class Stream:
         for item in batch:
             kind = item[0]
             if kind == "data":
-                _, seq, data = item
+                _, seq, data, publisher = item
+                if publisher is not None and seq > last:  # first delivery, not a replay
+                    self._note_publisher(seq, publisher)
                 skip = max(0, last + 1 - seq)
                 tags.extend(data[skip:])
                 last = max(last, seq + len(data) - 1)
@@ -225,9 +282,18 @@ class Stream:
                 end = item[1]
         return init, tags, last, end
 
+    def _note_publisher(self, seq: int, publisher: dict[str, Any]) -> None:
+        self.stats.publisher_reconnects += 1
+        self.info = replace(self.info, publisher=dict(publisher))
+        log.info(
+            "stream %s: publisher reconnected from %s at seq %d", self.info.name, publisher.get("addr"), seq
+        )
+        self._events.put_nowait(PublisherReconnected(seq, dict(publisher)))
+
     def _note_gap(self, gap: GapEvent) -> None:
         self.stats.gaps += 1
         self.stats.gap_tags += gap.tags
+        self.stats.gap_bytes += gap.bytes
         self.stats.gap_ms += gap.ms
         log.warning(
             "stream %s: gap of %d tags (%d ms) before seq %d", self.info.name, gap.tags, gap.ms, gap.seq
@@ -235,7 +301,7 @@ class Stream:
         self._events.put_nowait(gap)
 
     def _process(
-        self, init: list[bytes], tags: list[bytes], ending: bool
+        self, init: list[bytes], tags: list[bytes], ending: bool, last_seq: int
     ) -> tuple[list[AudioChunk], list[Any]]:
         """Worker thread: files and decoding for one batch.
 
@@ -276,8 +342,19 @@ class Stream:
             for chunk in chunks:
                 self._files.write_audio(chunk.data)
             self._files.flush()
+            # Before the ack that follows: the files' state must never lag what the edge frees.
+            self._files.checkpoint(
+                {
+                    "uid": self.info.uid,
+                    "seq": max(last_seq, self.delivered),
+                    "stats": asdict(stats),
+                    "base": self._base,
+                }
+            )
         stats.audio_frames += len(chunks)
         stats.audio_samples += sum(c.samples for c in chunks)
+        if chunks:
+            stats.audio_level_dbfs = audio_level_dbfs(chunks[-1])
         stats.video_frames += len(frames)
         return chunks, frames
 
@@ -307,31 +384,42 @@ class Stream:
         log.info("stream %s ended: %s", self.info.name, reason)
 
     def summary(self) -> dict[str, Any]:
-        """The NAME.json document: stats at stream end. Holds no key and no secret."""
+        """The NAME.json document: stats at stream end. Holds no key and no secret.
+
+        Counters add up every stream appended to the same files (earlier streams of
+        this name, and this stream before a restart), so they describe the files.
+        """
         s = self.stats
-        return {
-            "name": self.info.name,
-            "uid": self.info.uid,
-            "codecs": self.info.codecs,
-            "publisher": self.info.publisher,
-            "edge": self.info.edge,
-            "tags": s.tags,
-            "bytes": s.bytes,
-            "audio_tags": s.audio_tags,
-            "video_tags": s.video_tags,
-            "gaps": s.gaps,
-            "gap_tags": s.gap_tags,
-            "gap_ms": s.gap_ms,
-            "first_timestamp": s.first_timestamp,
-            "last_timestamp": s.last_timestamp,
-            "audio_samples": s.audio_samples,
-            "audio_format": {
-                "sample_rate": self._format.sample_rate,
-                "channels": self._format.channels,
-                "format": self._format.format,
+        return merge_stats(
+            self._base,
+            {
+                "name": self.info.name,
+                "uid": self.info.uid,
+                "codecs": self.info.codecs,
+                "publisher": self.info.publisher,
+                "edge": self.info.edge,
+                "tags": s.tags,
+                "bytes": s.bytes,
+                "audio_tags": s.audio_tags,
+                "video_tags": s.video_tags,
+                "gaps": s.gaps,
+                "gap_tags": s.gap_tags,
+                "gap_bytes": s.gap_bytes,
+                "gap_ms": s.gap_ms,
+                "resumes": s.resumes,
+                "publisher_reconnects": s.publisher_reconnects,
+                "streams": 1,
+                "first_timestamp": s.first_timestamp,
+                "last_timestamp": s.last_timestamp,
+                "audio_samples": s.audio_samples,
+                "audio_format": {
+                    "sample_rate": self._format.sample_rate,
+                    "channels": self._format.channels,
+                    "format": self._format.format,
+                },
+                "decode_errors": s.decode_errors,
+                "end_reason": self.end_reason,
+                "started": s.started,
+                "ended": time.time(),
             },
-            "decode_errors": s.decode_errors,
-            "end_reason": self.end_reason,
-            "started": s.started,
-            "ended": time.time(),
-        }
+        )

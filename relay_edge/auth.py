@@ -41,10 +41,8 @@ NONCE_SIZE = 16  # 128 random bits: collisions are not a concern
 # Proofs this long or longer are malformed before we parse them: the real
 # thing is under 100 characters.
 MAX_PROOF_CHARS = 256
-# Valid proofs remembered for replay detection at once. Only proofs with a
-# good signature are stored, so filling this takes the secret; a link every
-# second for the 120 s window is 120 entries.
-MAX_REMEMBERED_PROOFS = 4096
+# Valid proofs remembered for replay detection at once (Limits.auth_max_remembered).
+MAX_REMEMBERED_PROOFS = DEFAULT_LIMITS.auth_max_remembered
 
 _PROOF_RE = re.compile(
     r"1\.(?P<role>[a-z]{1,16})\.(?P<ts>0|[1-9][0-9]{0,11})"
@@ -113,7 +111,7 @@ class ProofVerifier:
 
     Holds the nonces of accepted proofs for ``2 * max_skew`` seconds: a proof
     stamped up to ``max_skew`` in the future stays fresh that long after we
-    first see it. At most :data:`MAX_REMEMBERED_PROOFS` are held; past that,
+    first see it. At most ``max_remembered`` (``Limits.auth_max_remembered``) are held; past that,
     new proofs are refused until old ones expire (evicting one instead would
     let it be replayed).
     """
@@ -122,7 +120,7 @@ class ProofVerifier:
         self,
         secret: str,
         max_skew: float = DEFAULT_LIMITS.auth_max_skew,
-        max_remembered: int = MAX_REMEMBERED_PROOFS,
+        max_remembered: int = DEFAULT_LIMITS.auth_max_remembered,
     ) -> None:
         self._key = derive_key(secret, LINK_PROOF)
         self.max_skew = max_skew

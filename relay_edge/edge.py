@@ -25,7 +25,8 @@ from aiohttp import web
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from . import flv, keys, wire
+from . import flv, keys, tls, wire
+from .access import AllowList
 from .auth import PROOF_HEADER, ProofVerifier, make_proof
 from .errors import AuthError, ProtocolError
 from .ingest import RtmpConnection
@@ -35,6 +36,7 @@ from .metrics import Metrics
 from .outbox import Gap, Outbox
 from .rtmp.events import PublishRequested
 from .transport import SUBPROTOCOL, TransportClosed, WebsocketsTransport
+from .tunnel import TunnelMux, serve_tunnel
 
 log = logging.getLogger("relay_edge")
 
@@ -62,6 +64,17 @@ class EdgeConfig:
     limits: Limits = DEFAULT_LIMITS
     # TLS to the app: verification is on; ``ca_file`` adds a private CA.
     ca_file: str | None = None
+    # Seconds a SIGTERMed edge waits for the app to ack the streams' tails. Fly's
+    # kill_timeout defaults to 5 s; an app acks within ~100 ms, so 4 s leaves headroom.
+    shutdown_grace: float = 4.0
+    # RTMPS: a second listener speaking RTMP inside TLS, with this certificate and key.
+    rtmps_listen: tuple[str, int] | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = field(default=None, repr=False)
+    # Static keys {NAME: STATICKEY} for publishers that can't take a signed key per session.
+    allow_keys: dict[str, str] = field(default_factory=dict, repr=False)
+    # Raw TCP tunnels {NAME: (HOST, PORT)} to listen on (``--tcp HOST:PORT=NAME``).
+    tcp_tunnels: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 class EdgeStream:
@@ -82,6 +95,7 @@ class EdgeStream:
         self.conn: RtmpConnection | None = None
         self.rtmp_stream_id = 0
         self.link: EdgeLink | None = None
+        self.consumer = ""  # hello.instance of the app it was last given to
         self.started = time.time()
         self.orphaned_at: float | None = None
         self.ended_at = 0.0
@@ -91,6 +105,14 @@ class EdgeStream:
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.gaps = 0
+        # Sequence number of the first tag of each publisher that took over -> who it is;
+        # the link flags the Data frame starting there. Pruned as acks pass them.
+        self.publisher_marks: dict[int, dict[str, Any]] = {}
+        # A publisher that takes over restarts its clock (usually at 0). Its timestamps are
+        # shifted so the stream's timeline goes on from the last tag plus the time between.
+        self.ts_offset = 0
+        self.rebase_next = False
+        self._last_tag_at = 0.0
         self._rate: list[tuple[float, int]] = []  # (time, bytes_in) samples for bitrate
 
     @property
@@ -114,6 +136,16 @@ class EdgeStream:
             return
         if not self.ready and not flv.is_sequence_header(tag_type, data):
             self.ready = True
+
+    def rebase(self, timestamp: int, now: float) -> int:
+        """The tag's timestamp on the stream's timeline (shifted after a publisher takeover)."""
+        if self.rebase_next:
+            self.rebase_next = False
+            if self.last_ts is not None:
+                elapsed_ms = round((now - self._last_tag_at) * 1000)
+                self.ts_offset = self.last_ts + elapsed_ms - timestamp
+        self._last_tag_at = now
+        return max(0, timestamp + self.ts_offset)
 
     def publisher_info(self) -> dict[str, Any]:
         conn = self.conn
@@ -144,9 +176,15 @@ class Edge:
         self.connections: set[RtmpConnection] = set()
         self._per_ip: Tally[str] = Tally()
         self._uids = itertools.count(1)
-        self._verifier = ProofVerifier(config.secret, self.limits.auth_max_skew)
+        self._verifier = ProofVerifier(
+            config.secret, self.limits.auth_max_skew, self.limits.auth_max_remembered
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._rtmp_server: asyncio.base_events.Server | None = None
+        self._tunnel_servers: list[asyncio.base_events.Server] = []
+        self._rtmps_server: asyncio.base_events.Server | None = None
+        self.rtmps_port = 0
+        self._allow = AllowList(config.allow_keys)
         self._http_runner: web.AppRunner | None = None
         self.rtmp_port = 0
         self.http_port = 0
@@ -163,6 +201,22 @@ class Edge:
         )
         self.rtmp_port = self._rtmp_server.sockets[0].getsockname()[1]
         log.info("RTMP server started on port %d", self.rtmp_port)
+        if self.config.rtmps_listen is not None:
+            if not (self.config.tls_cert and self.config.tls_key):
+                raise ValueError("RTMPS needs a certificate and a key (--cert, --key)")
+            host, port = self.config.rtmps_listen
+            self._rtmps_server = await loop.create_server(
+                lambda: RtmpConnection(self),
+                host,
+                port,
+                reuse_address=True,
+                backlog=512,
+                ssl=tls.server_context(self.config.tls_cert, self.config.tls_key),
+                # A TLS handshake happens before the RTMP connection is counted.
+                ssl_handshake_timeout=self.limits.handshake_timeout,
+            )
+            self.rtmps_port = self._rtmps_server.sockets[0].getsockname()[1]
+            log.info("RTMPS server started on port %d", self.rtmps_port)
         if self.config.http_listen is not None:
             from .http import edge_app
 
@@ -173,17 +227,48 @@ class Edge:
             self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             log.info("HTTP server started on port %d", self.http_port)
         self._tasks.append(asyncio.create_task(self._sweep()))
+        for tunnel, (host, port) in self.config.tcp_tunnels.items():
+            server = await serve_tunnel(tunnel, host, port, self._tunnel_link)
+            self._tunnel_servers.append(server)
+            log.info("TCP tunnel %s listening on port %d", tunnel, server.sockets[0].getsockname()[1])
         for url in self.config.upstreams:
             self._tasks.append(asyncio.create_task(self._dial_forever(url)))
 
-    async def stop(self) -> None:
+    def _tunnel_link(self) -> TunnelMux | None:
+        """The link a new raw TCP connection rides on: the longest-lived one up."""
+        return self.links[0].tunnels if self.links else None
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful shutdown (SIGTERM): stop accepting, end the streams, wait for the app's acks.
+
+        Publishers are disconnected (LiveKit egress retries, reaching the next edge), each
+        stream ends with ``publisher_lost`` after its last tag, and the links stay up for
+        at most ``grace`` seconds (``EdgeConfig.shutdown_grace``) until the app has acked
+        every tail. Then each link gets ``Close(code=shutdown)`` and a 1001 close.
+        """
+        grace = self.config.shutdown_grace if grace is None else grace
         if self._rtmp_server is not None:
             self._rtmp_server.close()
+        if self._rtmps_server is not None:
+            self._rtmps_server.close()
+        for server in self._tunnel_servers:
+            server.close()
         for conn in list(self.connections):
             conn.close()
-        # Close links first so apps see "going away" (1001) rather than an error.
+        for stream in list(self.streams.values()):
+            self._end(stream, "edge shutting down", wire.Code.PUBLISHER_LOST)
+        deadline = time.monotonic() + grace
+        while self.links and any(s.link is not None for s in self._finishing) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        unacked = sum(s.outbox.next_seq - 1 - s.outbox.acked for s in self._finishing)
+        if unacked:
+            log.warning("shutting down with %d tags not acked by the app", unacked)
+        # Close links before cancelling their tasks so apps see "going away" rather than an error.
         for link in list(self.links):
             with contextlib.suppress(Exception):
+                await link.transport.send(
+                    wire.encode(wire.Close(sid=None, reason="edge shutting down", code=wire.Code.SHUTDOWN))
+                )
                 await link.transport.close(1001, "edge shutting down")
         for task in self._tasks:
             task.cancel()
@@ -221,15 +306,22 @@ class Edge:
 
     def publish(self, conn: RtmpConnection, event: PublishRequested) -> None:
         key, _query = keys.split_publish_name(event.name)
-        try:
-            name = keys.verify_key(self.config.secret, key, time.time())
-        except AuthError as exc:
-            self.metrics.auth_failures.labels("stream_key").inc()
-            log.warning("refused publish from %s: %s", conn.peer, exc)
-            conn.reject(event.stream_id, "NetStream.Publish.Unauthorized", "stream key refused")
-            return
+        name = self._allow.match(key) if self._allow else None
+        if name is None:
+            try:
+                name = keys.verify_key(self.config.secret, key, time.time())
+            except AuthError as exc:
+                self.metrics.auth_failures.labels("stream_key").inc()
+                reason = str(exc)
+                if self._allow and "not signed" in reason:
+                    # "not signed" echoes the key, which may be a mistyped static key.
+                    reason = "unknown static key and not a signed stream key"
+                log.warning("refused publish from %s: %s", conn.peer, reason)
+                conn.reject(event.stream_id, "NetStream.Publish.Unauthorized", "stream key refused")
+                return
         stream = self.streams.get(name)
-        if stream is not None and not stream.ended:
+        takeover = stream is not None and not stream.ended
+        if stream is not None and takeover:
             self._take_over(stream, conn)
         elif len(self.streams) >= self.limits.max_streams:
             self.metrics.limit_breach("max_streams")
@@ -243,6 +335,9 @@ class Edge:
         stream.rtmp_stream_id = event.stream_id
         stream.orphaned_at = None
         stream.publishers += 1
+        if takeover:
+            stream.publisher_marks[stream.outbox.next_seq] = stream.publisher_info()
+            stream.rebase_next = True
         conn.accept(event.stream_id, stream)
         log.info("publish %s from %s (app %s)", name, conn.peer, event.app)
         self._assign(stream)
@@ -257,10 +352,13 @@ class Edge:
         log.info("publisher of %s reconnected from %s", stream.name, conn.peer)
 
     def media(self, stream: EdgeStream, tag_type: int, timestamp: int, data: bytes) -> None:
+        now = time.monotonic()
+        timestamp = stream.rebase(timestamp, now)
         stream.note(tag_type, timestamp, data)
-        stream.outbox.push(tag_type, timestamp, data, time.monotonic())
-        self.metrics.tags.inc()
-        self.metrics.bytes.inc(len(data))
+        stream.outbox.push(tag_type, timestamp, data, now)
+        metrics = self.metrics
+        metrics.tags_total += 1
+        metrics.bytes_total += len(data)
         if stream.link is not None and stream.ready:
             stream.link.wake()
 
@@ -305,7 +403,14 @@ class Edge:
         )
 
     def acked(self, stream: EdgeStream) -> None:
-        if stream.ended and not stream.outbox.pending and stream.outbox.acked >= stream.outbox.next_seq - 1:
+        marks = stream.publisher_marks
+        if marks:
+            for seq in [s for s in marks if s <= stream.outbox.acked]:
+                del marks[seq]
+        outbox = stream.outbox
+        # Finished only once its Close is on the wire too, or the app would never hear the end.
+        closed = stream.link is None or stream.link.close_sent(stream)
+        if stream.ended and closed and not outbox.pending and outbox.acked >= outbox.next_seq - 1:
             self._finish(stream)
 
     def _finish(self, stream: EdgeStream) -> None:
@@ -320,16 +425,43 @@ class Edge:
 
     # --- links ----------------------------------------------------------------------------
 
-    def _assign(self, stream: EdgeStream) -> None:
-        if stream.link is None and self.links:
-            stream.link = self.links[0]
-        if stream.link is not None:
-            stream.link.wake()
+    def _assign(self, stream: EdgeStream) -> bool:
+        """Give an unassigned stream to one consumer (docs/TOPOLOGY.md); True if it got one."""
+        if stream.link is None:
+            link = self._pick_link(stream)
+            if link is None:
+                return False
+            stream.link = link
+            stream.consumer = link.peer.instance
+        stream.link.wake()
+        return True
+
+    def _pick_link(self, stream: EdgeStream) -> EdgeLink | None:
+        """Its previous consumer while connected, else the least-loaded one that asked for it.
+
+        Consumers whose patterns name the stream come before catch-all consumers (no
+        patterns), so a ``room-*`` subscriber gets every room even beside a catch-all.
+        """
+        candidates = [ln for ln in self.links if ln.wants(stream.name)]
+        for link in candidates:
+            if link.peer.instance == stream.consumer:
+                return link
+        candidates = [ln for ln in candidates if ln.peer.patterns] or candidates
+        if not candidates:
+            return None
+        held = [*self.streams.values(), *self._finishing]
+        return min(candidates, key=lambda ln: sum(s.link is ln for s in held))
 
     async def run_link(self, transport: Any, *, dialer_proof: str, dialed: bool) -> None:
         """Hello, then pump one link until it ends; its streams wait for the next."""
+        # Every stream we hold, so a client can finish the ones we no longer have.
+        held = [*self.streams.values(), *self._finishing]
         hello = wire.Hello(
-            version=wire.PROTOCOL_VERSION, role="edge", instance=self.instance, name=self.config.name
+            version=wire.PROTOCOL_VERSION,
+            role="edge",
+            instance=self.instance,
+            name=self.config.name,
+            streams=tuple(wire.ResumePoint(uid=s.uid, seq=s.outbox.next_seq - 1) for s in held),
         )
         peer = await exchange_hello(
             transport,
@@ -344,10 +476,9 @@ class Edge:
         self.metrics.link_connects.inc()
         log.info("link up: %s (%s %s)", transport.remote, peer.role, peer.name or peer.instance)
         for stream in [*self.streams.values(), *self._finishing]:
-            if stream.link is None:
-                stream.link = link
-                if stream.uid in link.resume_points or stream.outbox.acked > 0:
-                    self.metrics.resumes.inc()
+            resumable = stream.uid in link.resume_points or stream.outbox.acked > 0
+            if stream.link is None and self._assign(stream) and stream.link is link and resumable:
+                self.metrics.resumes.inc()
         try:
             await link.run()
         finally:
@@ -402,10 +533,7 @@ class Edge:
     def _ssl_context(self, url: str) -> ssl.SSLContext | None:
         if not url.startswith("wss://"):
             return None
-        ctx = ssl.create_default_context()
-        if self.config.ca_file:
-            ctx.load_verify_locations(self.config.ca_file)
-        return ctx
+        return tls.client_context(self.config.ca_file)
 
     def verify_link_proof(self, value: str) -> None:
         """Pull mode: check a dialing app's proof before upgrading (raises AuthError)."""

@@ -7,7 +7,7 @@ affected. ``docs/LIMITS.md`` is the user-facing table of the same fields.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -84,6 +84,48 @@ class Limits:
     # Application-level ping interval and the silence after which a link is dead.
     ping_interval: float = 5.0
     ping_timeout: float = 15.0
+    # Link proofs remembered for replay detection at once. Only proofs with a
+    # good signature are stored, so filling this takes the secret; a link every
+    # second for the 2 * auth_max_skew window is 120 entries.
+    auth_max_remembered: int = 4096
+
+    # --- msgpack frames on the link ----------------------------------------------------
+    # Longest string anywhere in a frame. Strings carry ids, names, reasons and the
+    # publisher's connect fields, which the edge read as AMF strings, so this
+    # matches amf_max_string: nothing the edge forwards can exceed it.
+    wire_max_str: int = 64 * KIB
+    # Entries in one array or map: tags in a Data frame, streams in a Hello,
+    # publisher fields. 4096 AAC tags are 95 s of audio; longer runs are split
+    # into several Data frames by the sender.
+    wire_max_items: int = 4096
+    # Frames in one WebSocket message. A sender batches one Data (or Ack) per
+    # live stream, so max_streams (500) plus control frames fits easily; the
+    # bound keeps a message of tiny frames from becoming a million objects.
+    wire_max_frames: int = 8192
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def parse_overrides(items: tuple[str, ...] | list[str], base: Limits = DEFAULT_LIMITS) -> Limits:
+    """``["max_streams=1000", "buffer_seconds=300"]`` → a :class:`Limits` with those fields changed.
+
+    Unknown names and values of the wrong type raise ValueError naming the field,
+    so a typo in ``--limit`` or RELAY_LIMITS fails at start-up, not silently.
+    """
+    changes: dict[str, int | float] = {}
+    known = {f.name: f.type for f in fields(Limits)}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or name not in known:
+            raise ValueError(f"unknown limit {name!r}; known: {', '.join(sorted(known))}")
+        kind = float if known[name] in (float, "float") else int
+        try:
+            value = kind(raw.strip())
+        except ValueError:
+            raise ValueError(f"limit {name} needs a {kind.__name__}, got {raw!r}") from None
+        if value < 0:
+            raise ValueError(f"limit {name} must not be negative, got {value}")
+        changes[name] = value
+    return replace(base, **changes)

@@ -9,6 +9,7 @@ module only pumps frames.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import time
 from collections.abc import Coroutine
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from . import wire
 from .auth import acceptor_proof, verify_acceptor_proof
 from .errors import WireError
-from .transport import Transport
+from .transport import Transport, TransportClosed
+from .tunnel import TunnelMux
 
 if TYPE_CHECKING:
     from .edge import Edge, EdgeStream
@@ -82,6 +84,7 @@ class EdgeLink:
         self.since = time.time()
         self.resume_points = {p.uid: p.seq for p in peer.streams}
         self._wake = asyncio.Event()
+        self.tunnels = TunnelMux(transport.send)  # raw TCP channels on this link
         self._next_sid = 1
         self._sids: dict[str, int] = {}  # stream uid -> sid on this link
         self._streams: dict[int, EdgeStream] = {}  # sid -> stream
@@ -90,23 +93,42 @@ class EdgeLink:
         self.last_pong = time.monotonic()
         self.rtt_ms: float | None = None
 
+    def close_sent(self, stream: EdgeStream) -> bool:
+        """Whether this link has sent ``stream``'s Close."""
+        sid = self._sids.get(stream.uid)
+        return sid is not None and sid in self._closed_sids
+
+    def wants(self, name: str) -> bool:
+        """Whether this consumer asked for ``name`` (its hello patterns; none means all)."""
+        patterns = self.peer.patterns
+        return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
         """Pump until the transport closes; then hand the streams back to the edge."""
-        await run_until_first(self._send_loop(), self._recv_loop(), self._ping_loop())
+        try:
+            await run_until_first(self._send_loop(), self._recv_loop(), self._ping_loop())
+        finally:
+            self.tunnels.close_all()
 
     # --- sending ----------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
         self._wake.set()
+        loop = asyncio.get_running_loop()
+        last_send = 0.0
         while True:
             await self._wake.wait()
             self._wake.clear()
-            # One turn of the loop lets other publishers' reads land first, so
-            # tags that arrive together leave in one message: batching with no timer.
-            await asyncio.sleep(0)
+            # Adaptive batching: a quiet link sends at once (after one loop turn, so
+            # reads that landed together leave together); a busy one coalesces
+            # everything due within batch_delay into one message, which bounds the
+            # send syscalls per second however many publishers write.
+            wait = last_send + self.edge.limits.batch_delay - loop.time()
+            await asyncio.sleep(wait if wait > 0 else 0)
+            last_send = loop.time()
             while True:
                 parts, more = self._collect()
                 if not parts:
@@ -132,6 +154,7 @@ class EdgeLink:
             if stream.ended and not stream.outbox.pending:
                 parts.append(wire.encode(wire.Close(sid=sid, reason=stream.end_reason, code=stream.end_code)))
                 self._closed_sids.add(sid)
+                self.edge.acked(stream)  # a tail acked before the end: finished now
             if size >= _MESSAGE_TARGET:
                 return parts, True
         return parts, False
@@ -175,7 +198,12 @@ class EdgeLink:
             )
             self.edge.gap(stream, gap)
         if tags:
-            parts.append(wire.encode_data(sid, seq, tags))
+            marks = stream.publisher_marks
+            cuts = sorted(s for s in marks if seq < s < seq + len(tags)) if marks else []
+            # A new publisher's first tag starts its own Data frame, flagged with who it is.
+            for start, end in zip([seq, *cuts], [*cuts, seq + len(tags)], strict=False):
+                who = marks.get(start) if marks else None
+                parts.append(wire.encode_data(sid, start, tags[start - seq : end - seq], who))
         return sum(map(len, tags))
 
     # --- receiving ----------------------------------------------------------------------
@@ -187,6 +215,8 @@ class EdgeLink:
                 await self._handle(frame)
 
     async def _handle(self, frame: object) -> None:
+        if await self.tunnels.handle(frame):
+            return
         if isinstance(frame, wire.Ack):
             stream = self._streams.get(frame.sid)
             if stream is not None:
@@ -208,6 +238,9 @@ class EdgeLink:
             self.rtt_ms = max(0.0, (time.monotonic() - frame.t) * 1000)
         elif isinstance(frame, wire.Close):
             if frame.sid is None:
+                if frame.code == wire.Code.SHUTDOWN:
+                    # The app is going away (deploy, restart): the dialer redials at once, like 1001.
+                    raise TransportClosed(1001, f"peer shutting down: {frame.reason}")
                 raise ConnectionResetError(f"peer closed the link: {frame.reason}")
             stream = self._streams.get(frame.sid)
             if stream is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -23,6 +23,20 @@ class _Gauges(Collector):
             yield GaugeMetricFamily(f"{self._prefix}_{name}", doc, value=value)
 
 
+class _HotCounters(Collector):
+    """Per-tag counters kept as plain ints (a locked Counter.inc per tag cost ~8% of the
+    edge's CPU at 100 streams) and exported as counters at scrape time."""
+
+    def __init__(self, prefix: str, metrics: Metrics) -> None:
+        self._prefix = prefix
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        m = self._metrics
+        yield CounterMetricFamily(f"{self._prefix}_tags", "FLV tags received", value=m.tags_total)
+        yield CounterMetricFamily(f"{self._prefix}_bytes", "FLV tag bytes received", value=m.bytes_total)
+
+
 class Metrics:
     """Counters shared by the edge and the client (``prefix`` names the side)."""
 
@@ -34,8 +48,10 @@ class Metrics:
             return Counter(f"{prefix}_{name}", doc, labels, registry=r)
 
         self.streams = counter("streams", "Streams started")
-        self.tags = counter("tags", "FLV tags received")
-        self.bytes = counter("bytes", "FLV tag bytes received")
+        # Hot path: bump these ints directly (see _HotCounters).
+        self.tags_total = 0
+        self.bytes_total = 0
+        r.register(_HotCounters(prefix, self))
         self.gap_events = counter("gaps", "Gaps: buffer overflows reported to the app")
         self.gap_tags = counter("gap_tags", "Tags dropped by full buffers")
         self.resumes = counter("resumes", "Streams resumed on a new link")

@@ -41,11 +41,16 @@ class _Entry:
 
 @dataclass(slots=True)
 class _Drop:
+    """A run of consecutive dropped tags, summed so a long outage costs one entry."""
+
     first: int
     last: int
     bytes: int
     first_ts: int
     last_ts: int
+    # Sent on some link before it was dropped: the client may have it and ack it (or
+    # name it in a resume point), so it is a run of its own and is freed whole.
+    sent: bool = False
 
 
 class Outbox:
@@ -57,6 +62,7 @@ class Outbox:
         self.next_seq = 1  # sequence number the next pushed tag gets
         self.acked = 0  # highest sequence the app has acknowledged
         self.sent = 0  # highest sequence handed to the current link
+        self.sent_max = 0  # highest sequence ever handed to any link
         self.buffered_bytes = 0
         self.inflight_bytes = 0  # sent but not yet acked, on the current link
         self.dropped_tags = 0
@@ -100,15 +106,16 @@ class Outbox:
         self.buffered_bytes -= size
         if entry.seq <= self.sent:
             self.inflight_bytes -= size
+        sent = entry.seq <= self.sent_max
         self.dropped_tags += 1
         self.dropped_bytes += size
         last = self._drops[-1] if self._drops else None
-        if last is not None and last.last + 1 == entry.seq:
+        if last is not None and not sent and not last.sent and last.last + 1 == entry.seq:
             last.last = entry.seq
             last.bytes += size
             last.last_ts = entry.timestamp
         else:
-            self._drops.append(_Drop(entry.seq, entry.seq, size, entry.timestamp, entry.timestamp))
+            self._drops.append(_Drop(entry.seq, entry.seq, size, entry.timestamp, entry.timestamp, sent))
 
     # --- link side --------------------------------------------------------------------
 
@@ -138,6 +145,7 @@ class Outbox:
             out.append(data)
             credit -= len(data)
         self.sent += len(out)
+        self.sent_max = max(self.sent_max, self.sent)
         self.inflight_bytes += sum(map(len, out))
         return gap, first_seq, out
 

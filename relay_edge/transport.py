@@ -7,6 +7,7 @@ sees only :class:`Transport`, so both modes share every line of it.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 import aiohttp
@@ -75,12 +76,15 @@ class AiohttpTransport:
     def __init__(self, ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, remote: str) -> None:
         self._ws: Any = ws
         self.remote = remote
+        # Link loops and tunnel channels send from several tasks; one message at a time.
+        self._lock = asyncio.Lock()
 
     async def send(self, data: bytes) -> None:
         if self._ws.closed:
             raise TransportClosed(self._ws.close_code, "")
         try:
-            await self._ws.send_bytes(data)
+            async with self._lock:
+                await self._ws.send_bytes(data)
         except (ConnectionError, RuntimeError) as exc:
             raise TransportClosed(1006, str(exc)) from None
 

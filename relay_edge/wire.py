@@ -25,7 +25,7 @@ import msgpack
 
 from .errors import LimitExceeded, WireError
 from .flv import FILE_HEADER_SIZE, TAG_HEADER_SIZE
-from .limits import DEFAULT_LIMITS, KIB, Limits
+from .limits import DEFAULT_LIMITS, Limits
 
 PROTOCOL_VERSION = 1
 # WebSocket subprotocol: names the framing (msgpack frames below). A framing
@@ -35,20 +35,14 @@ SUBPROTOCOL = "rtmp-relay.v1"
 
 ROLES = ("edge", "client")
 
-# --- bounds not (yet) in Limits ------------------------------------------------------
-# Longest string anywhere in a frame. Strings carry ids, names, reasons and the
-# publisher's connect fields, which the edge read as AMF strings, so this
-# matches Limits.amf_max_string: nothing the edge forwards can exceed it.
-MAX_STR = 64 * KIB
-# Entries in one array or map: tags in a Data frame, streams in a Hello,
-# publisher fields. 4096 AAC tags are 95 s of audio; longer runs (a resume
-# after a long outage) are split into several Data frames by encode_data.
-MAX_ITEMS = 4096
+# --- the default bounds (Limits.wire_max_*; the reasons are in limits.py) -------------
+# The decoder reads them from the Limits it is given; these names are the defaults.
+MAX_STR = DEFAULT_LIMITS.wire_max_str
+MAX_ITEMS = DEFAULT_LIMITS.wire_max_items
+# Senders split longer runs of tags (a resume after a long outage) into several
+# Data frames, so a default receiver always takes them.
 MAX_TAGS_PER_DATA = MAX_ITEMS
-# Frames in one WebSocket message. A sender batches one Data (or Ack) per live
-# stream, so Limits.max_streams (500) plus some control frames fits easily;
-# the bound keeps a message of tiny frames from becoming a million objects.
-MAX_FRAMES = 8192
+MAX_FRAMES = DEFAULT_LIMITS.wire_max_frames
 # Ranges of integer fields: sids are 32-bit, sequence numbers and counters fit
 # a signed 64-bit integer so that every language can hold them.
 MAX_SID = 2**32 - 1
@@ -153,11 +147,16 @@ class Reject:
 
 @dataclass(frozen=True, slots=True, repr=False)
 class Data:
-    """Edge -> client: FLV tags (header + body each); ``tags[i]`` has sequence ``seq + i``."""
+    """Edge -> client: FLV tags (header + body each); ``tags[i]`` has sequence ``seq + i``.
+
+    ``publisher`` is set only on the Data frame whose first tag is the first of a new
+    publisher that took the stream over with the same key (a publisher reconnect).
+    """
 
     sid: int
     seq: int
     tags: tuple[bytes, ...]
+    publisher: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         size = sum(len(tag) for tag in self.tags)
@@ -206,7 +205,46 @@ class Pong:
     t: float
 
 
-Frame = Union[Hello, Open, Accept, Reject, Data, Ack, Gap, Close, Ping, Pong]  # noqa: UP007 (isinstance on 3.10)
+@dataclass(frozen=True, slots=True)
+class TcpOpen:
+    """Edge -> client: a raw TCP connection arrived on tunnel ``name`` (raw TCP mode)."""
+
+    cid: int
+    name: str
+    peer: str = ""
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class TcpData:
+    """Either way: bytes of tunneled connection ``cid``."""
+
+    cid: int
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"TcpData(cid={self.cid}, len={len(self.data)})"
+
+
+@dataclass(frozen=True, slots=True)
+class TcpAck:
+    """Either way: ``bytes`` of ``cid`` written to the socket so far; credit for the sender."""
+
+    cid: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class TcpClose:
+    """Either way: EOF on ``cid`` (``reason`` empty) or an error that ends it."""
+
+    cid: int
+    reason: str = ""
+
+
+# Union, not |: isinstance() needs it on Python 3.10.
+Frame = Union[  # noqa: UP007
+    Hello, Open, Accept, Reject, Data, Ack, Gap, Close, Ping, Pong, TcpOpen, TcpData, TcpAck, TcpClose
+]
 
 
 # --- msgpack type bytes ----------------------------------------------------------------
@@ -262,22 +300,24 @@ class _Reader:
     its own max_*_len bounds are a second line behind the peeks.
     """
 
-    __slots__ = ("buf", "end", "max_bin", "up")
+    __slots__ = ("buf", "end", "max_bin", "max_items", "max_str", "up")
 
     def __init__(self, message: bytes | bytearray, limits: Limits) -> None:
         self.buf = message
         self.end = len(message)
         # A bin is at most one FLV tag: header plus the largest RTMP message body.
         self.max_bin = TAG_HEADER_SIZE + limits.max_message_size
+        self.max_str = limits.wire_max_str
+        self.max_items = limits.wire_max_items
         self.up = msgpack.Unpacker(
             None,
             raw=False,
             use_list=False,
             max_buffer_size=max(self.end, 1),
             max_bin_len=self.max_bin,
-            max_str_len=MAX_STR,
-            max_array_len=MAX_ITEMS,
-            max_map_len=MAX_ITEMS,
+            max_str_len=self.max_str,
+            max_array_len=self.max_items,
+            max_map_len=self.max_items,
             max_ext_len=0,
         )
         self.up.feed(message)
@@ -320,8 +360,8 @@ class _Reader:
         return self._str(length) if kind == _STR else None
 
     def _str(self, length: int) -> str:
-        if length > MAX_STR:
-            raise LimitExceeded("wire_max_str", length, MAX_STR)
+        if length > self.max_str:
+            raise LimitExceeded("wire_max_str", length, self.max_str)
         try:
             return self.up.unpack()
         except UnicodeDecodeError:
@@ -335,10 +375,10 @@ class _Reader:
         return self.up.unpack()
 
     def count(self, kind: int) -> int:
-        """Consume an array or map header, bounded by MAX_ITEMS."""
+        """Consume an array or map header, bounded by ``Limits.wire_max_items``."""
         length = self.expect(kind)
-        if length > MAX_ITEMS:
-            raise LimitExceeded("wire_max_items", length, MAX_ITEMS, "entries")
+        if length > self.max_items:
+            raise LimitExceeded("wire_max_items", length, self.max_items, "entries")
         return self.up.read_array_header() if kind == _ARRAY else self.up.read_map_header()
 
     def scalar(self) -> Any:
@@ -432,6 +472,10 @@ def _header(r: _Reader) -> bytes:
     return header
 
 
+def _bin(r: _Reader) -> bytes:
+    return r.bin()
+
+
 def _str_tuple(r: _Reader) -> tuple[str, ...]:
     return tuple(r.str() for _ in range(r.count(_ARRAY)))
 
@@ -472,6 +516,8 @@ class _Field:
     attr: str
     read: Callable[[_Reader], Any]
     write: Callable[[Any], Any] | None = None
+    # Optional field written only when set (not None): a rare event on a hot frame.
+    omit_none: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,7 +590,13 @@ _SPECS: dict[type, _Spec] = {
         _spec("accept", Accept, F("s", "sid", _sid)),
         _spec("reject", Reject, F("s", "sid", _sid), F("c", "code", _str), F("r", "reason", _str)),
         _spec(
-            "data", Data, F("s", "sid", _sid), F("q", "seq", _u63), F("d", "tags", _tags), check=_check_data
+            "data",
+            Data,
+            F("s", "sid", _sid),
+            F("q", "seq", _u63),
+            F("d", "tags", _tags),
+            F("p", "publisher", _scalar_map, omit_none=True),
+            check=_check_data,
         ),
         _spec("ack", Ack, F("s", "sid", _sid), F("q", "seq", _u63)),
         _spec(
@@ -560,6 +612,10 @@ _SPECS: dict[type, _Spec] = {
         _spec("close", Close, F("s", "sid", _opt_sid), F("r", "reason", _str), F("c", "code", _str)),
         _spec("ping", Ping, F("at", "t", _float)),
         _spec("pong", Pong, F("at", "t", _float)),
+        _spec("tcp_open", TcpOpen, F("c", "cid", _sid), F("n", "name", _str), F("a", "peer", _str)),
+        _spec("tcp_data", TcpData, F("c", "cid", _sid), F("d", "data", _bin)),
+        _spec("tcp_ack", TcpAck, F("c", "cid", _sid), F("b", "bytes", _u63)),
+        _spec("tcp_close", TcpClose, F("c", "cid", _sid), F("r", "reason", _str)),
     )
 }
 del F
@@ -576,6 +632,8 @@ def _to_wire(frame: Frame) -> dict[str, Any]:
     out: dict[str, Any] = {"t": spec.type}
     for field in spec.fields:
         value = getattr(frame, field.attr)
+        if value is None and field.omit_none:
+            continue
         out[field.key] = field.write(value) if field.write else value
     return out
 
@@ -591,15 +649,20 @@ def encode_many(frames: Iterable[Frame]) -> bytes:
     return b"".join(packer.pack(_to_wire(frame)) for frame in frames)
 
 
-def encode_data(sid: int, seq: int, tags: Sequence[bytes]) -> bytes:
+def encode_data(sid: int, seq: int, tags: Sequence[bytes], publisher: dict[str, Any] | None = None) -> bytes:
     """``encode(Data(sid, seq, tuple(tags)))`` without building the dataclass (the hot path).
 
     More than :data:`MAX_TAGS_PER_DATA` tags become several Data frames, concatenated.
     """
     if len(tags) <= MAX_TAGS_PER_DATA:
-        return msgpack.packb({"t": "data", "s": sid, "q": seq, "d": tags}, use_bin_type=True)
+        frame = {"t": "data", "s": sid, "q": seq, "d": tags}
+        if publisher is not None:
+            frame["p"] = publisher
+        return msgpack.packb(frame, use_bin_type=True)
     return b"".join(
-        encode_data(sid, seq + start, tags[start : start + MAX_TAGS_PER_DATA])
+        encode_data(
+            sid, seq + start, tags[start : start + MAX_TAGS_PER_DATA], publisher if not start else None
+        )
         for start in range(0, len(tags), MAX_TAGS_PER_DATA)
     )
 
@@ -625,8 +688,8 @@ def decode_message(message: bytes | bytearray | memoryview, limits: Limits = DEF
     reader = _Reader(message, limits)
     frames: list[Frame] = []
     while not reader.at_end():
-        if len(frames) == MAX_FRAMES:
-            raise LimitExceeded("wire_max_frames", MAX_FRAMES + 1, MAX_FRAMES, "frames")
+        if len(frames) == limits.wire_max_frames:
+            raise LimitExceeded("wire_max_frames", len(frames) + 1, limits.wire_max_frames, "frames")
         frames.append(_decode_frame(reader, len(frames)))
     return frames
 

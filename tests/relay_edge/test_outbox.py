@@ -180,22 +180,29 @@ def test_init_keeps_the_latest_metadata_and_codec_configuration() -> None:
             st.tuples(st.just("take"), st.just(0)),
             st.tuples(st.just("ack"), st.integers(0, 60)),
             st.tuples(st.just("rewind"), st.just(0)),
+            st.tuples(st.just("resume"), st.just(0)),
         ),
         max_size=80,
     )
 )
 def test_every_tag_is_delivered_once_or_reported_as_a_gap(ops: list[tuple[str, int]]) -> None:
-    """Across any mix of pushes, takes, acks and link drops: the receiver sees each sequence
-    number once, in order, or inside a gap; bookkeeping never goes negative."""
+    """Across any mix of pushes, takes, acks, link drops and resumes: the receiver sees each sequence
+    number once, in order, or inside a gap whose byte count is exactly that of the tags it names;
+    bookkeeping never goes negative."""
     ob = box(buffer_bytes=2000, credit_bytes=700)
     delivered = 0  # what a receiver that dedups by seq has seen
+    sizes: dict[int, int] = {}
     for op, arg in ops:
         if op == "push":
+            sizes[ob.next_seq] = flv.TAG_HEADER_SIZE + 2 + arg
             ob.push(flv.AUDIO, ob.next_seq, b"\xaf\x01" + b"x" * arg, 0.0)
+        elif op == "resume":
+            ob.resume_from(delivered)  # a new link whose client delivered more than it acked
         elif op == "take":
             gap, seq, tags = ob.take()
             if gap is not None:
                 assert gap.seq - gap.tags <= delivered + 1 <= gap.seq
+                assert gap.bytes == sum(sizes[s] for s in range(gap.seq - gap.tags, gap.seq))
                 delivered = max(delivered, gap.seq - 1)
             if tags:
                 assert seq <= delivered + 1
@@ -217,3 +224,148 @@ def test_every_tag_is_delivered_once_or_reported_as_a_gap(ops: list[tuple[str, i
             delivered = max(delivered, seq + len(tags) - 1)
         ob.ack(delivered)
     assert delivered == ob.next_seq - 1
+
+
+# --- every state, as a table ----------------------------------------------------------------------
+#
+# A tag is in one of: buffered and unsent, in flight (sent on the current link, unacked), acked
+# (freed), dropped before it was ever sent, dropped after being sent, or reported in a Gap. Each case
+# drives the outbox with a script, then takes once more and checks what the link would send and the
+# bookkeeping. Tags are 111 bytes encoded (100-byte bodies), 23 ms apart, seq N has timestamp 23*(N-1).
+# Script steps: ("push", n[, now]), ("take",), ("ack", seq), ("rewind",), ("resume", seq).
+
+T = 111  # one test tag, encoded
+
+STATE_CASES = [
+    # (limits, script, expected final take (gap, first seq, tag count), (acked, buffered tags, in flight))
+    pytest.param({}, [], (None, 1, 0), (0, 0, 0), id="empty"),
+    pytest.param({}, [("push", 3)], (None, 1, 3), (0, 3, 3 * T), id="buffered, unsent -> sent"),
+    pytest.param({}, [("push", 3), ("take",)], (None, 4, 0), (0, 3, 3 * T), id="all in flight: nothing due"),
+    pytest.param(
+        {"credit_bytes": 2 * T}, [("push", 5), ("take",)], (None, 3, 0), (0, 5, 2 * T), id="credit exhausted"
+    ),
+    pytest.param(
+        {"credit_bytes": 2 * T},
+        [("push", 5), ("take",), ("ack", 1)],
+        (None, 3, 1),
+        (1, 4, 2 * T),
+        id="an ack returns credit",
+    ),
+    pytest.param(
+        {}, [("push", 4), ("take",), ("ack", 3), ("ack", 2)], (None, 5, 0), (3, 1, T), id="stale ack ignored"
+    ),
+    pytest.param(
+        {}, [("push", 4), ("take",), ("ack", 99)], (None, 5, 0), (4, 0, 0), id="ack beyond sent is clamped"
+    ),
+    pytest.param(
+        {},
+        [("push", 4), ("take",), ("ack", 1), ("rewind",)],
+        (None, 2, 3),
+        (1, 3, 3 * T),
+        id="link lost: resend",
+    ),
+    pytest.param(
+        {},
+        [("push", 4), ("take",), ("ack", 1), ("resume", 3)],
+        (None, 4, 1),
+        (3, 1, T),
+        id="resume point above the last ack (its ack was lost)",
+    ),
+    pytest.param(
+        {},
+        [("push", 4), ("take",), ("ack", 3), ("resume", 1)],
+        (None, 4, 1),
+        (3, 1, T),
+        id="resume point below the last ack is stale",
+    ),
+    pytest.param(
+        {}, [("push", 2), ("resume", 50)], (None, 3, 0), (2, 0, 0), id="resume point beyond what exists"
+    ),
+    pytest.param(
+        {"buffer_bytes": 3 * T},
+        [("push", 5)],
+        (Gap(3, 2, 2 * T, 23), 3, 3),
+        (0, 3, 3 * T),
+        id="overflow, unsent",
+    ),
+    pytest.param(
+        {"buffer_seconds": 1.0},
+        [("push", 2, 0.0), ("push", 1, 5.0)],
+        (Gap(3, 2, 2 * T, 23), 3, 1),
+        (0, 1, T),
+        id="too old, unsent",
+    ),
+    pytest.param(
+        {"buffer_bytes": 3 * T},
+        [("push", 3), ("take",), ("push", 2), ("ack", 3)],
+        (None, 4, 2),
+        (3, 2, 2 * T),
+        id="dropped in flight, link survives: no gap",
+    ),
+    pytest.param(
+        {"buffer_bytes": 3 * T},
+        [("push", 3), ("take",), ("push", 2), ("rewind",)],
+        (Gap(3, 2, 2 * T, 23), 3, 3),
+        (0, 3, 3 * T),
+        id="dropped in flight, link lost: gap on the next link",
+    ),
+    pytest.param(
+        {"buffer_bytes": 3 * T},
+        [("push", 3), ("take",), ("ack", 1), ("rewind",), ("push", 3), ("resume", 2)],
+        (Gap(4, 1, T, 0), 4, 3),
+        (2, 3, 3 * T),
+        id="dropped while down, client delivered part of it: gap counts only the rest",
+    ),
+    pytest.param(
+        {"buffer_bytes": 3 * T},
+        [("push", 5), ("take",), ("rewind",)],
+        (Gap(3, 2, 2 * T, 23), 3, 3),
+        (0, 3, 3 * T),
+        id="gap reported, link lost before its ack: reported again",
+    ),
+    pytest.param(
+        {"buffer_bytes": 3 * T},
+        [("push", 5), ("take",), ("ack", 5), ("rewind",)],
+        (None, 6, 0),
+        (5, 0, 0),
+        id="gap acked: never again",
+    ),
+    pytest.param(
+        {"buffer_bytes": 50, "credit_bytes": 50},
+        [("push", 1)],
+        (None, 1, 1),
+        (0, 1, T),
+        id="one tag over every bound",
+    ),
+]
+
+
+@pytest.mark.parametrize(("limits", "script", "take", "books"), STATE_CASES)
+def test_outbox_states(
+    limits: dict[str, float],
+    script: list[tuple],
+    take: tuple[Gap | None, int, int],
+    books: tuple[int, int, int],
+) -> None:
+    ob = box(**limits)
+    for step in script:
+        op, *args = step
+        if op == "push":
+            n, now = args[0], (args[1] if len(args) > 1 else 0.0)
+            for _ in range(n):
+                i = ob.next_seq - 1
+                ob.push(flv.AUDIO, i * 23, frame(i), now)
+        elif op == "take":
+            ob.take()
+        elif op == "ack":
+            ob.ack(args[0])
+        elif op == "rewind":
+            ob.rewind()
+        elif op == "resume":
+            ob.resume_from(args[0])
+    gap, seq, tags = ob.take()
+    assert (gap, seq, len(tags)) == take
+    assert (ob.acked, ob.buffered_tags, ob.inflight_bytes) == books
+    for offset, tag in enumerate(tags):  # the right tags, byte for byte
+        n = seq + offset - 1
+        assert tag == enc(flv.AUDIO, n * 23, frame(n))

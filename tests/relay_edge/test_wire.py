@@ -40,6 +40,10 @@ from relay_edge.wire import (
     Pong,
     Reject,
     ResumePoint,
+    TcpAck,
+    TcpClose,
+    TcpData,
+    TcpOpen,
     decode_message,
     encode,
     encode_data,
@@ -47,7 +51,22 @@ from relay_edge.wire import (
 )
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
-FRAME_TYPES = (Hello, Open, Accept, Reject, Data, Ack, Gap, Close, Ping, Pong)
+FRAME_TYPES = (
+    Hello,
+    Open,
+    Accept,
+    Reject,
+    Data,
+    Ack,
+    Gap,
+    Close,
+    Ping,
+    Pong,
+    TcpOpen,
+    TcpData,
+    TcpAck,
+    TcpClose,
+)
 
 
 def doc_block(marker: str) -> Any:
@@ -138,12 +157,21 @@ VECTOR_FRAMES: list[tuple[str, wire.Frame]] = [
     ("accept", Accept(1)),
     ("reject", Reject(2, "forbidden", "no such room")),
     ("data, two AAC tags", Data(1, 1201, (AAC_FRAME_1, AAC_FRAME_2))),
+    (
+        "data, first tags of a reconnected publisher",
+        Data(1, 1203, (AAC_SEQUENCE_HEADER,), publisher={"addr": "203.0.113.7:50418", "app": "live"}),
+    ),
     ("ack", Ack(1, 1202)),
     ("gap", Gap(1, 1500, 250, 93750, 5805)),
     ("close a stream", Close(1, "publisher unpublished", "unpublished")),
     ("close the link", Close(None, "edge shutting down", "shutdown")),
     ("ping", Ping(1700000000.25)),
     ("pong", Pong(1700000000.25)),
+    ("tcp_open", TcpOpen(7, "rtmp", "203.0.113.7:50420")),
+    ("tcp_data", TcpData(7, b"\x03" + bytes(8))),
+    ("tcp_ack", TcpAck(7, 1537)),
+    ("tcp_close, clean EOF", TcpClose(7, "")),
+    ("tcp_close, error", TcpClose(7, "forward 'rtmp' unreachable")),
 ]
 
 
@@ -216,6 +244,7 @@ VALID: list[tuple[str, wire.Frame]] = [
     ("data, video and script", Data(5, 2**62, (VIDEO_KEYFRAME, SCRIPT_TAG))),
     ("data, 70 kB tag", Data(5, 9, (BIG_TAG,))),
     ("data, max tags", Data(1, 1, (AAC_FRAME_2,) * MAX_ITEMS)),
+    ("data, publisher reconnected", Data(1, 7, (AAC_FRAME_1,), {"addr": "[::1]:5000", "n": None})),
     ("ack, zero", Ack(0, 0)),
     ("ack, max", Ack(2**32 - 1, 2**63 - 1)),
     ("gap, 1 tag", Gap(1, 2, 1, 0, 0)),
@@ -266,6 +295,14 @@ def test_every_prefix_of_a_message_is_whole_frames_or_an_error() -> None:
 @pytest.mark.parametrize("tags", [[AAC_FRAME_1], (AAC_FRAME_1, AAC_FRAME_2), [BIG_TAG] * 3])
 def test_encode_data_matches_encode(tags: list[bytes]) -> None:
     assert encode_data(4, 77, tags) == encode(Data(4, 77, tuple(tags)))
+    who = {"addr": "127.0.0.1:4000"}
+    assert encode_data(4, 77, tags, who) == encode(Data(4, 77, tuple(tags), who))
+
+
+def test_data_without_a_publisher_omits_the_field() -> None:
+    """The optional field costs nothing on ordinary Data frames, and old peers skip it when set."""
+    assert b"\xa1p" not in encode(Data(1, 1, (AAC_FRAME_1,)))
+    assert encode(Data(1, 1, (AAC_FRAME_1,), {"addr": "x"})).startswith(bytes([0x85]))  # 5 keys
 
 
 def test_encode_data_splits_long_runs_into_several_frames() -> None:

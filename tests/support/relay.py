@@ -40,7 +40,13 @@ class Relay:
         limits: Limits = DEFAULT_LIMITS,
         secret: str = SECRET,
         accept: Any = None,
+        mode: str = "push",
+        edge_options: dict[str, Any] | None = None,
+        receiver_options: dict[str, Any] | None = None,
     ) -> None:
+        assert mode in ("push", "pull")
+        self.mode = mode
+        self.edge_options = edge_options or {}  # extra EdgeConfig fields (allow_keys, rtmps_listen, ...)
         self.out_dir = Path(out_dir)
         self.secret = secret
         self.limits = limits
@@ -55,10 +61,12 @@ class Relay:
             limits=limits,
             name="test-app",
             accept=accept,
+            **(receiver_options or {}),  # extra Receiver arguments (forwards, ...)
         )
         self._consume = consume
         self._runner: web.AppRunner | None = None
         self.edge: Edge | None = None
+        self._dialer: asyncio.Task[None] | None = None
         self.app_port = 0
 
     async def __aenter__(self) -> Relay:
@@ -70,20 +78,27 @@ class Relay:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.app_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        push = (f"ws://127.0.0.1:{self.app_port}/relay",) if self.mode == "push" else ()
         config = EdgeConfig(
             secret=self.secret,
             rtmp_listen=("127.0.0.1", 0),
             http_listen=("127.0.0.1", 0),
-            upstreams=(f"ws://127.0.0.1:{self.app_port}/relay",),
+            upstreams=push,
             name="test-edge",
             limits=self.limits,
         )
-        self.edge = Edge(config)
+        self.edge = Edge(replace(config, **self.edge_options))
         await self.edge.start()
+        if self.mode == "pull":
+            link = f"ws://127.0.0.1:{self.edge.http_port}/link"
+            self._dialer = asyncio.create_task(self.receiver.connect(link))
         await until(lambda: bool(self.edge and self.edge.links and self.receiver.links), 5.0)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._dialer is not None:
+            self._dialer.cancel()
+            await asyncio.gather(self._dialer, return_exceptions=True)
         if self.edge is not None:
             await self.edge.stop()
         if self._runner is not None:

@@ -1,0 +1,117 @@
+"""Credit: one stalled consumer holds back only its own stream, never the others on the shared link.
+
+Two real ffmpeg publishers, two streams on one WebSocket. The app stops reading one stream for 10 s:
+its bounded queues fill, its acks stop, and the edge keeps at most ``credit_bytes`` of it in flight
+while buffering the rest. The other stream's latency (tag arrival at the app vs the tag's timestamp)
+is compared, median to median, between the unloaded start and the stall. The same offset is taken
+where each tag reaches the edge and subtracted, so a publisher delayed by a loaded machine (ffmpeg's
+``-re`` pacing slipping) is not counted as relay latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from relay_client.stream import Stream
+from relay_edge import flv
+from relay_edge.edge import EdgeStream
+from tests.support import media, publishers
+from tests.support.relay import Relay, until, with_limits
+
+pytestmark = pytest.mark.slow
+
+STALL_AT, STALL_S = 3.0, 10.0  # seconds of media: the stall covers timestamps 3 s to 13 s
+CREDIT = 8 * 1024  # ~21 AAC tags in flight per stream
+
+
+class StallingRelay(Relay):
+    """Reads every stream's raw FLV as it arrives, except ``stalled``, which it ignores for a while."""
+
+    def __init__(self, out_dir: Path, **kwargs: object) -> None:
+        super().__init__(out_dir, consume=frozenset({"flv"}), **kwargs)  # type: ignore[arg-type]
+        self.arrivals: dict[str, list[tuple[float, int]]] = {}  # name -> (monotonic arrival, tag ms)
+        self.at_edge: dict[str, list[tuple[float, int]]] = {}  # the same, where the edge read each tag
+        self.stall_over = asyncio.Event()
+
+    async def __aenter__(self) -> StallingRelay:
+        await super().__aenter__()
+        assert self.edge is not None
+        media_in = self.edge.media
+
+        def record(stream: EdgeStream, tag_type: int, timestamp: int, data: bytes) -> None:
+            media_in(stream, tag_type, timestamp, data)
+            self.at_edge.setdefault(stream.name, []).append((time.monotonic(), timestamp))
+
+        self.edge.media = record  # type: ignore[method-assign]
+        return self
+
+    async def _on_stream(self, stream: Stream) -> None:
+        name = stream.info.name
+        self.streams[name] = stream
+        seen = self.arrivals.setdefault(name, [])
+        async for item in stream.flv():
+            if len(item) == flv.FILE_HEADER_SIZE:
+                continue  # the file header, not a tag
+            tag = flv.decode_tag(item[:-4])  # without PreviousTagSize
+            seen.append((time.monotonic(), tag.timestamp))
+            if name == "stalled" and tag.timestamp >= STALL_AT * 1000 and not self.stall_over.is_set():
+                await self.stall_over.wait()  # the app stops reading this stream
+
+
+async def test_a_stalled_consumer_does_not_delay_the_other_stream(tmp_path: Path) -> None:
+    source = media.tone_flv(tmp_path / "src.flv", seconds=16, frequency=440)
+    async with StallingRelay(tmp_path / "out", limits=with_limits(credit_bytes=CREDIT)) as relay:
+        assert relay.edge is not None
+        fast = await publishers.ffmpeg_copy(relay.url("fast"), source)
+        stalled = await publishers.ffmpeg_copy(relay.url("stalled"), source)
+        async with fast, stalled:
+            await until(lambda: len(relay.arrivals.get("fast", [])) > 0, 15)
+            start = time.monotonic()
+            await asyncio.sleep(STALL_AT + STALL_S - 1.0)
+            # Deep in the stall: the edge holds the stalled stream back within its credit.
+            held = relay.edge.streams["stalled"].outbox
+            held_bytes, in_flight = held.buffered_bytes, held.inflight_bytes
+            await asyncio.sleep(max(0.0, start + STALL_AT + STALL_S - time.monotonic()))
+            relay.stall_over.set()
+            await asyncio.gather(fast.wait_ok(30), stalled.wait_ok(30))
+        stats = await asyncio.gather(relay.ended("fast"), relay.ended("stalled"))
+        assert len(relay.receiver.links) == 1 and len(relay.edge.links) == 1  # one shared link
+
+    assert in_flight <= CREDIT + 1024  # a window, plus at most one tag over it
+    # The app's queues absorb ~6 s (256 items) before acks stop; the edge holds the rest (~3 s, ~48 kB).
+    assert held_bytes > 3 * CREDIT, f"the edge held only {held_bytes} bytes"
+    sent = media.audio_payloads(source)
+    for name, st in zip(("fast", "stalled"), stats, strict=True):  # both complete, byte for byte
+        assert media.audio_payloads(tmp_path / "out" / f"{name}.flv") == sent, name
+        assert st["gaps"] == 0
+
+    app, edge = relay.arrivals["fast"], relay.at_edge["fast"]
+    assert [ts for _, ts in app] == [ts for _, ts in edge]  # the same tags, in order: pair them up
+
+    def median_ms(lo_s: float, hi_s: float, *, at_edge: bool = False) -> float:
+        """Median of (arrival - media time) over tags stamped in [lo_s, hi_s): a constant we don't
+        know plus the latency; so a change between windows is a change in latency."""
+        pairs = edge if at_edge else app
+        offsets = [(t - ts / 1000) * 1000 for t, ts in pairs if lo_s * 1000 <= ts < hi_s * 1000]
+        assert len(offsets) > 40, (lo_s, hi_s, len(offsets))
+        return statistics.median(offsets)
+
+    unloaded_s, stall_s = (0.5, STALL_AT), (STALL_AT + 0.5, STALL_AT + STALL_S)
+    app_shift = median_ms(*stall_s) - median_ms(*unloaded_s)
+    publisher_shift = median_ms(*stall_s, at_edge=True) - median_ms(*unloaded_s, at_edge=True)
+    relay_shift = app_shift - publisher_shift  # what the edge, the link and the app added
+    stalled = relay.arrivals["stalled"]
+    stalled_lag = max(t - ts / 1000 for t, ts in stalled) * 1000 - median_ms(*unloaded_s)
+    print(
+        f"flow control: during a {STALL_S:g} s stall the fast stream's median latency moved "
+        f"{relay_shift:+.1f} ms through the relay ({app_shift:+.1f} ms at the app, {publisher_shift:+.1f} ms "
+        f"of it before the edge); edge held {held_bytes} B of the stalled stream, {in_flight} B in flight "
+        f"(credit {CREDIT}); stalled stream's worst lag {stalled_lag:.0f} ms"
+    )
+    assert abs(relay_shift) <= 20.0
+    assert stalled_lag > 0.8 * STALL_S * 1000  # the stall really held that stream back
