@@ -10,8 +10,11 @@ import time
 import click
 
 from . import keys
+from .access import parse_allow_keys
 from .edge import Edge, EdgeConfig, parse_hostport
+from .limits import Limits, parse_overrides
 from .logs import setup_logging
+from .tunnel import parse_tunnels
 
 log_options = [
     click.option(
@@ -36,6 +39,32 @@ def with_log_options(f):  # type: ignore[no-untyped-def]
     for option in reversed(log_options):
         f = option(f)
     return f
+
+
+limit_option = click.option(
+    "--limit",
+    "limit",
+    envvar="RELAY_LIMITS",
+    multiple=True,
+    help="override a limit from docs/LIMITS.md, NAME=VALUE (e.g. max_streams=1000); "
+    "repeatable or comma-separated",
+)
+
+
+def limits_from(items: tuple[str, ...]) -> Limits:
+    """``--limit``/RELAY_LIMITS values → Limits; a bad name or value is a usage error."""
+    try:
+        return parse_overrides(split_list(items))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--limit") from None
+
+
+def tunnels_from(items: tuple[str, ...], hint: str) -> dict[str, tuple[str, int]]:
+    """``--tcp`` / ``--forward`` values → {name: (host, port)}; a bad one is a usage error."""
+    try:
+        return parse_tunnels(split_list(items))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
 def split_list(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -87,6 +116,25 @@ def main() -> None:
 @click.option("--secret", envvar="RELAY_SECRET", required=True, help="shared secret (never logged)")
 @click.option("--name", envvar="RELAY_NAME", default=None, help="this edge's name in status pages")
 @click.option("--ca-file", envvar="RELAY_CA_FILE", default=None, help="extra CA to trust when dialing wss://")
+@click.option("--rtmps", envvar="RELAY_RTMPS_LISTEN", default=None, help="RTMPS listen address HOST:PORT")
+@click.option("--cert", envvar="RELAY_TLS_CERT", default=None, help="RTMPS certificate chain (PEM)")
+@click.option("--key", "key_file", envvar="RELAY_TLS_KEY", default=None, help="RTMPS private key (PEM)")
+@click.option(
+    "--allow-key",
+    envvar="RELAY_ALLOW_KEYS",
+    multiple=True,
+    help="NAME=STATICKEY: a fixed key for a publisher that can't take signed keys (never logged); "
+    "repeatable or comma-separated",
+)
+@click.option(
+    "--tcp",
+    "tcp",
+    envvar="RELAY_TCP",
+    multiple=True,
+    help="raw TCP tunnel HOST:PORT=NAME: carry any TCP connection to the app's --forward NAME "
+    "(like ngrok tcp; no resume); repeatable or comma-separated",
+)
+@limit_option
 @with_log_options
 def serve(
     rtmp: str,
@@ -95,17 +143,37 @@ def serve(
     secret: str,
     name: str | None,
     ca_file: str | None,
+    rtmps: str | None,
+    cert: str | None,
+    key_file: str | None,
+    allow_key: tuple[str, ...],
+    tcp: tuple[str, ...],
+    limit: tuple[str, ...],
     log_level: str,
     log_format: str,
 ) -> None:
     """Accept RTMP publishers and relay their streams to the app."""
-    setup_logging(log_level, log_format, (secret,))
+    limits = limits_from(limit)
+    tunnels = tunnels_from(tcp, "--tcp")
+    try:
+        allow = parse_allow_keys(allow_key)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow-key") from None
+    if rtmps and not (cert and key_file):
+        raise click.UsageError("--rtmps needs --cert and --key")
+    setup_logging(log_level, log_format, (secret, *allow.values()))
     config = EdgeConfig(
         secret=secret,
         rtmp_listen=parse_hostport(rtmp, 1935),
         http_listen=parse_hostport(http, 8080),
         upstreams=split_list(upstream),
         ca_file=ca_file,
+        rtmps_listen=parse_hostport(rtmps, 1936) if rtmps else None,
+        tls_cert=cert,
+        tls_key=key_file,
+        allow_keys=allow,
+        limits=limits,
+        tcp_tunnels=tunnels,
     )
     if name:
         config.name = name

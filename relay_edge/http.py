@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+from importlib import resources
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from .auth import PROOF_HEADER
-from .errors import AuthError, ProtocolError
+from .errors import AuthError, LimitExceeded, ProtocolError
 from .metrics import CONTENT_TYPE
 from .transport import SUBPROTOCOL, AiohttpTransport, TransportClosed
 
@@ -18,8 +21,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay_edge.http")
 
 
+@functools.cache
+def dashboard_html() -> bytes:
+    """The one-file dashboard shipped as package data (``relay_edge/dashboard.html``)."""
+    return resources.files(__package__).joinpath("dashboard.html").read_bytes()
+
+
+async def dashboard_handler(_: web.Request) -> web.Response:
+    """``GET /``: the live dashboard, which polls ``/api/rtmp/status`` every second."""
+    return web.Response(
+        body=dashboard_html(),
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
 def common_routes(app: web.Application, status: object, metrics: object) -> None:
-    """``/healthz``, ``/api/rtmp/status`` and ``/metrics``, the same on both sides."""
+    """``/healthz``, ``/api/rtmp/status``, ``/metrics`` and the dashboard at ``/``, the same on both sides."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -33,6 +52,8 @@ def common_routes(app: web.Application, status: object, metrics: object) -> None
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/rtmp/status", status_handler)
     app.router.add_get("/metrics", metrics_handler)
+    if not any(r.method == "GET" and r.resource and r.resource.canonical == "/" for r in app.router.routes()):
+        app.router.add_get("/", dashboard_handler)  # unless the app's own path took "/"
 
 
 async def accept_link(
@@ -52,6 +73,21 @@ async def accept_link(
     return ws, proof
 
 
+def close_code_for(exc: BaseException) -> int:
+    """The WebSocket status a link ended by ``exc`` closes with (docs/PROTOCOL.md, Transport).
+
+    1009 for a breached size limit, 1002 for any other protocol error, 1008 for
+    auth; 1000 otherwise. The peer sees it with the error as the close reason.
+    """
+    if isinstance(exc, LimitExceeded):
+        return 1009
+    if isinstance(exc, ProtocolError):
+        return 1002
+    if isinstance(exc, AuthError):
+        return 1008
+    return 1000
+
+
 def edge_app(edge: Edge) -> web.Application:
     app = web.Application()
     common_routes(app, edge.status, edge.metrics.render)
@@ -67,6 +103,8 @@ def edge_app(edge: Edge) -> web.Application:
             await edge.run_link(transport, dialer_proof=proof, dialed=False)
         except (TransportClosed, ProtocolError, AuthError, TimeoutError, ConnectionError) as exc:
             log.warning("link from %s ended: %s", request.remote, exc)
+            with contextlib.suppress(Exception):
+                await transport.close(close_code_for(exc), str(exc))
         finally:
             await ws.close()
         return ws
