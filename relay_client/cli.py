@@ -6,17 +6,19 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 
 import click
 from aiohttp import web
 
 from relay_edge import cli as edge_cli
-from relay_edge.cli import run_until_signal, with_log_options
+from relay_edge.cli import limit_option, limits_from, run_until_signal, tunnels_from, with_log_options
 from relay_edge.edge import parse_hostport
 from relay_edge.http import common_routes
 from relay_edge.logs import setup_logging
 
 from .decode import AudioFormat
+from .livekit import cli as livekit_cli
 from .receiver import Receiver
 
 
@@ -38,7 +40,13 @@ def audio_options(f):  # type: ignore[no-untyped-def]
         help="write NAME.flv, NAME.wav and NAME.json per stream here",
     )(f)
     f = click.option("--secret", envvar="RELAY_SECRET", required=True, help="shared secret (never logged)")(f)
-    return f
+    f = click.option(
+        "--forward",
+        envvar="RELAY_FORWARD",
+        multiple=True,
+        help="raw TCP tunnel NAME=HOST:PORT: connect the edge's --tcp NAME here; repeatable",
+    )(f)
+    return limit_option(f)
 
 
 @main.command()
@@ -58,6 +66,8 @@ def serve(
     out_dir: str | None,
     sample_rate: int,
     channels: int,
+    limit: tuple[str, ...],
+    forward: tuple[str, ...],
     log_level: str,
     log_format: str,
 ) -> None:
@@ -65,7 +75,12 @@ def serve(
     setup_logging(log_level, log_format, (secret,))
     host, port = parse_hostport(listen or f"0.0.0.0:{os.environ.get('PORT', '8000')}", 8000)
     receiver = Receiver(
-        secret, audio_format=AudioFormat(sample_rate, channels), consume=frozenset(), out_dir=out_dir
+        secret,
+        audio_format=AudioFormat(sample_rate, channels),
+        consume=frozenset(),
+        out_dir=out_dir,
+        limits=limits_from(limit),
+        forwards=tunnels_from(forward, "--forward"),
     )
     app = web.Application()
     app.router.add_get(path, receiver.handler)
@@ -77,20 +92,105 @@ def serve(
         await web.TCPSite(runner, host, port, reuse_address=True).start()
         click.echo(f"relay-client listening on {host}:{port}{path}", err=True)
 
-    asyncio.run(run_until_signal(start, runner.cleanup))
+    async def stop() -> None:
+        # SIGTERM: finish handing over and acking what arrived, close the links
+        # (the edge redials at once, reaching the next instance), then stop serving.
+        await receiver.shutdown()
+        await runner.cleanup()
+
+    asyncio.run(run_until_signal(start, stop))
+
+
+@main.command()
+@click.argument("url", envvar="RELAY_EDGE_URL")
+@click.option("--ca-file", envvar="RELAY_CA_FILE", default=None, help="extra CA to trust for wss://")
+@click.option(
+    "--http",
+    "http_listen",
+    envvar="RELAY_HTTP_LISTEN",
+    default=None,
+    help="also serve /healthz, /api/rtmp/status and /metrics on HOST:PORT",
+)
+@audio_options
+@with_log_options
+def connect(
+    url: str,
+    ca_file: str | None,
+    http_listen: str | None,
+    secret: str,
+    out_dir: str | None,
+    sample_rate: int,
+    channels: int,
+    limit: tuple[str, ...],
+    forward: tuple[str, ...],
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Pull mode: dial the edge's /link (wss://EDGE/link) and receive its streams."""
+    setup_logging(log_level, log_format, (secret,))
+    receiver = Receiver(
+        secret,
+        audio_format=AudioFormat(sample_rate, channels),
+        consume=frozenset(),
+        out_dir=out_dir,
+        limits=limits_from(limit),
+        forwards=tunnels_from(forward, "--forward"),
+    )
+    runner: web.AppRunner | None = None
+    task: asyncio.Task[None] | None = None
+
+    async def start() -> None:
+        nonlocal runner, task
+        if http_listen:
+            app = web.Application()
+            common_routes(app, receiver.status, receiver.metrics.render)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, *parse_hostport(http_listen, 8000), reuse_address=True).start()
+        task = asyncio.create_task(receiver.connect(url, ca_file=ca_file))
+        click.echo(f"relay-client dialing {url.split('?')[0]}", err=True)
+
+    async def stop() -> None:
+        await receiver.shutdown()
+        if task is not None:
+            task.cancel()
+        if runner is not None:
+            await runner.cleanup()
+
+    asyncio.run(run_until_signal(start, stop))
 
 
 @main.command("test")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the summary")
 @click.option("--seconds", default=3.0, show_default=True, help="length of the published tone")
 @click.option("--frequency", default=440.0, show_default=True, help="tone frequency in Hz")
-def test_cmd(as_json: bool, seconds: float, frequency: float) -> None:
-    """End-to-end check on loopback: edge + client + a real RTMP publisher."""
+@click.option("--edge", default=None, help="check a deployed edge: rtmp://HOST:PORT (with --app)")
+@click.option("--app", default=None, help="the deployed app's public URL: https://APP (with --edge)")
+@click.option("--secret", envvar="RELAY_SECRET", default=None, help="the pair's secret (with --edge/--app)")
+@click.option(
+    "--timeout", default=60.0, show_default=True, help="with --edge/--app: seconds to wait for the app"
+)
+def test_cmd(
+    as_json: bool,
+    seconds: float,
+    frequency: float,
+    edge: str | None,
+    app: str | None,
+    secret: str | None,
+    timeout: float,
+) -> None:
+    """End-to-end check on loopback: edge + client + a real RTMP publisher.
+
+    With --edge and --app: the same checks against a deployed pair, naming the first step that fails.
+    """
     from .selftest import run_local
 
     def say(line: str) -> None:
         click.echo(line, err=as_json)
 
+    if edge or app:
+        _remote_test(edge, app, secret, as_json, seconds, frequency, timeout, say)
+        return
     report = asyncio.run(run_local(seconds=seconds, frequency=frequency, say=say))
     if as_json:
         click.echo(json.dumps(report.as_dict()))
@@ -108,5 +208,39 @@ def test_cmd(as_json: bool, seconds: float, frequency: float) -> None:
     sys.exit(0 if report.ok else 1)
 
 
+def _remote_test(
+    edge: str | None,
+    app: str | None,
+    secret: str | None,
+    as_json: bool,
+    seconds: float,
+    frequency: float,
+    timeout: float,
+    say: Callable[[str], None],
+) -> None:
+    """``relay-client test --edge ... --app ...``: see :mod:`relay_client.diagnose`."""
+    from .diagnose import Target, diagnose
+
+    if not edge or not app:
+        raise click.UsageError("--edge and --app go together")
+    if not secret:
+        raise click.UsageError("--secret (or RELAY_SECRET) is needed to mint a stream key")
+    try:
+        Target.parse(edge, app)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    report = asyncio.run(
+        diagnose(edge, app, secret, seconds=seconds, frequency=frequency, timeout=timeout, say=say)
+    )
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        passed = sum(s.ok for s in report.steps)
+        verdict = "PASS" if report.ok else f"FAIL at {report.failed_step!r}"
+        click.echo(f"\n{verdict}: {passed}/{len(report.steps)} steps")
+    sys.exit(0 if report.ok else 1)
+
+
 # The same command as the edge's: one implementation.
 main.add_command(edge_cli.mint_key)
+main.add_command(livekit_cli.livekit)

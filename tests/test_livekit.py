@@ -1,0 +1,431 @@
+"""LiveKit: from a room to transcribable audio in the app (issue 5).
+
+Against a local stand-in speaking LiveKit's wire formats (tests/support/livekit_standin.py): Twirp
+requests exactly as livekit-api sends them, JWT-checked; a GStreamer egress shaped like LiveKit's
+publishing through a real edge and app; Track Egress PCM over WebSocket; signed webhooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from google.protobuf import json_format
+from livekit import api
+from livekit.protocol import egress as pe
+from livekit.protocol import models as pm
+from livekit.protocol.webhook import WebhookEvent
+
+from relay_client import AudioFormat, Receiver
+from relay_client.livekit import (
+    EgressManager,
+    LiveKitConfig,
+    TrackAudioEndpoint,
+    WebhookHandler,
+    stream_name,
+)
+from relay_client.pcm_stream import MuteEvent, PcmStream
+from relay_client.tone import dominant_frequency
+from relay_edge.keys import verify_key
+from tests.support import livekit_standin as lk
+from tests.support.relay import SECRET, Relay, until
+
+AUDIO, VIDEO = pm.TrackType.AUDIO, pm.TrackType.VIDEO
+
+
+def config(standin: lk.LiveKitStandIn, **kw: Any) -> LiveKitConfig:
+    return LiveKitConfig(
+        livekit_url=standin.url, api_key=lk.API_KEY, api_secret=lk.API_SECRET, relay_secret=SECRET, **kw
+    )
+
+
+class App:
+    """The app's HTTP side for these tests: track endpoint + webhook, on a real port."""
+
+    def __init__(self, receiver: Receiver, manager_config: LiveKitConfig | None = None) -> None:
+        self.receiver = receiver
+        self.endpoint = TrackAudioEndpoint(SECRET, receiver, reconnect_grace=0)
+        self.manager: EgressManager | None = None
+        self.webhook: WebhookHandler | None = None
+        self.url = ""
+        self._config = manager_config
+
+    @asynccontextmanager
+    async def run(self, standin: lk.LiveKitStandIn, **kw: Any) -> AsyncIterator[App]:
+        app = web.Application()
+        app.router.add_get(self.endpoint.path, self.endpoint.handler)
+        self.webhook = WebhookHandler(lk.API_KEY, lk.API_SECRET)
+        app.router.add_post("/livekit/webhook", self.webhook.handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        self.manager = EgressManager(config(standin, public_url=self.url, **kw), track_endpoint=self.endpoint)
+        self.webhook.manager = self.manager
+        standin.webhook_url = f"{self.url}/livekit/webhook"
+        try:
+            yield self
+        finally:
+            await self.manager.aclose()
+            await self.endpoint.close()
+            await runner.cleanup()
+
+
+# --- Room Composite toward the edge: the requests ---------------------------------------------
+
+
+async def test_room_composite_request_fields_dedup_and_stop(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "relay_client")
+    async with lk.LiveKitStandIn() as standin:
+        cfg = config(standin, rtmp_host="edge.example.net", rtmp_port=1935)
+        async with EgressManager(cfg) as manager:
+            session = await manager.start("room-1", slug="Session 42!")
+            again = await manager.start("room-1", slug="Session 42!")
+        assert again is session
+        (req,) = standin.requests("StartRoomCompositeEgress")
+        assert req.room_name == "room-1" and req.audio_only is True
+        (out,) = req.stream_outputs
+        assert out.protocol == pe.StreamProtocol.RTMP
+        (url,) = out.urls
+        prefix = "rtmp://edge.example.net:1935/live/"
+        assert url.startswith(prefix)
+        name = verify_key(SECRET, url[len(prefix) :], time.time())
+        assert name == session.name == stream_name("Session 42!")
+        assert session.egress_id.startswith("EG_standin") and session.mode == "room_composite"
+        # ListEgress is asked once (the second start is answered from memory)
+        assert [r.room_name for r in standin.requests("ListEgress")] == ["room-1"]
+        # The runbook's log line, with the NAME only: the key's signature never reaches the logs.
+        assert f"Egress streaming to: {prefix}{name}…" in caplog.text
+        assert url[len(prefix) :].split(".", 1)[1] not in caplog.text
+
+        # Another process asking for the same room adopts the running egress (ListEgress).
+        async with EgressManager(cfg) as other:
+            adopted = await other.start("room-1", slug="Session 42!")
+            assert adopted.adopted and adopted.egress_ids == session.egress_ids
+            assert len(standin.requests("StartRoomCompositeEgress")) == 1
+            info = await other.stop(session.egress_id)
+        assert [r.egress_id for r in standin.requests("StopEgress")] == [session.egress_id]
+        assert info.status == pe.EgressStatus.EGRESS_COMPLETE
+        # Every call went as protobuf with a JWT the API secret verifies (else the stand-in says 401).
+        assert {ctype for _, _, ctype in standin.calls} == {"application/protobuf"}
+        assert standin.refused == []
+
+
+async def test_twirp_refuses_a_wrong_secret_and_takes_json() -> None:
+    async with lk.LiveKitStandIn() as standin:
+        bad = LiveKitConfig(
+            standin.url, lk.API_KEY, "not-the-secret-but-just-as-long-0123456789", SECRET, "h", 1935
+        )
+        async with EgressManager(bad) as manager:
+            with pytest.raises(api.TwirpError) as caught:
+                await manager.start("room-x")
+        assert caught.value.status == 401 and caught.value.code == "unauthenticated"
+        assert standin.requests("StartRoomCompositeEgress") == []
+        # Twirp's JSON encoding works too, with the same auth.
+        token = api.AccessToken(lk.API_KEY, lk.API_SECRET).with_grants(api.VideoGrants(room_record=True))
+        body = {"roomName": "room-j", "audioOnly": True,
+                "streamOutputs": [{"protocol": "RTMP", "urls": ["rtmp://h:1/live/x"]}]}  # fmt: skip
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(
+                f"{standin.url}/twirp/livekit.Egress/StartRoomCompositeEgress",
+                json=body,
+                headers={"Authorization": f"Bearer {token.to_jwt()}"},
+            )
+            answer = await resp.json()
+        assert resp.status == 200 and answer["roomName"] == "room-j"
+        (req,) = standin.requests("StartRoomCompositeEgress")
+        assert req.audio_only and req.stream_outputs[0].urls == ["rtmp://h:1/live/x"]
+
+
+# --- Room Composite end to end: GStreamer egress -> edge -> app ---------------------------------
+
+
+@pytest.mark.slow
+async def test_room_composite_egress_audio_reaches_the_app(tmp_path: Path) -> None:
+    async with (
+        Relay(tmp_path) as relay,
+        lk.LiveKitStandIn(worker=lk.rtmp_worker(lk.Part(3.0, 440))) as standin,
+    ):
+        assert relay.edge is not None
+        async with App(relay.receiver).run(
+            standin, rtmp_host="127.0.0.1", rtmp_port=relay.edge.rtmp_port
+        ) as app:
+            assert app.manager is not None
+            session = await app.manager.start("standup", slug="standup-7")
+            await standin.wait_done(40)
+            stats = await relay.ended("standup-7")
+            await until(lambda: session.ended, 5, "egress_ended webhook not applied")
+        assert standin.webhook_answers == [200, 200, 200]  # started, updated (active), ended
+    assert session.status == {session.egress_id: "EGRESS_COMPLETE"}
+    pcm = relay.pcm("standup-7")
+    assert abs(len(pcm) / 2 / 16000 - 3.0) <= 0.15
+    assert dominant_frequency(pcm, 16000, 1) == pytest.approx(440, abs=1.0)
+    assert stats["codecs"] == {"audio": "aac"} and stats["gaps"] == 0
+
+
+@pytest.mark.slow
+async def test_egress_retry_continues_the_same_stream(tmp_path: Path) -> None:
+    """LiveKit retries its RTMP sink after a network error with the same URL: one stream, both parts."""
+    async with Relay(tmp_path) as relay:
+
+        async def app_has_a_second() -> None:
+            await until(lambda: len(relay.pcm("retry")) >= 2 * 16000, 30, "no audio from part 1")
+
+        worker = lk.rtmp_worker(lk.Part(20.0, 440, cut=app_has_a_second), lk.Part(2.0, 660))
+        async with lk.LiveKitStandIn(worker=worker) as standin:
+            assert relay.edge is not None
+            cfg = config(standin, rtmp_host="127.0.0.1", rtmp_port=relay.edge.rtmp_port)
+            async with EgressManager(cfg) as manager:
+                await manager.start("room-r", slug="retry")
+                await standin.wait_done(60)
+            await relay.ended("retry")
+        assert relay.edge.metrics.publisher_reconnects._value.get() == 1  # type: ignore[union-attr]
+        assert relay.receiver.metrics.streams._value.get() == 1  # one Stream object, not two
+        assert standin.egresses[manager.sessions["room-r"].egress_id].info.retry_count == 1
+    assert list(relay.chunks) == ["retry"] and list(relay.streams) == ["retry"]
+    pcm = relay.pcm("retry")
+    assert dominant_frequency(pcm[: 16000 * 2], 16000, 1) == pytest.approx(440, abs=1.0)  # part 1, first 1 s
+    assert dominant_frequency(pcm[-16000 * 3 : -1600], 16000, 1) == pytest.approx(660, abs=1.0)  # part 2
+    assert len(pcm) / 2 / 16000 >= 1.0 + 2.0 - 0.15
+
+
+# --- Track Egress fallback -----------------------------------------------------------------------
+
+
+async def test_track_egress_fallback_pcm_reaches_the_app(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "relay_client")
+    streams: list[PcmStream] = []
+    audio: dict[str, bytes] = {}
+    events: dict[str, list[Any]] = {}
+
+    async def on_stream(stream: Any) -> None:
+        streams.append(stream)
+        name = stream.info.name
+
+        async def take_events() -> None:
+            events[name] = [e async for e in stream.events()]
+
+        task = asyncio.ensure_future(take_events())
+        audio[name] = b"".join([c.data async for c in stream.audio()])
+        await task
+
+    receiver = Receiver(SECRET, audio_format=AudioFormat(16000, 1), on_stream=on_stream)
+    worker = lk.websocket_worker({"TR_alice": 440.0, "TR_bob": 660.0}, seconds=2.0, mute_at=1.0)
+    async with lk.LiveKitStandIn(worker=worker) as standin:
+        standin.rooms["room-t"] = [
+            lk.participant("alice", ("TR_alice", AUDIO), ("TR_cam", VIDEO)),
+            lk.participant("bob", ("TR_bob", AUDIO)),
+        ]
+        async with App(receiver).run(standin) as app:  # no RTMP_HOST/RTMP_PORT: the fallback
+            assert app.manager is not None
+            session = await app.manager.start("room-t", slug="demo")
+            assert (await app.manager.start("room-t", slug="demo")) is session
+            await standin.wait_done(30)
+            await until(lambda: len(audio) == 2 and session.ended, 10, "streams or egress did not end")
+            assert receiver.live == {}  # both streams reaped when they ended
+    assert [r.room for r in standin.requests("ListParticipants")] == ["room-t"]
+    requests = standin.requests("StartTrackEgress")
+    assert sorted(r.track_id for r in requests) == ["TR_alice", "TR_bob"]  # audio only, once each
+    for r in requests:
+        assert r.room_name == "room-t"
+        assert r.websocket_url.startswith(app.url.replace("http://", "ws://") + "/livekit/track?")
+        token = r.websocket_url.rsplit("token=", 1)[1]
+        assert token not in caplog.text  # the per-egress token never reaches the logs
+    assert session.mode == "track" and set(session.status.values()) == {"EGRESS_COMPLETE"}
+    by_track = {s.info.publisher["track_id"]: s for s in streams}
+    for track, who, freq in (("TR_alice", "alice", 440.0), ("TR_bob", "bob", 660.0)):
+        s = by_track[track]
+        assert s.info.codecs == {"audio": "pcm_s16le"}
+        assert s.info.publisher["participant"] == who and s.info.name == stream_name(f"demo-{who}-{track}")
+        pcm = audio[s.info.name]
+        assert len(pcm) / 2 / 16000 == pytest.approx(2.0, abs=0.005)  # PCM in, no codec delay
+        assert dominant_frequency(pcm, 16000, 1) == pytest.approx(freq, abs=1.0)
+        assert [e.muted for e in events[s.info.name] if isinstance(e, MuteEvent)] == [True, False]
+        assert events[s.info.name][0].timestamp == 1000
+
+
+async def test_track_websocket_refuses_bad_tokens_and_writes_files(tmp_path: Path) -> None:
+    receiver = Receiver(SECRET, consume=frozenset(), out_dir=str(tmp_path))  # files only, like `serve --out`
+    async with lk.LiveKitStandIn() as standin, App(receiver).run(standin) as app:
+        good = app.endpoint.url_for(app.url, name="n1", room="r", participant="p", track="TR_1")
+        expired = app.endpoint.url_for(app.url, name="n1", room="r", participant="p", track="TR_1", ttl=-1)
+        tampered = good.replace("track=TR_1", "track=TR_2")
+        other = TrackAudioEndpoint("another-secret", receiver).url_for(
+            app.url, name="n1", room="r", participant="p", track="TR_1"
+        )
+        async with aiohttp.ClientSession() as http:
+            for url in (expired, tampered, other, good.split("&token=")[0]):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+                    await http.ws_connect(url)
+                assert caught.value.status == 401
+            async with http.ws_connect(good) as ws:
+                for offset in range(0, 48000 * 4, 3840):  # 1 s of 48 kHz stereo, in 20 ms messages
+                    await ws.send_bytes(lk.sine_s16(523.25, 1.0)[offset : offset + 3840])
+                await until(
+                    lambda: bool(receiver.live) and receiver.status()["streams"][0]["bytes"] == 192000, 5
+                )
+                (status,) = receiver.status()["streams"]
+                assert status["name"] == "n1" and status["codecs"] == {"audio": "pcm_s16le"}
+                assert status["publisher"]["participant"] == "p" and status["link"] == "down"
+            await until(lambda: receiver.live == {}, 5)
+        assert receiver.metrics.streams._value.get() == 1  # type: ignore[attr-defined]
+    with wave.open(str(tmp_path / "n1.wav")) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getnframes()) == (16000, 1, 16000)
+        assert dominant_frequency(w.readframes(16000), 16000, 1) == pytest.approx(523.25, abs=1.0)
+    summary = json.loads((tmp_path / "n1.json").read_text())
+    assert summary["end_reason"] == "track egress websocket closed" and summary["audio_samples"] == 16000
+
+
+async def test_track_websocket_reconnect_continues_the_stream() -> None:
+    """A Track Egress WebSocket reconnecting within the grace continues its stream; egress_ended ends it."""
+    chunks: list[bytes] = []
+    streams: list[Any] = []
+
+    async def on_stream(stream: Any) -> None:
+        streams.append(stream)
+        chunks.extend([c.data async for c in stream.audio()])
+
+    receiver = Receiver(SECRET, on_stream=on_stream)
+    async with lk.LiveKitStandIn() as standin, App(receiver).run(standin) as app:
+        app.endpoint.reconnect_grace = 60.0  # only egress_ended (below) may end it
+        url = app.endpoint.url_for(app.url, name="rc", room="r", participant="p", track="TR_rc")
+        pcm = lk.sine_s16(440, 1.0)
+        async with aiohttp.ClientSession() as http:
+            for half in (pcm[: len(pcm) // 2], pcm[len(pcm) // 2 :]):
+                async with http.ws_connect(url) as ws:
+                    for offset in range(0, len(half), 3840):
+                        await ws.send_bytes(half[offset : offset + 3840])
+                await until(lambda: not app.endpoint._connections, 5)
+        assert len(receiver.live) == 1 and streams[0].stats.links == 1
+        app.endpoint.end_track("r", "TR_rc", "egress complete")
+        await until(lambda: receiver.live == {}, 5)
+    assert len(streams) == 1 and streams[0].end_reason == "egress complete"
+    audio = b"".join(chunks)
+    assert len(audio) / 2 / 16000 == pytest.approx(1.0, abs=0.005)
+    assert dominant_frequency(audio, 16000, 1) == pytest.approx(440, abs=1.0)
+
+
+async def test_track_fallback_adopts_running_egress_from_another_process() -> None:
+    receiver = Receiver(SECRET)
+    async with lk.LiveKitStandIn() as standin, App(receiver).run(standin) as app:
+        standin.rooms["room-a"] = [lk.participant("dave", ("TR_d", AUDIO))]
+        assert app.manager is not None
+        first = await app.manager.start("room-a")
+        async with EgressManager(app.manager.config, track_endpoint=app.endpoint) as other:
+            second = await other.start("room-a")
+        assert second.adopted and second.egress_ids == first.egress_ids
+        assert len(standin.requests("StartTrackEgress")) == 1
+        assert second.tracks == {first.egress_id: ("dave", "TR_d")}
+
+
+async def test_track_published_webhook_starts_the_late_track() -> None:
+    receiver = Receiver(SECRET)
+    async with lk.LiveKitStandIn() as standin, App(receiver).run(standin) as app:
+        standin.rooms["room-l"] = [lk.participant("erin")]  # in the room, not talking yet
+        assert app.manager is not None and app.webhook is not None
+        session = await app.manager.start("room-l", slug="late")
+        assert session.egress_ids == [] and standin.requests("StartTrackEgress") == []
+        standin.rooms["room-l"] = [lk.participant("erin", ("TR_e", AUDIO))]
+        body = json_format.MessageToJson(
+            WebhookEvent(
+                event="track_published",
+                room=pm.Room(name="room-l"),
+                participant=lk.participant("erin"),
+                track=pm.TrackInfo(sid="TR_e", type=AUDIO),
+            )
+        )
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": lk.sign_webhook(body)}
+            async with http.post(f"{app.url}/livekit/webhook", data=body, headers=headers) as resp:
+                assert resp.status == 200
+        (req,) = standin.requests("StartTrackEgress")
+        assert req.track_id == "TR_e" and session.tracks == {session.egress_id: ("erin", "TR_e")}
+
+
+# --- webhooks ------------------------------------------------------------------------------------
+
+
+async def test_webhooks_signed_accepted_others_refused() -> None:
+    async with lk.LiveKitStandIn() as standin:
+        cfg = config(standin, rtmp_host="edge", rtmp_port=1935)
+        async with EgressManager(cfg) as manager:
+            session = await manager.start("room-w")
+            handler = WebhookHandler(lk.API_KEY, lk.API_SECRET, manager=manager)
+            app = web.Application()
+            app.router.add_post("/hook", handler.handler)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
+
+            def event(status: int, name: str = "egress_updated") -> str:
+                info = pe.EgressInfo(egress_id=session.egress_id, room_name="room-w", status=status)
+                return json_format.MessageToJson(WebhookEvent(event=name, egress_info=info, id="EV_1"))
+
+            active = event(pe.EgressStatus.EGRESS_ACTIVE)
+            ended = event(pe.EgressStatus.EGRESS_COMPLETE, "egress_ended")
+            cases = [
+                (
+                    active,
+                    lk.sign_webhook(active, api_secret="wrong-secret-but-just-as-long-0123456789"),
+                    401,
+                ),  # wrong key
+                (active, lk.sign_webhook(active, ttl=-600), 401),  # expired (past the 60 s leeway)
+                (ended, lk.sign_webhook(active), 401),  # tampered: body differs from the signed one
+                (active, "", 401),  # unsigned
+                (active, lk.sign_webhook(active, api_key="APIother"), 401),  # another key's issuer
+                (active, lk.sign_webhook(active), 200),
+            ]
+            async with aiohttp.ClientSession() as http:
+                for body, auth, expected in cases:
+                    headers = {"Authorization": auth} if auth else {}
+                    async with http.post(url, data=body, headers=headers) as resp:
+                        assert resp.status == expected, body
+                assert session.status[session.egress_id] == "EGRESS_ACTIVE"
+                assert not session.ended
+                async with http.post(url, data=ended, headers={"Authorization": lk.sign_webhook(ended)}) as r:
+                    assert r.status == 200
+            await runner.cleanup()
+        assert session.ended and handler.accepted == 2 and handler.refused == 5
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+
+async def test_cli_start_and_stop_egress() -> None:
+    async with lk.LiveKitStandIn() as standin:
+        env = {"LIVEKIT_URL": standin.url, "LIVEKIT_API_KEY": lk.API_KEY, "LIVEKIT_API_SECRET": lk.API_SECRET,
+               "RELAY_SECRET": SECRET, "RTMP_HOST": "edge.example.net", "RTMP_PORT": "1935",
+               "PATH": "/usr/bin:/bin"}  # fmt: skip
+
+        async def cli(*args: str) -> str:
+            proc = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "relay-client"), "livekit", *args, env=env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0, err.decode()
+            assert SECRET not in (out + err).decode() and lk.API_SECRET not in (out + err).decode()
+            return out.decode()
+
+        started = await cli("start-egress", "room-c", "--slug", "cli-slug")
+        egress_id = standin.requests("StartRoomCompositeEgress")[0]
+        lines = dict(line.split(" ", 1) for line in started.splitlines())
+        assert lines["stream"] == "cli-slug" and lines["egress_id"].startswith("EG_standin")
+        url = egress_id.stream_outputs[0].urls[0]
+        assert verify_key(SECRET, url.rsplit("/", 1)[1], time.time()) == "cli-slug"
+        stopped = await cli("stop-egress", lines["egress_id"])
+        assert f"egress_id {lines['egress_id']}" in stopped and "status EGRESS_COMPLETE" in stopped
