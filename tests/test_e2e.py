@@ -1,4 +1,4 @@
-"""Push mode end to end: real publishers → edge → WebSocket → app; decoded audio and files checked.
+"""Push and pull mode end to end: real publishers → edge → WebSocket → app; decoded audio and files checked.
 
 Every test asserts on content: the decoded tone's frequency and duration, the
 received FLV's payloads byte for byte against what was published, timestamps.
@@ -37,6 +37,12 @@ def assert_tone(
     assert count_silent_gaps(pcm[1600:-1600], rate, 1) == 0
 
 
+@pytest.fixture(params=["push", "pull"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Every end-to-end test runs both ways: the edge dials the app, and the app dials the edge."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def tone_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return media.tone_flv(tmp_path_factory.mktemp("media") / "tone.flv", seconds=4, frequency=440)
@@ -47,8 +53,8 @@ def av_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return media.av_flv(tmp_path_factory.mktemp("media") / "av.flv", seconds=3)
 
 
-async def test_ffmpeg_copy_is_byte_identical_and_decodes(tmp_path: Path, tone_file: Path) -> None:
-    async with Relay(tmp_path) as relay:
+async def test_ffmpeg_copy_is_byte_identical_and_decodes(mode: str, tmp_path: Path, tone_file: Path) -> None:
+    async with Relay(tmp_path, mode=mode) as relay:
         async with await publishers.ffmpeg_copy(relay.url("copy"), tone_file) as pub:
             await pub.wait_ok(30)
         stats = await relay.ended("copy")
@@ -64,8 +70,8 @@ async def test_ffmpeg_copy_is_byte_identical_and_decodes(tmp_path: Path, tone_fi
     assert stats["audio_tags"] == len(sent)
 
 
-async def test_gstreamer_shaped_like_livekit_egress(tmp_path: Path) -> None:
-    async with Relay(tmp_path) as relay:
+async def test_gstreamer_shaped_like_livekit_egress(mode: str, tmp_path: Path) -> None:
+    async with Relay(tmp_path, mode=mode) as relay:
         async with await publishers.gst_livekit(relay.url("livekit"), seconds=3, frequency=440) as pub:
             await pub.wait_ok(30)
         stats = await relay.ended("livekit")
@@ -79,8 +85,8 @@ async def test_gstreamer_shaped_like_livekit_egress(tmp_path: Path) -> None:
     assert stats["gaps"] == 0
 
 
-async def test_pyav_native_publisher(tmp_path: Path) -> None:
-    async with Relay(tmp_path) as relay:
+async def test_pyav_native_publisher(mode: str, tmp_path: Path) -> None:
+    async with Relay(tmp_path, mode=mode) as relay:
         async with await publishers.pyav_tone(relay.url("pyav"), seconds=3, frequency=523.25) as pub:
             await pub.wait_ok(30)
         await relay.ended("pyav")
@@ -88,8 +94,8 @@ async def test_pyav_native_publisher(tmp_path: Path) -> None:
     assert_tone(pcm, 3.0, 523.25)
 
 
-async def test_timestamps_past_24_bits(tmp_path: Path) -> None:
-    async with Relay(tmp_path) as relay:
+async def test_timestamps_past_24_bits(mode: str, tmp_path: Path) -> None:
+    async with Relay(tmp_path, mode=mode) as relay:
         async with await publishers.ffmpeg_tone(relay.url("late"), seconds=3, ts_offset_s=16777) as pub:
             await pub.wait_ok(30)
         stats = await relay.ended("late")
@@ -103,8 +109,8 @@ async def test_timestamps_past_24_bits(tmp_path: Path) -> None:
     assert_tone(pcm, 3.0, 440, tolerance_s=0.15)
 
 
-async def test_h264_and_aac(tmp_path: Path, av_file: Path) -> None:
-    async with Relay(tmp_path, consume=frozenset({"audio", "video"})) as relay:
+async def test_h264_and_aac(mode: str, tmp_path: Path, av_file: Path) -> None:
+    async with Relay(tmp_path, consume=frozenset({"audio", "video"}), mode=mode) as relay:
         frames: list = []
 
         async def take_video() -> None:
@@ -131,8 +137,8 @@ async def test_h264_and_aac(tmp_path: Path, av_file: Path) -> None:
     assert header == flv.file_header(audio=True, video=True)
 
 
-async def test_two_streams_on_one_link_stay_separate(tmp_path: Path) -> None:
-    async with Relay(tmp_path) as relay:
+async def test_two_streams_on_one_link_stay_separate(mode: str, tmp_path: Path) -> None:
+    async with Relay(tmp_path, mode=mode) as relay:
         a = await publishers.ffmpeg_tone(relay.url("low"), seconds=3, frequency=330)
         b = await publishers.gst_livekit(relay.url("high"), seconds=3, frequency=880)
         async with a, b:
