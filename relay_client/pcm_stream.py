@@ -26,11 +26,10 @@ import numpy as np
 
 from .decode import AudioChunk, AudioFormat
 from .output import StreamFiles
-from .stream import QUEUE_ITEMS, StreamInfo, StreamStats
+from .stream import _END, QUEUE_ITEMS, StreamEvents, StreamInfo, StreamStats
 
 log = logging.getLogger("relay_client.pcm_stream")
 
-_END = object()
 PCM_CODEC = "pcm_s16le"
 
 
@@ -42,7 +41,7 @@ class MuteEvent:
     timestamp: int  # ms on the stream's timeline where it happened
 
 
-class PcmStream:
+class PcmStream(StreamEvents):
     """Interleaved S16LE PCM in, :class:`AudioChunk` in the app's format out.
 
     Feed it with :meth:`feed_pcm` / :meth:`set_muted` and finish with :meth:`end`
@@ -65,13 +64,12 @@ class PcmStream:
     ) -> None:
         if input_channels not in (1, 2):
             raise ValueError(f"input_channels must be 1 or 2, got {input_channels}")
+        super().__init__()
         self.info = StreamInfo(
             name=name, uid=uid, codecs={"audio": PCM_CODEC}, publisher=dict(publisher), edge=source
         )
         self.stats = StreamStats()
         self.delivered = 0  # messages delivered, the analogue of Stream.delivered
-        self.ended = False
-        self.end_reason = ""
         self.muted = False
         self.input_rate = input_rate
         self.input_channels = input_channels
@@ -85,8 +83,6 @@ class PcmStream:
         self._torn = b""  # a partial sample frame carried to the next message
         # Without a reader (a receiver that only writes files), nothing is queued.
         self._audio: asyncio.Queue[Any] | None = asyncio.Queue(QUEUE_ITEMS) if deliver_audio else None
-        self._events: asyncio.Queue[Any] = asyncio.Queue()
-        self._ended = asyncio.Event()
         self._files = StreamFiles(out_dir, name, audio_format) if out_dir else None
         self._tail: asyncio.Future[None] | None = None
 
@@ -108,19 +104,6 @@ class PcmStream:
         """A PCM stream has no video: ends at once."""
         return
         yield  # pragma: no cover
-
-    async def events(self) -> AsyncIterator[Any]:
-        """:class:`MuteEvent` as they happen, until the stream ends."""
-        while True:
-            item = await self._events.get()
-            if item is _END:
-                return
-            yield item
-
-    async def wait_ended(self) -> str:
-        """Wait for the end of the stream; returns the reason."""
-        await self._ended.wait()
-        return self.end_reason
 
     @property
     def queued(self) -> int:

@@ -94,7 +94,30 @@ def audio_level_dbfs(chunk: AudioChunk) -> float:
     return round(max(-120.0, rms_dbfs(chunk.data, chunk.channels, chunk.format)), 1)
 
 
-class Stream:
+class StreamEvents:
+    """What every stream kind shares: its events and its end (RTMP via the edge, or PCM)."""
+
+    def __init__(self) -> None:
+        self.ended = False
+        self.end_reason = ""
+        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self._ended = asyncio.Event()
+
+    async def events(self) -> AsyncIterator[Any]:
+        """Stream events (:class:`GapEvent`, :class:`PublisherReconnected`, ...) until the end."""
+        while True:
+            item = await self._events.get()
+            if item is _END:
+                return
+            yield item
+
+    async def wait_ended(self) -> str:
+        """Wait for the end of the stream; returns the reason."""
+        await self._ended.wait()
+        return self.end_reason
+
+
+class Stream(StreamEvents):
     """A live stream from the edge. Iterate :meth:`audio`, :meth:`video` or :meth:`flv`."""
 
     def __init__(
@@ -106,6 +129,7 @@ class Stream:
         out_dir: str | None,
         ack: Callable[[Stream, int], None],
     ) -> None:
+        super().__init__()
         self.info = StreamInfo(
             name=open_frame.name,
             uid=open_frame.uid,
@@ -118,13 +142,10 @@ class Stream:
         self.header = open_frame.header
         self.stats = StreamStats()
         self.delivered = open_frame.seq - 1  # highest sequence handed to the app
-        self.ended = False
-        self.end_reason = ""
         self._format = audio_format
         self._ack = ack
         self._inbox: asyncio.Queue[Any] = asyncio.Queue()
         self._queues = {kind: asyncio.Queue[Any](QUEUE_ITEMS) for kind in consume}
-        self._events: asyncio.Queue[Any] = asyncio.Queue()
         self._want_audio = "audio" in consume or out_dir is not None
         self._audio = AudioDecoder(audio_format) if self._want_audio else None
         self._video = VideoDecoder() if "video" in consume else None
@@ -134,7 +155,6 @@ class Stream:
         self._base: dict[str, Any] = {}
         if self._files is not None:
             self._restore(self._files, open_frame)
-        self._ended = asyncio.Event()
         self._working = False  # a batch is between the inbox and its ack
         self._task: asyncio.Task[None] | None = None
         if open_frame.init:
@@ -176,19 +196,6 @@ class Stream:
         """The raw FLV: file header first, then each tag with its PreviousTagSize."""
         async for item in self._drain("flv"):
             yield item
-
-    async def events(self) -> AsyncIterator[Any]:
-        """:class:`GapEvent` and :class:`PublisherReconnected` events, until the stream ends."""
-        while True:
-            item = await self._events.get()
-            if item is _END:
-                return
-            yield item
-
-    async def wait_ended(self) -> str:
-        """Wait for the end of the stream; returns the reason."""
-        await self._ended.wait()
-        return self.end_reason
 
     async def _drain(self, kind: str) -> AsyncIterator[Any]:
         queue = self._queues.get(kind)
