@@ -49,6 +49,25 @@ def audio_options(f):  # type: ignore[no-untyped-def]
     return limit_option(f)
 
 
+def cli_receiver(
+    secret: str,
+    out_dir: str | None,
+    sample_rate: int,
+    channels: int,
+    limit: tuple[str, ...],
+    forward: tuple[str, ...],
+) -> Receiver:
+    """The Receiver that ``serve`` and ``connect`` run: files only, no in-process consumer."""
+    return Receiver(
+        secret,
+        audio_format=AudioFormat(sample_rate, channels),
+        consume=frozenset(),
+        out_dir=out_dir,
+        limits=limits_from(limit),
+        forwards=tunnels_from(forward, "--forward"),
+    )
+
+
 @main.command()
 @click.option(
     "--listen",
@@ -74,14 +93,7 @@ def serve(
     """Receive links pushed by edges (the edge's RELAY_UPSTREAM points here)."""
     setup_logging(log_level, log_format, (secret,))
     host, port = parse_hostport(listen or f"0.0.0.0:{os.environ.get('PORT', '8000')}", 8000)
-    receiver = Receiver(
-        secret,
-        audio_format=AudioFormat(sample_rate, channels),
-        consume=frozenset(),
-        out_dir=out_dir,
-        limits=limits_from(limit),
-        forwards=tunnels_from(forward, "--forward"),
-    )
+    receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward)
     app = web.Application()
     app.router.add_get(path, receiver.handler)
     common_routes(app, receiver.status, receiver.metrics.render)
@@ -128,14 +140,7 @@ def connect(
 ) -> None:
     """Pull mode: dial the edge's /link (wss://EDGE/link) and receive its streams."""
     setup_logging(log_level, log_format, (secret,))
-    receiver = Receiver(
-        secret,
-        audio_format=AudioFormat(sample_rate, channels),
-        consume=frozenset(),
-        out_dir=out_dir,
-        limits=limits_from(limit),
-        forwards=tunnels_from(forward, "--forward"),
-    )
+    receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward)
     runner: web.AppRunner | None = None
     task: asyncio.Task[None] | None = None
 
