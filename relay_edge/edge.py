@@ -360,7 +360,7 @@ class Edge:
         metrics.tags_total += 1
         metrics.bytes_total += len(data)
         if stream.link is not None and stream.ready:
-            stream.link.wake()
+            stream.link.wake(stream)
 
     def unpublish(self, stream: EdgeStream, reason: str) -> None:
         log.info("unpublish %s (%s)", stream.name, reason)

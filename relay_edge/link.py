@@ -84,6 +84,10 @@ class EdgeLink:
         self.since = time.time()
         self.resume_points = {p.uid: p.seq for p in peer.streams}
         self._wake = asyncio.Event()
+        # Streams with something due (an ordered set), so a wake costs O(busy streams),
+        # not O(all streams): scanning every stream per send was ~20% of the edge's CPU.
+        self._dirty: dict[EdgeStream, None] = {}
+        self._scan_all = True
         self.tunnels = TunnelMux(transport.send)  # raw TCP channels on this link
         self._next_sid = 1
         self._sids: dict[str, int] = {}  # stream uid -> sid on this link
@@ -103,7 +107,12 @@ class EdgeLink:
         patterns = self.peer.patterns
         return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
-    def wake(self) -> None:
+    def wake(self, stream: EdgeStream | None = None) -> None:
+        """Something is due: on ``stream`` only (the hot path), or anywhere (a full scan)."""
+        if stream is None:
+            self._scan_all = True
+        else:
+            self._dirty[stream] = None
         self._wake.set()
 
     async def run(self) -> None:
@@ -142,7 +151,14 @@ class EdgeLink:
         """Encoded frames due now, across this link's streams; ``more`` if the target size was hit."""
         parts: list[bytes] = []
         size = 0
-        for stream in self.edge.streams_for(self):
+        if self._scan_all:
+            self._scan_all = False
+            self._dirty.update(dict.fromkeys(self.edge.streams_for(self)))
+        dirty = self._dirty
+        for stream in list(dirty):
+            del dirty[stream]
+            if stream.link is not self:
+                continue
             sid = self._sids.get(stream.uid)
             if sid is None:
                 if not stream.ready:
@@ -155,8 +171,9 @@ class EdgeLink:
                 parts.append(wire.encode(wire.Close(sid=sid, reason=stream.end_reason, code=stream.end_code)))
                 self._closed_sids.add(sid)
                 self.edge.acked(stream)  # a tail acked before the end: finished now
+            # Anything left now waits for credit, and its ack wakes it again.
             if size >= _MESSAGE_TARGET:
-                return parts, True
+                return parts, True  # streams not visited yet stay in the set
         return parts, False
 
     def _open(self, stream: EdgeStream, parts: list[bytes]) -> int:
@@ -222,7 +239,7 @@ class EdgeLink:
             if stream is not None:
                 stream.outbox.ack(frame.seq)
                 self.edge.acked(stream)
-                self._wake.set()
+                self.wake(stream)  # credit came back
         elif isinstance(frame, wire.Accept):
             stream = self._streams.get(frame.sid)
             if stream is not None:
