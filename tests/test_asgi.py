@@ -6,7 +6,9 @@ import asyncio
 import time
 from pathlib import Path
 
+import fastapi
 import pytest
+import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -19,9 +21,6 @@ from relay_edge.edge import Edge, EdgeConfig
 from tests.support import publishers
 from tests.support.net import free_port
 from tests.support.relay import SECRET, until
-
-fastapi = pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
 
 
 class UvicornApp:
