@@ -162,7 +162,8 @@ async def test_bad_keys_get_unauthorized_and_nothing_is_forwarded(
             assert signature not in text  # names may be logged, signatures never
 
 
-async def test_app_refusal_gets_badname_and_no_bytes_reach_disk(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["push", "pull"])
+async def test_app_refusal_gets_badname_and_no_bytes_reach_disk(mode: str, tmp_path: Path) -> None:
     seen: list[str] = []
 
     def accept(stream: object) -> str | None:
@@ -170,7 +171,7 @@ async def test_app_refusal_gets_badname_and_no_bytes_reach_disk(tmp_path: Path) 
         seen.append(name)
         return "no such session" if name == "refused" else None
 
-    async with Relay(tmp_path, accept=accept) as relay:
+    async with Relay(tmp_path, accept=accept, mode=mode) as relay:
         edge = relay.edge
         assert edge is not None
         client = await RtmpClient.publish(edge.rtmp_port, key_of(relay.url("refused")))

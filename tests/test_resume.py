@@ -242,6 +242,12 @@ class FreezingProxy(TcpProxy):
             await writer.drain()
 
 
+@pytest.fixture(params=["push", "pull"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Link-level behaviour is the same whichever side dials: these tests run both ways."""
+    return request.param
+
+
 class ProxiedRelay(Relay):
     """:class:`Relay` with a :class:`TcpProxy` between the edge and the app, to cut the link on cue."""
 
@@ -249,6 +255,8 @@ class ProxiedRelay(Relay):
     proxy_cls: type[TcpProxy] = TcpProxy
 
     async def __aenter__(self) -> ProxiedRelay:
+        if self.mode == "pull":
+            return await self._enter_pull()
         app = web.Application()
         app.router.add_get("/relay", self.receiver.handler)
         self._runner = web.AppRunner(app, access_log=None)
@@ -270,6 +278,22 @@ class ProxiedRelay(Relay):
         await until(lambda: bool(self.edge and self.edge.links and self.receiver.links), 5.0)
         return self
 
+    async def _enter_pull(self) -> ProxiedRelay:
+        """Pull mode: the proxy sits in front of the edge's /link and the app dials through it."""
+        config = EdgeConfig(
+            secret=self.secret,
+            rtmp_listen=(LOOPBACK, 0),
+            http_listen=(LOOPBACK, 0),
+            name="test-edge",
+            limits=self.limits,
+        )
+        self.edge = Edge(config)
+        await self.edge.start()
+        self.proxy = await self.proxy_cls(self.edge.http_port).start()
+        self._dialer = asyncio.create_task(self.receiver.connect(f"ws://{LOOPBACK}:{self.proxy.port}/link"))
+        await until(lambda: bool(self.edge and self.edge.links and self.receiver.links), 5.0)
+        return self
+
     async def __aexit__(self, *exc: object) -> None:
         await self.proxy.close()
         await super().__aexit__(*exc)
@@ -283,13 +307,13 @@ class ProxiedRelay(Relay):
         await until(lambda: bool(self.edge and self.edge.links and self.receiver.links), 30.0)
 
 
-async def test_outage_longer_than_the_buffer_loses_exactly_the_gap(tmp_path: Path) -> None:
+async def test_outage_longer_than_the_buffer_loses_exactly_the_gap(mode: str, tmp_path: Path) -> None:
     """A 4 s outage with a 1.5 s buffer: the tags missing from NAME.flv are exactly the gap reported
     (count, bytes, media ms), one contiguous run, and everything after it arrives."""
     # 12 s, so the stream is still live when the link returns (the redial backoff reaches ~4 s).
     source = media.tone_flv(tmp_path / "src.flv", seconds=12, frequency=440)
     limits = with_limits(buffer_seconds=1.5)
-    async with ProxiedRelay(tmp_path / "out", limits=limits) as relay:
+    async with ProxiedRelay(tmp_path / "out", limits=limits, mode=mode) as relay:
         async with await publishers.ffmpeg_copy(relay.url("lossy"), source) as pub:
             await until(lambda: "lossy" in relay.streams, 10)
             await asyncio.sleep(2.0)
@@ -317,12 +341,12 @@ async def test_outage_longer_than_the_buffer_loses_exactly_the_gap(tmp_path: Pat
     print(f"gap: {gap.tags} tags, {gap.bytes} bytes, {gap.ms} ms lost of {len(sent)}; {tail} after it intact")
 
 
-async def test_publisher_reconnect_with_the_same_key_continues_the_stream(tmp_path: Path) -> None:
+async def test_publisher_reconnect_with_the_same_key_continues_the_stream(mode: str, tmp_path: Path) -> None:
     """A second publisher with the same key replaces the first mid-stream, with another codec
     configuration (48 kHz instead of 44.1 kHz): one stream, one set of files, decoding goes on."""
     first = media.tone_flv(tmp_path / "a.flv", seconds=8, frequency=440)
     second = media.tone_flv(tmp_path / "b.flv", seconds=3, frequency=880, sample_rate=48000)
-    async with Relay(tmp_path / "out") as relay:
+    async with Relay(tmp_path / "out", mode=mode) as relay:
         url = relay.url("room")
         async with await publishers.ffmpeg_copy(url, first) as a:
             await until(lambda: "room" in relay.streams, 10)
@@ -440,12 +464,12 @@ class FreezingRelay(ProxiedRelay):
     proxy_cls = FreezingProxy
 
 
-async def test_half_open_link_is_noticed_on_both_sides(tmp_path: Path) -> None:
+async def test_half_open_link_is_noticed_on_both_sides(mode: str, tmp_path: Path) -> None:
     """The link goes silent without a FIN or RST: both sides give up on it after ``ping_timeout``
     (pings both ways), the edge redials, and the stream resumes without loss."""
     source = media.tone_flv(tmp_path / "src.flv", seconds=10, frequency=440)
     limits = with_limits(ping_interval=0.5, ping_timeout=2.0)
-    async with FreezingRelay(tmp_path / "out", limits=limits) as relay:
+    async with FreezingRelay(tmp_path / "out", limits=limits, mode=mode) as relay:
         assert relay.edge is not None
         async with await publishers.ffmpeg_copy(relay.url("silent"), source) as pub:
             await until(lambda: "silent" in relay.streams, 10)
