@@ -151,6 +151,8 @@ class Stream(StreamEvents):
         self._video = VideoDecoder() if "video" in consume else None
         self._files = StreamFiles(out_dir, open_frame.name, audio_format) if out_dir else None
         self._files_open = False
+        # Decoding and file I/O block: they run in a worker thread. Counting alone doesn't.
+        self._blocking = self._audio is not None or self._video is not None or self._files is not None
         # Totals of earlier streams (or processes) in the same files, for NAME.json.
         self._base: dict[str, Any] = {}
         if self._files is not None:
@@ -250,9 +252,11 @@ class Stream(StreamEvents):
                     batch.append(self._inbox.get_nowait())
                 init, tags, last_seq, end = self._select(batch)
                 if init or tags or end is not None or last_seq > self.delivered:
-                    chunks, frames = await loop.run_in_executor(
-                        None, self._process, init, tags, end is not None, last_seq
-                    )
+                    args = (init, tags, end is not None, last_seq)
+                    if self._blocking:
+                        chunks, frames = await loop.run_in_executor(None, self._process, *args)
+                    else:  # only counting to do: a thread hop would cost more than the work
+                        chunks, frames = self._process(*args)
                     await self._deliver(tags, chunks, frames)
                 if last_seq > self.delivered:
                     self.delivered = last_seq
@@ -325,20 +329,21 @@ class Stream(StreamEvents):
                 frames.extend(self._video.decode(tag))
         stats = self.stats
         for encoded in tags:
-            tag = flv.decode_tag(encoded)
+            # The header is enough for the stats; a Tag (a copy of the body) only for a decoder.
+            tag_type, _, timestamp = flv.parse_tag_header(encoded)
             stats.tags += 1
             stats.bytes += len(encoded)
             if stats.first_timestamp is None:
-                stats.first_timestamp = tag.timestamp
-            stats.last_timestamp = tag.timestamp
-            if tag.type == flv.AUDIO:
+                stats.first_timestamp = timestamp
+            stats.last_timestamp = timestamp
+            if tag_type == flv.AUDIO:
                 stats.audio_tags += 1
                 if self._audio is not None:
-                    chunks.extend(self._audio.decode(tag))
-            elif tag.type == flv.VIDEO:
+                    chunks.extend(self._audio.decode(flv.decode_tag(encoded)))
+            elif tag_type == flv.VIDEO:
                 stats.video_tags += 1
                 if self._video is not None:
-                    frames.extend(self._video.decode(tag))
+                    frames.extend(self._video.decode(flv.decode_tag(encoded)))
         if ending and self._audio is not None:
             chunks.extend(self._audio.flush())
         if self._files is not None:
