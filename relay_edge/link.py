@@ -9,6 +9,7 @@ module only pumps frames.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fnmatch
 import logging
 import time
@@ -42,7 +43,7 @@ async def exchange_hello(
 ) -> wire.Hello:
     """Send our Hello, receive the peer's; the dialer checks the acceptor's proof."""
     if not dialed:
-        ours = wire.Hello(**{**_fields(ours), "proof": acceptor_proof(secret, dialer_proof)})
+        ours = dataclasses.replace(ours, proof=acceptor_proof(secret, dialer_proof))
     await transport.send(wire.encode(ours))
     message = await asyncio.wait_for(transport.recv(), timeout)
     frames = wire.decode_message(message)
@@ -68,10 +69,6 @@ async def run_until_first(*loops: Coroutine[Any, Any, None]) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _fields(frame: object) -> dict:
-    return {name: getattr(frame, name) for name in frame.__slots__}  # type: ignore[attr-defined]
 
 
 class EdgeLink:
