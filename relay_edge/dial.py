@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
+from . import tls
 from .auth import PROOF_HEADER, make_proof
 from .errors import AuthError, ProtocolError
 from .limits import Limits
@@ -40,12 +41,7 @@ def safe_url(url: str) -> str:
 
 def ssl_context(url: str, ca_file: str | None) -> ssl.SSLContext | None:
     """Verification on for wss:// (system CAs, plus ``ca_file`` if given); None for ws://."""
-    if not url.startswith("wss://"):
-        return None
-    ctx = ssl.create_default_context()
-    if ca_file:
-        ctx.load_verify_locations(ca_file)
-    return ctx
+    return tls.client_context(ca_file) if url.startswith("wss://") else None
 
 
 async def dial_forever(

@@ -12,36 +12,30 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import random
 import secrets
 import socket
-import ssl
 import time
 from collections import Counter as Tally
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from . import flv, keys, tls, wire
 from .access import AllowList
-from .auth import PROOF_HEADER, ProofVerifier, make_proof
-from .errors import AuthError, ProtocolError
+from .auth import ProofVerifier
+from .dial import dial_forever
+from .errors import AuthError
 from .ingest import RtmpConnection
 from .limits import DEFAULT_LIMITS, Limits
 from .link import EdgeLink, exchange_hello
 from .metrics import Metrics
 from .outbox import Gap, Outbox
 from .rtmp.events import PublishRequested
-from .transport import SUBPROTOCOL, TransportClosed, WebsocketsTransport
+from .transport import WebsocketsTransport
 from .tunnel import TunnelMux, serve_tunnel
 
 log = logging.getLogger("relay_edge")
-
-# Close codes a proxy or platform uses for "going away / restarting": redial at once.
-_RESTART_CODES = (1001, 1012)
 
 
 def parse_hostport(value: str, default_port: int) -> tuple[str, int]:
@@ -128,10 +122,12 @@ class EdgeStream:
         self.last_ts = timestamp
         if tag_type == flv.AUDIO:
             self.has_audio = True
-            self.codecs.setdefault("audio", flv.audio_codec(data))
+            if "audio" not in self.codecs:  # once per stream, not per tag
+                self.codecs["audio"] = flv.audio_codec(data)
         elif tag_type == flv.VIDEO:
             self.has_video = True
-            self.codecs.setdefault("video", flv.video_codec(data))
+            if "video" not in self.codecs:
+                self.codecs["video"] = flv.video_codec(data)
         else:
             return
         if not self.ready and not flv.is_sequence_header(tag_type, data):
@@ -491,49 +487,24 @@ class Edge:
                         self._assign(stream)
 
     async def _dial_forever(self, url: str) -> None:
-        """Push mode: keep one link to ``url`` up, with backoff and jitter."""
-        delay = 0.0
-        ssl_ctx = self._ssl_context(url)
-        safe_url = url.split("?")[0]
-        while True:
-            if delay:
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            self.link_state[url] = "connecting"
-            proof = make_proof(self.config.secret, "edge", time.time())
-            try:
-                async with connect(
-                    url,
-                    additional_headers={PROOF_HEADER: proof},
-                    subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-                    max_size=self.limits.ws_max_message,
-                    compression=None,
-                    ping_interval=None,
-                    open_timeout=self.limits.handshake_timeout,
-                    ssl=ssl_ctx,
-                    proxy=None,
-                ) as conn:
-                    self.link_state[url] = "up"
-                    delay = 0.0
-                    await self.run_link(WebsocketsTransport(conn, safe_url), dialer_proof=proof, dialed=True)
-            except asyncio.CancelledError:
-                raise
-            except TransportClosed as exc:
-                log.warning("link to %s closed: %s", safe_url, exc)
-                self.metrics.link_failures.labels("closed").inc()
-                if exc.code in _RESTART_CODES:
-                    delay = 0.0
-                    continue
-            except (OSError, InvalidHandshake, InvalidStatus, ProtocolError, AuthError, TimeoutError) as exc:
-                log.warning("link to %s failed: %s", safe_url, exc)
-                self.metrics.link_failures.labels(type(exc).__name__).inc()
-            finally:
-                self.link_state[url] = "down"
-            delay = min(max(delay * 2, 0.25), 10.0)
+        """Push mode: keep one link to ``url`` up (the loop pull mode uses too)."""
 
-    def _ssl_context(self, url: str) -> ssl.SSLContext | None:
-        if not url.startswith("wss://"):
-            return None
-        return tls.client_context(self.config.ca_file)
+        async def run(transport: WebsocketsTransport, proof: str) -> None:
+            await self.run_link(transport, dialer_proof=proof, dialed=True)
+
+        def on_state(state: str) -> None:
+            self.link_state[url] = state
+
+        await dial_forever(
+            url,
+            secret=self.config.secret,
+            role="edge",
+            limits=self.limits,
+            run_link=run,
+            ca_file=self.config.ca_file,
+            on_state=on_state,
+            on_failure=lambda kind: self.metrics.link_failures.labels(kind).inc(),
+        )
 
     def verify_link_proof(self, value: str) -> None:
         """Pull mode: check a dialing app's proof before upgrading (raises AuthError)."""
