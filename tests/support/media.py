@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from relay_client import tone
 from relay_client.publish import tone_frames
 from relay_edge.flv import AUDIO, FlvReader, Tag, is_sequence_header
 
@@ -110,9 +111,8 @@ def decode_aac(tags: Sequence[Tag]) -> tuple[np.ndarray, int]:
 
 
 def dominant_frequency(samples: np.ndarray, sample_rate: int) -> float:
-    """The frequency (Hz) of the strongest FFT bin, with a Hann window against leakage."""
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.fft.rfftfreq(len(samples), 1 / sample_rate)[int(np.argmax(spectrum))])
+    """:func:`relay_client.tone.dominant_frequency` of :func:`decode_aac`'s mono float samples."""
+    return tone.dominant_frequency(samples.astype(np.float32).tobytes(), sample_rate, 1, "flt")
 
 
 def _video_frame(index: int, width: int, height: int) -> av.VideoFrame:
