@@ -49,6 +49,26 @@ def source_seconds(path: Path) -> float:
     return len(media.media_tags(media.read_tags(path))) * AAC_FRAME_S
 
 
+def cli_pair(
+    tmp_path: Path, out: Path, app_port: int, upstream_port: int, rtmp_port: int, http_port: int
+) -> tuple[Proc, Proc]:
+    """``relay-client serve --out`` and ``relay-edge serve`` pushing to ``upstream_port`` (the
+    app's, or a proxy's in front of it): the real CLIs, as a deploy runs them."""
+    env = {**os.environ, "RELAY_SECRET": SECRET, "RELAY_UPSTREAM": f"ws://{LOOPBACK}:{upstream_port}/relay"}
+    client = [
+        str(VENV_BIN / "relay-client"),
+        "serve",
+        "--listen",
+        f"{LOOPBACK}:{app_port}",
+        "--out",
+        str(out),
+    ]
+    edge = [str(VENV_BIN / "relay-edge"), "serve", "--rtmp", f"{LOOPBACK}:{rtmp_port}"]
+    return Proc("app", client, env, tmp_path), Proc(
+        "edge", [*edge, "--http", f"{LOOPBACK}:{http_port}"], env, tmp_path
+    )
+
+
 class Proc:
     """A CLI child process with its output in a log file (a pipe could fill and block it)."""
 
@@ -128,32 +148,7 @@ async def test_chaos_link_cuts_and_app_kill_lose_nothing(tmp_path: Path, minute_
     out = tmp_path / "out"
     rtmp_port, http_port, app_port = free_port(), free_port(), free_port()
     async with TcpProxy(app_port) as proxy:
-        env = {
-            **os.environ,
-            "RELAY_SECRET": SECRET,
-            "RELAY_UPSTREAM": f"ws://{LOOPBACK}:{proxy.port}/relay",
-            "RELAY_LOG_LEVEL": "info",
-        }
-        app = Proc(
-            "app",
-            [
-                str(VENV_BIN / "relay-client"),
-                "serve",
-                "--listen",
-                f"{LOOPBACK}:{app_port}",
-                "--out",
-                str(out),
-            ],
-            env,
-            tmp_path,
-        )
-        edge = Proc(
-            "edge",
-            [str(VENV_BIN / "relay-edge"), "serve", "--rtmp", f"{LOOPBACK}:{rtmp_port}",
-             "--http", f"{LOOPBACK}:{http_port}", "--name", "chaos-edge"],
-            env,
-            tmp_path,
-        )  # fmt: skip
+        app, edge = cli_pair(tmp_path, out, app_port, proxy.port, rtmp_port, http_port)
         try:
             await app.start()
             await edge.start()
@@ -547,23 +542,7 @@ async def test_sigterm_app_then_edge_hands_over_everything(tmp_path: Path, minut
     source, exactly once."""
     out = tmp_path / "out"
     rtmp_port, http_port, app_port = free_port(), free_port(), free_port()
-    env = {**os.environ, "RELAY_SECRET": SECRET, "RELAY_UPSTREAM": f"ws://{LOOPBACK}:{app_port}/relay"}
-    client = [
-        str(VENV_BIN / "relay-client"),
-        "serve",
-        "--listen",
-        f"{LOOPBACK}:{app_port}",
-        "--out",
-        str(out),
-    ]
-    app = Proc("app", client, env, tmp_path)
-    edge = Proc(
-        "edge",
-        [str(VENV_BIN / "relay-edge"), "serve", "--rtmp", f"{LOOPBACK}:{rtmp_port}",
-         "--http", f"{LOOPBACK}:{http_port}"],
-        env,
-        tmp_path,
-    )  # fmt: skip
+    app, edge = cli_pair(tmp_path, out, app_port, app_port, rtmp_port, http_port)
     try:
         await app.start()
         await edge.start()
