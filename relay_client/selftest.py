@@ -176,6 +176,7 @@ async def _publish_and_check(
     t_publish = time.monotonic()
     publisher = asyncio.create_task(publish_tone(url, seconds=seconds, frequency=frequency))
     chunks: list[tuple[float, AudioChunk]] = []
+    reader: asyncio.Task[None] | None = None  # the app-side consumer, started at the first frame
 
     async def published() -> str:
         await _until(lambda: "selftest" in edge.streams or publisher.done(), 5.0, "no publish within 5 s")
@@ -188,19 +189,20 @@ async def _publish_and_check(
 
     async def first_frame() -> str:
         stream = await asyncio.wait_for(got_stream, 5.0)
+        nonlocal reader
         reader = asyncio.create_task(_collect(stream, chunks))
         await _until(lambda: bool(chunks) or reader.done(), 5.0, "no decoded audio within 5 s")
         if not chunks:
             raise StepFailed("stream ended without decoded audio")
         report.first_frame_ms = (chunks[0][0] - t_publish) * 1000
-        run.reader = reader  # type: ignore[attr-defined]
         return f"first {fmt.sample_rate} Hz frame {report.first_frame_ms:.0f} ms after publish started"
 
     await run.step("first decoded frame", first_frame)
 
     async def whole_stream() -> str:
         result = await asyncio.wait_for(publisher, seconds + 15)
-        await asyncio.wait_for(run.reader, 10.0)  # type: ignore[attr-defined]
+        assert reader is not None  # set by the step before
+        await asyncio.wait_for(reader, 10.0)
         report.frames = len(chunks)
         samples = sum(c.samples for _, c in chunks)
         report.duration_s = samples / fmt.sample_rate
