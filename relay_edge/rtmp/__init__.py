@@ -2,7 +2,7 @@
 
 One module per wire layer: :mod:`.handshake`, :mod:`.chunk`, :mod:`.amf0`,
 :mod:`.messages`; :mod:`.session` is the server (one publisher connection) and
-:mod:`.client` a publisher, both built from those layers.
+:mod:`.client` a publisher or player, both built from those layers.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .events import (
     HandshakeComplete,
     Media,
     PingResponse,
+    PlayStarted,
     PublishRejected,
     PublishRequested,
     PublishStarted,
@@ -35,6 +36,7 @@ __all__ = [
     "HandshakeComplete",
     "Media",
     "PingResponse",
+    "PlayStarted",
     "PublishRejected",
     "PublishRequested",
     "PublishStarted",

@@ -1,10 +1,13 @@
-"""A sans-I/O RTMP *publisher*: what ``ffmpeg -f flv rtmp://...`` does, minus the sockets.
+"""A sans-I/O RTMP client, publisher or player: what ``ffmpeg -f flv rtmp://...`` (or
+``ffmpeg -i rtmp://...``) does, minus the sockets.
 
 Used by tests to drive :class:`~relay_edge.rtmp.session.ServerSession` without
-a network, by the benchmark's lightweight publisher, and for remote diagnosis.
-The command sequence is FFmpeg's: connect, then releaseStream + FCPublish +
-createStream, then publish on the new stream; media flows after
-NetStream.Publish.Start.
+a network, by the benchmark's lightweight publishers and players, and for remote
+diagnosis. The command sequences are FFmpeg's. Publishing: connect, then
+releaseStream + FCPublish + createStream, then publish on the new stream; media
+flows after NetStream.Publish.Start. Playing (``play=True``): connect, then
+createStream, then play on the new stream and a Set Buffer Length; media
+arrives after NetStream.Play.Start.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from .events import (
     AcknowledgementReceived,
     ClientEvent,
     Connected,
+    Media,
     PingResponse,
+    PlayStarted,
     PublishRejected,
     PublishStarted,
     Status,
@@ -36,12 +41,17 @@ _MEDIA_ROUTE = {  # FLV tag type -> (chunk stream, RTMP message type)
     flv.VIDEO: (m.CSID_VIDEO, m.VIDEO),
     flv.SCRIPT: (m.CSID_DATA, m.DATA_AMF0),
 }
+_PLAY_START = -2000.0  # FFmpeg's default (``-rtmp_live any``: live, else recorded), in ms
+DEFAULT_BUFFER_MS = 3000  # FFmpeg's ``-rtmp_buffer`` default, sent as Set Buffer Length
+_PLAYED_TYPES = frozenset((m.AUDIO, m.VIDEO, m.DATA_AMF0, m.AGGREGATE))
 
 
 class ClientSession:
-    """One publishing connection: :meth:`initiate`, then pump bytes both ways.
+    """One publishing (or, with ``play=True``, playing) connection: :meth:`initiate`, then pump bytes.
 
-    Events: :class:`Connected`, :class:`PublishStarted`, :class:`PublishRejected`,
+    Events: :class:`Connected`, :class:`PublishStarted` (publish mode) or
+    :class:`PlayStarted` and :class:`Media` (play mode), :class:`PublishRejected`
+    (in play mode: the server refused connect, createStream or play),
     :class:`Status` for every onStatus, :class:`AcknowledgementReceived`,
     :class:`PingResponse`.
     """
@@ -57,13 +67,18 @@ class ClientSession:
         flash_ver: str = DEFAULT_FLASH_VER,
         digest_handshake: bool = False,
         random_bytes: RandomBytes = os.urandom,
+        play: bool = False,
+        buffer_ms: int = DEFAULT_BUFFER_MS,
     ) -> None:
         self.app = app
         self.stream_name = stream_name
         self.tc_url = tc_url
         self.chunk_size = chunk_size
         self.flash_ver = flash_ver
+        self.play = play
+        self.buffer_ms = buffer_ms
         self.publishing = False
+        self.playing = False
         self.stream_id: int | None = None
         self.bytes_received = 0
         self.acks_received = 0
@@ -117,6 +132,8 @@ class ClientSession:
         Metadata starting with ``onMetaData`` goes out behind ``@setDataFrame``,
         as publishers send it; the server strips it again.
         """
+        if self.play:
+            raise LocalProtocolError("send_media() on a playing session")
         if not self.publishing or self.stream_id is None:
             raise LocalProtocolError("send_media() before NetStream.Publish.Start")
         route = _MEDIA_ROUTE.get(type)
@@ -128,12 +145,13 @@ class ClientSession:
         self._out.append(self._writer.write(csid, msg_type, self.stream_id, timestamp, data))
 
     def unpublish(self) -> None:
-        """Send FCUnpublish and deleteStream, as FFmpeg does when it closes."""
+        """Send FCUnpublish and deleteStream, as FFmpeg does when it closes (a player: deleteStream only)."""
         if self.stream_id is None:
             return
-        self._call("FCUnpublish", None, self.stream_name, answer=False)
+        if not self.play:
+            self._call("FCUnpublish", None, self.stream_name, answer=False)
         self._call("deleteStream", None, float(self.stream_id), answer=False)
-        self.publishing = False
+        self.publishing = self.playing = False
         self.stream_id = None
 
     def ping(self, timestamp: int) -> None:
@@ -160,7 +178,9 @@ class ClientSession:
 
     def _dispatch(self, msg: Message, events: list[ClientEvent]) -> None:
         t = msg.type
-        if t == m.COMMAND_AMF0 or t == m.COMMAND_AMF3:
+        if self.play and t in _PLAYED_TYPES:  # the hot path first
+            self._media(msg, events)
+        elif t == m.COMMAND_AMF0 or t == m.COMMAND_AMF3:
             self._command(msg, m.decode_command(msg.body, t == m.COMMAND_AMF3, self._limits), events)
         elif t == m.USER_CONTROL:
             event, data = m.parse_user_control(msg.body)
@@ -169,11 +189,27 @@ class ClientSession:
                 self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0, m.user_control(m.PING_RESPONSE, ts))
             elif event == m.PING_RESPONSE:
                 events.append(PingResponse(m.read_u32(data, "Ping Response")))
+            # Stream Begin / EOF / Dry / Is Recorded need nothing: onStatus says as much.
         elif t == m.ACKNOWLEDGEMENT:
             self.acks_received += 1
             events.append(AcknowledgementReceived(m.read_u32(msg.body, "Acknowledgement")))
         elif t == m.WINDOW_ACK_SIZE:
             self._ack_window = m.read_u32(msg.body, "Window Acknowledgement Size")
+        # Media sent to a publisher is ignored (servers send none).
+
+    def _media(self, msg: Message, events: list[ClientEvent]) -> None:
+        """A played message as :class:`Media` (FLV tag bodies), as the server reports published ones."""
+        if msg.type == m.AGGREGATE:  # nginx-rtmp sends none by default; other servers may
+            for sub_type, timestamp, data in m.split_aggregate(msg.body, msg.timestamp):
+                if sub_type == flv.SCRIPT:
+                    data = m.strip_set_data_frame(data)
+                elif sub_type not in (flv.AUDIO, flv.VIDEO):
+                    continue
+                events.append(Media(msg.stream_id, sub_type, timestamp, data))
+        elif msg.type == m.DATA_AMF0:
+            events.append(Media(msg.stream_id, flv.SCRIPT, msg.timestamp, m.strip_set_data_frame(msg.body)))
+        else:  # RTMP's AUDIO/VIDEO message types are FLV's tag types
+            events.append(Media(msg.stream_id, msg.type, msg.timestamp, msg.body))
 
     def _command(self, msg: Message, cmd: m.Command, events: list[ClientEvent]) -> None:
         if cmd.name in ("_result", "_error"):
@@ -191,8 +227,9 @@ class ClientSession:
             if ok and code == "NetConnection.Connect.Success":
                 props = cmd.command_object if isinstance(cmd.command_object, dict) else {}
                 events.append(Connected(props, info))
-                self._call("releaseStream", None, self.stream_name)
-                self._call("FCPublish", None, self.stream_name)
+                if not self.play:
+                    self._call("releaseStream", None, self.stream_name)
+                    self._call("FCPublish", None, self.stream_name)
                 self._call("createStream", None)
             else:
                 events.append(PublishRejected(code or "NetConnection.Connect.Rejected", _description(info)))
@@ -202,8 +239,17 @@ class ClientSession:
                 events.append(PublishRejected("NetStream.CreateStream.Failed", _description(info)))
                 return
             self.stream_id = int(info)  # type: ignore[arg-type]
-            self._call("publish", None, self.stream_name, "live", stream_id=self.stream_id, answer=False)
+            if self.play:
+                self._start_play(self.stream_id)
+            else:
+                self._call("publish", None, self.stream_name, "live", stream_id=self.stream_id, answer=False)
         # releaseStream / FCPublish answers carry nothing we need (FFmpeg ignores them too).
+
+    def _start_play(self, stream_id: int) -> None:
+        """FFmpeg's gen_play (``play``, null, name, start -2000), then its Set Buffer Length."""
+        self._call("play", None, self.stream_name, _PLAY_START, stream_id=stream_id, answer=False)
+        body = m.user_control(m.SET_BUFFER_LENGTH, stream_id, self.buffer_ms)
+        self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0, body)
 
     def _status(self, stream_id: int, cmd: m.Command, events: list[ClientEvent]) -> None:
         info = cmd.args[0] if cmd.args else None
@@ -214,8 +260,11 @@ class ClientSession:
         if code == "NetStream.Publish.Start" and stream_id == self.stream_id:
             self.publishing = True
             events.append(PublishStarted(stream_id))
-        elif level == "error":
-            self.publishing = False
+        elif code == "NetStream.Play.Start" and stream_id == self.stream_id and self.play:
+            self.playing = True
+            events.append(PlayStarted(stream_id))
+        elif level == "error":  # in play mode: the play was refused, or the server ended it
+            self.publishing = self.playing = False
             events.append(PublishRejected(code, _description(info)))
 
 

@@ -42,7 +42,8 @@ class PublishRequested:
 
 @dataclass(frozen=True, slots=True, repr=False)
 class Media:
-    """One audio, video or script message of a published stream: an FLV tag body, byte for byte.
+    """One audio, video or script message of a published (or, for a playing
+    :class:`~relay_edge.rtmp.client.ClientSession`, played) stream: an FLV tag body, byte for byte.
 
     ``type`` is ``flv.AUDIO``/``VIDEO``/``SCRIPT``; ``timestamp`` is 32-bit ms.
     Script data has any leading ``@setDataFrame`` removed, so metadata starts
@@ -91,8 +92,18 @@ class PublishStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class PlayStarted:
+    """NetStream.Play.Start arrived on a playing session's stream: :class:`Media` events follow."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class PublishRejected:
-    """The server refused ``connect``, ``createStream`` or ``publish``."""
+    """The server refused ``connect``, ``createStream`` or ``publish`` (``play``, for a player).
+
+    Any onStatus at level "error" gives one, e.g. NetStream.Play.StreamNotFound.
+    """
 
     code: str
     description: str
@@ -123,4 +134,13 @@ class PingResponse:
     timestamp: int
 
 
-ClientEvent = Connected | PublishStarted | PublishRejected | Status | AcknowledgementReceived | PingResponse
+ClientEvent = (
+    Connected
+    | PublishStarted
+    | PlayStarted
+    | Media
+    | PublishRejected
+    | Status
+    | AcknowledgementReceived
+    | PingResponse
+)
