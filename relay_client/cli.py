@@ -16,6 +16,7 @@ from relay_edge.cli import limit_option, limits_from, run_until_signal, tunnels_
 from relay_edge.edge import parse_hostport
 from relay_edge.http import common_routes
 from relay_edge.logs import setup_logging
+from relay_edge.loop import run
 
 from .decode import AudioFormat
 from .livekit import cli as livekit_cli
@@ -110,7 +111,7 @@ def serve(
         await receiver.shutdown()
         await runner.cleanup()
 
-    asyncio.run(run_until_signal(start, stop))
+    run(run_until_signal(start, stop, "relay_client"))
 
 
 @main.command()
@@ -162,7 +163,7 @@ def connect(
         if runner is not None:
             await runner.cleanup()
 
-    asyncio.run(run_until_signal(start, stop))
+    run(run_until_signal(start, stop, "relay_client"))
 
 
 @main.command("test")
@@ -196,7 +197,7 @@ def test_cmd(
     if edge or app:
         _remote_test(edge, app, secret, as_json, seconds, frequency, timeout, say)
         return
-    report = asyncio.run(run_local(seconds=seconds, frequency=frequency, say=say))
+    report = run(run_local(seconds=seconds, frequency=frequency, say=say))
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     else:
@@ -234,9 +235,7 @@ def _remote_test(
         Target.parse(edge, app)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    report = asyncio.run(
-        diagnose(edge, app, secret, seconds=seconds, frequency=frequency, timeout=timeout, say=say)
-    )
+    report = run(diagnose(edge, app, secret, seconds=seconds, frequency=frequency, timeout=timeout, say=say))
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     else:

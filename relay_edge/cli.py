@@ -1,9 +1,10 @@
-"""``relay-edge``: run an edge, mint stream keys. Commands build a config and call asyncio.run."""
+"""``relay-edge``: run an edge, mint stream keys. Commands build a config and call :func:`loop.run`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 
@@ -14,6 +15,7 @@ from .access import parse_allow_keys
 from .edge import Edge, EdgeConfig, parse_hostport
 from .limits import Limits, parse_overrides
 from .logs import setup_logging
+from .loop import loop_name, run
 from .tunnel import parse_tunnels
 
 log_options = [
@@ -72,8 +74,9 @@ def split_list(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(v for value in values for v in value.replace(",", " ").split() if v)
 
 
-async def run_until_signal(start, stop) -> None:  # type: ignore[no-untyped-def]
+async def run_until_signal(start, stop, logger: str = "relay_edge") -> None:  # type: ignore[no-untyped-def]
     """Start, wait for SIGTERM/SIGINT, stop: the shape of every long-running command."""
+    logging.getLogger(logger).info("event loop: %s", loop_name())
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -178,7 +181,7 @@ def serve(
     if name:
         config.name = name
     edge = Edge(config)
-    asyncio.run(run_until_signal(edge.start, edge.stop))
+    run(run_until_signal(edge.start, edge.stop))
 
 
 @main.command("mint-key")

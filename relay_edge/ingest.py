@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .errors import ProtocolError
 from .rtmp.events import Connect, HandshakeComplete, Media, PublishRequested, Unpublished
@@ -43,11 +43,12 @@ class RtmpConnection(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's is not an asyncio.Transport subclass, so no isinstance check).
+        self.transport = cast(asyncio.Transport, transport)
         addr = transport.get_extra_info("peername") or ("?", 0)
         self.ip = str(addr[0])
         self.peer = f"{addr[0]}:{addr[1]}"
+        log.debug("RTMP connection from %s", self.peer)
         refusal = self.edge.admit(self)
         if refusal:
             log.warning("refused RTMP connection from %s: %s", self.peer, refusal)

@@ -63,7 +63,7 @@ class Channel:
         """Local socket → link, within the credit window."""
         try:
             while data := await reader.read(READ_SIZE):
-                while self.sent - self.acked >= WINDOW:
+                while self.sent - self.acked + len(data) > WINDOW:  # READ_SIZE <= WINDOW: no deadlock
                     self._credit.clear()
                     await self._credit.wait()
                 self.sent += len(data)
