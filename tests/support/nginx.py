@@ -84,6 +84,7 @@ class NginxRtmp:
         port: int | None = None,
         chunk_size: int = 4096,
         extra_app_config: str = "",
+        worker_connections: int = 1024,
     ) -> None:
         self.workdir = Path(workdir)
         self.record = record
@@ -92,6 +93,7 @@ class NginxRtmp:
         self.port = port or free_port()
         self.chunk_size = chunk_size
         self.extra_app_config = extra_app_config
+        self.worker_connections = worker_connections  # publishers + players + 1
         self.record_dir = self.workdir / "record"
         self.conf_path = self.workdir / "nginx.conf"
         self.error_log = self.workdir / "error.log"
@@ -115,7 +117,7 @@ master_process off;
 worker_processes 1;
 pid {self.workdir / "nginx.pid"};
 error_log {self.error_log} info;
-events {{ worker_connections 1024; }}
+events {{ worker_connections {self.worker_connections}; }}
 rtmp {{
   server {{
     listen {self.host}:{self.port};

@@ -1,0 +1,1 @@
+"""Benchmarks: every contender side by side on this machine. Entry point: ``bench/run``."""

@@ -1,0 +1,226 @@
+"""Each contender set up on loopback, from the publisher's RTMP port to the app's consumer process.
+
+- ``floor``          (c) the publisher's RTMP straight into the app's decoder, no hop: the floor.
+- ``relay-push``     rtmp-relay: ``relay-edge serve --upstream`` dials the app's WebSocket.
+- ``relay-pull``     rtmp-relay: the app dials the edge's ``/link``.
+- ``nginx-pyav``     (a) nginx-rtmp, the app pulling with PyAV's default options (the 5-second probe).
+- ``nginx-pyav-tuned`` (a) the same, with MEASURED.md's probe options.
+- ``websockify-pyav`` (b) a TCP-over-WebSocket tunnel (websockify) into PyAV's RTMP listen mode, tuned.
+- ``nginx-players``  nginx-rtmp with lightweight RTMP players: the server baseline under load.
+
+Every peer is a real program started here: relay-edge, nginx, websockify, PyAV/FFmpeg.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relay_edge import keys
+from tests.support.net import free_port
+from tests.support.nginx import NginxRtmp
+
+from .procs import BIN, running, spawn, wait_listening
+
+SECRET = "bench-secret-0123456789"
+EDGE_ENV = {
+    "RELAY_SECRET": SECRET,
+    "RELAY_LOG_LEVEL": "warning",
+    # Every publisher comes from 127.0.0.1 here; the per-IP default (50) is for the field.
+    "RELAY_LIMITS": "max_connections_per_ip=100000,max_streams=100000",
+}
+
+FIRST_FRAME = ["floor", "relay-push", "relay-pull", "nginx-pyav", "nginx-pyav-tuned", "websockify-pyav"]
+LOAD = ["relay-push", "relay-pull", "nginx-players"]
+THROUGHPUT = ["floor", "relay-push", "relay-pull", "nginx-players", "nginx-pyav-tuned", "websockify-pyav"]
+
+
+class Consumer:
+    """A consumer process and the JSON lines it printed, read by a thread."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = spawn([sys.executable, "-m", "bench.consumer", *argv], stdout=subprocess.PIPE)
+        self.lines: list[dict[str, Any]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.append(json.loads(raw))
+
+    def wait(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.lines):
+            if self.proc.poll() is not None and not self._thread.is_alive():
+                raise RuntimeError(f"consumer exited with {self.proc.returncode} waiting for {what}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"consumer: no {what} after {timeout} s")
+            time.sleep(0.005)
+
+    def ready(self) -> None:
+        self.wait(lambda lines: any("ready" in x for x in lines), 30, "ready")
+
+    def finish(self, timeout: float = 30) -> list[dict[str, Any]]:
+        """SIGTERM, then everything it printed."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._thread.join(5)
+        return self.lines
+
+
+@dataclass
+class Setup:
+    """Where the publisher goes, who consumes, and which middle processes to meter."""
+
+    port: int
+    consumer: Consumer
+    app: str = "live"
+    key: Callable[[str], str] = lambda name: name
+    pids: dict[str, int] = field(default_factory=dict)
+
+
+def _relay_key(name: str) -> str:
+    return keys.mint_key(SECRET, name, now=time.time())
+
+
+def _edge(rtmp: int, http: int, *upstream: str) -> subprocess.Popen[bytes]:
+    argv = [str(BIN / "relay-edge"), "serve", "--rtmp", f"127.0.0.1:{rtmp}", "--http", f"127.0.0.1:{http}"]
+    for url in upstream:
+        argv += ["--upstream", url]
+    proc = spawn(argv, EDGE_ENV)
+    wait_listening(rtmp, proc)
+    wait_listening(http, proc)
+    return proc
+
+
+def _wait_link(http: int, timeout: float = 15) -> None:
+    """Until the edge reports its link to the app up: a first frame must not wait for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        url = f"http://127.0.0.1:{http}/api/rtmp/status"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+            if json.load(r)["links"]:
+                return
+        time.sleep(0.02)
+    raise TimeoutError("the edge's link to the app did not come up")
+
+
+def _wait_players(nginx: NginxRtmp, count: int, timeout: float = 30) -> None:
+    """Until nginx-rtmp logged ``count`` plays: nginx keeps idle players until the publisher comes."""
+    deadline = time.monotonic() + timeout
+    while nginx.log_text().count("play: name=") < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nginx: fewer than {count} players after {timeout} s")
+        time.sleep(0.02)
+
+
+def _consumer(kind: str, mode: str, *argv: str) -> Consumer:
+    consumer = Consumer([kind, "--mode", mode, *argv])
+    consumer.ready()
+    return consumer
+
+
+@contextlib.contextmanager
+def floor(mode: str, names: list[str]) -> Iterator[Setup]:
+    port = free_port()
+    consumer = _consumer("floor", mode, "--port", str(port))
+    with running(consumer.proc):
+        wait_listening(port, consumer.proc)
+        yield Setup(port, consumer)
+
+
+@contextlib.contextmanager
+def relay_push(mode: str, names: list[str]) -> Iterator[Setup]:
+    app, rtmp, http = free_port(), free_port(), free_port()
+    consumer = _consumer("relay", mode, "--port", str(app), "--secret", SECRET)
+    with running(consumer.proc):
+        wait_listening(app, consumer.proc)
+        edge = _edge(rtmp, http, f"ws://127.0.0.1:{app}/relay")
+        with running(edge):
+            _wait_link(http)
+            yield Setup(rtmp, consumer, key=_relay_key, pids={"edge": edge.pid})
+
+
+@contextlib.contextmanager
+def relay_pull(mode: str, names: list[str]) -> Iterator[Setup]:
+    rtmp, http = free_port(), free_port()
+    edge = _edge(rtmp, http)
+    with running(edge):
+        consumer = _consumer("relay", mode, "--url", f"ws://127.0.0.1:{http}/link", "--secret", SECRET)
+        with running(consumer.proc):
+            _wait_link(http)
+            yield Setup(rtmp, consumer, key=_relay_key, pids={"edge": edge.pid})
+
+
+@contextlib.contextmanager
+def _nginx() -> Iterator[NginxRtmp]:
+    with tempfile.TemporaryDirectory() as tmp, NginxRtmp(Path(tmp), worker_connections=4096) as nginx:
+        yield nginx
+
+
+@contextlib.contextmanager
+def nginx_pyav(mode: str, names: list[str], tuned: bool = False) -> Iterator[Setup]:
+    with _nginx() as nginx:
+        tune = ["--tuned"] if tuned else []
+        consumer = _consumer("pyav", mode, "--url", nginx.url(names[0]), *tune)
+        with running(consumer.proc):
+            _wait_players(nginx, 1)
+            yield Setup(nginx.port, consumer, pids={"nginx": nginx.pid or 0})
+
+
+@contextlib.contextmanager
+def nginx_pyav_tuned(mode: str, names: list[str]) -> Iterator[Setup]:
+    with nginx_pyav(mode, names, tuned=True) as setup:
+        yield setup
+
+
+@contextlib.contextmanager
+def nginx_players(mode: str, names: list[str]) -> Iterator[Setup]:
+    with _nginx() as nginx:
+        consumer = _consumer("players", mode, "--port", str(nginx.port), "--names", ",".join(names))
+        with running(consumer.proc):
+            _wait_players(nginx, len(names))
+            yield Setup(nginx.port, consumer, pids={"nginx": nginx.pid or 0})
+
+
+@contextlib.contextmanager
+def websockify_pyav(mode: str, names: list[str]) -> Iterator[Setup]:
+    listen, ws, tcp = free_port(), free_port(), free_port()
+    url = f"rtmp://127.0.0.1:{listen}/live/{names[0]}"
+    consumer = _consumer("pyav", mode, "--url", url, "--tuned", "--listen")
+    with running(consumer.proc):
+        wait_listening(listen, consumer.proc)
+        proxy = spawn(["websockify", f"127.0.0.1:{ws}", f"127.0.0.1:{listen}"])
+        with running(proxy):
+            wait_listening(ws, proxy)
+            tunnel = spawn([sys.executable, "-m", "bench.tunnel_client", str(tcp), f"ws://127.0.0.1:{ws}/"])
+            with running(tunnel):
+                wait_listening(tcp, tunnel)
+                yield Setup(tcp, consumer, pids={"websockify": proxy.pid, "tunnel": tunnel.pid})
+
+
+CONTENDERS: dict[str, Callable[[str, list[str]], contextlib.AbstractContextManager[Setup]]] = {
+    "floor": floor,
+    "relay-push": relay_push,
+    "relay-pull": relay_pull,
+    "nginx-pyav": nginx_pyav,
+    "nginx-pyav-tuned": nginx_pyav_tuned,
+    "websockify-pyav": websockify_pyav,
+    "nginx-players": nginx_players,
+}
