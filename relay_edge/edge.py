@@ -485,6 +485,8 @@ class Edge:
                     stream.outbox.rewind()
                     if self.links:
                         self._assign(stream)
+                    if stream.conn is not None:
+                        stream.conn.resume_if_caught_up()  # no link: buffer (and drop), never stall
 
     async def _dial_forever(self, url: str) -> None:
         """Push mode: keep one link to ``url`` up (the loop pull mode uses too)."""

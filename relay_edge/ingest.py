@@ -39,6 +39,7 @@ class RtmpConnection(asyncio.Protocol):
         self.handshake_done = False
         self.streams: dict[int, EdgeStream] = {}  # RTMP message stream id -> stream
         self.closed = False
+        self.paused = False  # reading stopped: a stream's link is behind (limits.pause_bytes)
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -70,6 +71,25 @@ class RtmpConnection(asyncio.Protocol):
         for event in events:
             self._dispatch(event)
         self._flush()
+        if self._behind(self.edge.limits.pause_bytes) and self.transport is not None and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
+            log.debug(
+                "paused reading %s: its link is %d+ bytes behind", self.peer, self.edge.limits.pause_bytes
+            )
+
+    def _behind(self, threshold: int) -> bool:
+        streams = self.streams.values()
+        return any(s.link is not None and s.ready and s.outbox.behind(threshold) for s in streams)
+
+    def resume_if_caught_up(self) -> None:
+        """Read the publisher again once its streams' links have sent half the backlog (or went away)."""
+        if self.paused and not self._behind(self.edge.limits.pause_bytes // 2):
+            self.paused = False
+            self.last_rx = time.monotonic()  # paused time is not the publisher's silence
+            if self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+                log.debug("resumed reading %s", self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -134,5 +154,5 @@ class RtmpConnection(asyncio.Protocol):
         limits = self.edge.limits
         if not self.handshake_done and now - self.connected_at > limits.handshake_timeout:
             self.fail(f"handshake_timeout: no handshake after {limits.handshake_timeout:g} s", "timeout")
-        elif now - self.last_rx > limits.idle_timeout:
+        elif not self.paused and now - self.last_rx > limits.idle_timeout:
             self.fail(f"idle_timeout: nothing received for {limits.idle_timeout:g} s", "timeout")

@@ -72,6 +72,11 @@ class Limits:
     # Large enough for ~2 s of 4 Mbit/s video, small enough that one stalled
     # consumer can't fill the shared socket.
     credit_bytes: int = 1 * MIB
+    # Unsent bytes of a stream whose live link has credit to spare: the edge (or
+    # the network to the app), not the app, is behind. Past this the edge stops
+    # reading that publisher until half has left, so TCP slows the publisher
+    # instead of the buffer dropping tags. Never reached by real-time audio.
+    pause_bytes: int = 2 * MIB
 
     # --- The edge <-> client link -----------------------------------------------------
     # One WebSocket message: a batch of frames. Must exceed max_message_size

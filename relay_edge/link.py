@@ -218,6 +218,8 @@ class EdgeLink:
             for start, end in zip([seq, *cuts], [*cuts, seq + len(tags)], strict=False):
                 who = marks.get(start) if marks else None
                 parts.append(wire.encode_data(sid, start, tags[start - seq : end - seq], who))
+            if stream.conn is not None and stream.conn.paused:
+                stream.conn.resume_if_caught_up()
         return sum(map(len, tags))
 
     # --- receiving ----------------------------------------------------------------------

@@ -117,6 +117,14 @@ class Outbox:
         else:
             self._drops.append(_Drop(entry.seq, entry.seq, size, entry.timestamp, entry.timestamp, sent))
 
+    def behind(self, threshold: int) -> bool:
+        """More than ``threshold`` bytes wait to be sent while the credit window has room.
+
+        That is the link not keeping up (edge CPU, network), as opposed to the app withholding acks.
+        """
+        inflight = self.inflight_bytes
+        return self.buffered_bytes - inflight > threshold and inflight < self.limits.credit_bytes
+
     # --- link side --------------------------------------------------------------------
 
     @property

@@ -58,6 +58,18 @@ def test_ack_frees_buffer_and_credit() -> None:
     assert (ob.acked, ob.buffered_tags, ob.inflight_bytes) == (4, 0, 0)
 
 
+def test_behind_means_unsent_bytes_with_credit_to_spare() -> None:
+    ob = box(credit_bytes=1110)  # ten 111-byte tags in flight
+    fill(ob, 25)
+    assert ob.behind(2000)  # 2775 unsent, nothing in flight: the link is not keeping up
+    assert not ob.behind(2775)
+    ob.take()  # ten go out: the window is full
+    assert ob.buffered_bytes - ob.inflight_bytes == 15 * 111
+    assert not ob.behind(1000)  # unsent, but waiting on the app's acks: not the link's fault
+    ob.ack(5)
+    assert ob.behind(1000)  # credit is back and 1665 bytes still wait
+
+
 CREDIT_CASES = [
     # (credit_bytes, tag size, tags pushed, tags taken first)
     pytest.param(1000, 100, 20, 9, id="window of nine 111-byte tags"),
