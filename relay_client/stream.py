@@ -26,6 +26,9 @@ log = logging.getLogger("relay_client.stream")
 _END = object()
 # Items the app may leave unread per iterator before the stream waits for it.
 QUEUE_ITEMS = 256
+# Up to this many tags of audio are decoded on the event loop (~30 µs each, so under 1 ms);
+# bigger batches (a replay after a resume) go to a worker thread.
+INLINE_TAGS = 16
 
 
 @dataclass(frozen=True)
@@ -151,8 +154,9 @@ class Stream(StreamEvents):
         self._video = VideoDecoder() if "video" in consume else None
         self._files = StreamFiles(out_dir, open_frame.name, audio_format) if out_dir else None
         self._files_open = False
-        # Decoding and file I/O block: they run in a worker thread. Counting alone doesn't.
-        self._blocking = self._audio is not None or self._video is not None or self._files is not None
+        # Video decoding and file I/O block: they run in a worker thread. Counting doesn't, nor does
+        # decoding a few audio frames.
+        self._blocking = self._video is not None or self._files is not None
         # Totals of earlier streams (or processes) in the same files, for NAME.json.
         self._base: dict[str, Any] = {}
         if self._files is not None:
@@ -253,9 +257,9 @@ class Stream(StreamEvents):
                 init, tags, last_seq, end = self._select(batch)
                 if init or tags or end is not None or last_seq > self.delivered:
                     args = (init, tags, end is not None, last_seq)
-                    if self._blocking:
+                    if self._blocking or len(tags) > INLINE_TAGS:
                         chunks, frames = await loop.run_in_executor(None, self._process, *args)
-                    else:  # only counting to do: a thread hop would cost more than the work
+                    else:  # counting, or a few audio frames: a thread hop costs more than the work
                         chunks, frames = self._process(*args)
                     await self._deliver(tags, chunks, frames)
                 if last_seq > self.delivered:
