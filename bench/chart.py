@@ -49,16 +49,20 @@ def _latency(ax: Any, rows: dict[str, Any]) -> None:
     ax.invert_yaxis()
 
 
-def _scaling(ax: Any, load: dict[str, Any]) -> None:
+def _scaling(ax: Any, result: dict[str, Any]) -> None:
+    """Server (solid) and app (dashed) CPU against streams; the app decoding them (dotted)."""
+    load = result["load"]
     counts = sorted(int(n) for n in load)
-    names = list(load[str(counts[0])])
-    for name in names:
-        cpu = [load[str(n)][name]["median"]["server_cpu_pct"] for n in counts]
-        ax.plot(counts, cpu, marker="o", label=f"{name} (server)", color=COLORS.get(name, "#444"))
-        app = [load[str(n)][name]["median"]["app_cpu_pct"] for n in counts]
-        ax.plot(
-            counts, app, marker="x", linestyle="--", label=f"{name} (app)", color=COLORS.get(name, "#444")
-        )
+    for name in load[str(counts[0])]:
+        color = COLORS.get(name, "#444")
+        for key, style, who in (("server_cpu_pct", "-", "server"), ("app_cpu_pct", "--", "app")):
+            values = [load[str(n)][name]["median"][key] for n in counts]
+            ax.plot(counts, values, marker="o", linestyle=style, label=f"{name} ({who})", color=color)
+    decode = result.get("decode") or {}
+    for name in decode[next(iter(decode))] if decode else ():
+        ns = sorted(int(n) for n in decode)
+        values = [decode[str(n)][name]["median"]["app_cpu_pct"] for n in ns]
+        ax.plot(ns, values, marker="x", linestyle=":", label=f"{name} (app decoding)", color="#000")
     ax.set_title("CPU vs concurrent AAC streams", fontsize=10)
     ax.set_xlabel("streams")
     ax.set_ylabel("% of one core")
@@ -96,7 +100,7 @@ def draw(result: dict[str, Any], path: Path) -> None:
             ),
         ),
         ("first_frame", _latency),
-        ("load", _scaling),
+        ("load", lambda ax, _: _scaling(ax, result)),
         ("throughput", _throughput),
     ]
     for ax, (section, fn) in zip(axes.flat, panels, strict=True):

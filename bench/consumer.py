@@ -16,7 +16,8 @@ It prints JSON lines on stdout: ``{"ready": true}`` once it can take a publisher
 - ``frames``: ``{"f": [arrival, pts_ms, duration_ms]}`` per decoded audio unit (one stream);
 - ``count``:  ``{"bytes": total, "t": now}`` every 0.2 s (media bytes received, nothing decoded);
 - ``load``:   on SIGTERM, ``{"latency_ms": [...], "tags": n, "chunks": n}``: per audio tag, arrival
-  minus when the publisher's schedule (carried in the stream name) wrote it; audio is decoded too.
+  minus when the publisher's schedule (carried in the stream name) wrote it;
+- ``decode``: as ``load``, and the app decodes every stream to 16 kHz mono s16 as well.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 from typing import Any
 
 from relay_edge import flv
+from relay_edge.loop import run
 from relay_edge.rtmp.events import Media, PublishRequested
 
 from .publisher import schedule_of, sent_time
@@ -64,7 +66,7 @@ class Sink:
     def media(self, name: str, tag_type: int, timestamp: int, size: int) -> None:
         self.bytes += size
         self.tags += 1
-        if self.mode == "load" and tag_type == flv.AUDIO and timestamp > 0:
+        if self.mode in ("load", "decode") and tag_type == flv.AUDIO and timestamp > 0:
             now = time.monotonic()
             if self.window[0] <= now <= self.window[1]:
                 self.latency.append((now - sent_time(schedule_of(name), timestamp)) * 1000)
@@ -115,7 +117,7 @@ async def relay(args: argparse.Namespace, sink: Sink) -> None:
     from relay_client.receiver import Receiver
     from relay_client.stream import Stream
 
-    consume = {"frames": {"audio"}, "count": {"flv"}, "load": {"flv", "audio"}}[sink.mode]
+    consume = {"frames": {"audio"}, "count": {"flv"}, "load": {"flv"}, "decode": {"flv", "audio"}}[sink.mode]
     tasks: set[asyncio.Task[None]] = set()
 
     async def tags(stream: Stream) -> None:
@@ -218,7 +220,7 @@ async def run_async(kind: Any, args: argparse.Namespace, sink: Sink) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="one contender's app side")
     parser.add_argument("kind", choices=["floor", "relay", "pyav", "players"])
-    parser.add_argument("--mode", choices=["frames", "count", "load"], default="frames")
+    parser.add_argument("--mode", choices=["frames", "count", "load", "decode"], default="frames")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--url", default="")
     parser.add_argument("--secret", default="")
@@ -235,8 +237,8 @@ def main() -> None:
             threading.Thread(target=_count_thread, args=(sink,), daemon=True).start()
         pyav(args, sink)
     else:
-        asyncio.run(run_async(globals()[args.kind], args, sink))
-    if sink.mode == "load":
+        run(run_async(globals()[args.kind], args, sink))  # uvloop where installed, as the CLIs
+    if sink.mode in ("load", "decode"):
         emit(sink.summary())
 
 

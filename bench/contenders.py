@@ -42,6 +42,7 @@ EDGE_ENV = {
 
 FIRST_FRAME = ["floor", "relay-push", "relay-pull", "nginx-pyav", "nginx-pyav-tuned", "websockify-pyav"]
 LOAD = ["relay-push", "relay-pull", "nginx-players"]
+DECODE = ["relay-push"]
 THROUGHPUT = ["floor", "relay-push", "relay-pull", "nginx-players", "nginx-pyav-tuned", "websockify-pyav"]
 
 

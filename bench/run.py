@@ -1,14 +1,16 @@
 """Every contender side by side, in one run on this machine: ``bench/run`` (see bench/README.md).
 
-Three sections, each a median over ``--runs`` with the contenders alternating inside a run,
+Four sections, each a median over ``--runs`` with the contenders alternating inside a run,
 so drift on the machine hits them alike:
 
 1. first frame and latency: one 128 kbit/s AAC stream published in real time; time from
    publish (and from TCP connect) to the first decoded audio frame at the app, and per decoded
    frame the delay since the publisher wrote the packet holding its last sample (p50/p99).
 2. load: N concurrent AAC streams; CPU % of one core and RSS of the edge (or nginx-rtmp) and of
-   the app, and per audio tag the delay from the publisher's write to the app (p50/p99).
-3. throughput: one H.264 stream (720p, ~6 Mbit/s) flooded at RTMP chunk sizes 128 and 4096:
+   the app, and per audio tag the delay from the publisher's write to the app (p50/p99). The app
+   only receives and acks here, so the figures are the edge's.
+3. decode: the same with the app decoding every stream to 16 kHz mono s16: its CPU per stream.
+4. throughput: one H.264 stream (720p, ~6 Mbit/s) flooded at RTMP chunk sizes 128 and 4096:
    MB/s reaching the app and the middle's CPU.
 """
 
@@ -131,14 +133,16 @@ def _minus(a: float | None, b: float | None) -> float | None:
 # --- 2. load ----------------------------------------------------------------------------------------
 
 
-def load_once(name: str, n: int, tags: list[Any], warmup: float, window: float) -> dict[str, Any]:
+def load_once(
+    name: str, n: int, tags: list[Any], warmup: float, window: float, mode: str = "load"
+) -> dict[str, Any]:
     base = time.monotonic() + 4 + n * 0.01  # after setup (nginx players connect ~10 ms apart)
     starts = [base + i * RAMP for i in range(n)]
     names = [schedule_name(f"s{i}", t0) for i, t0 in enumerate(starts)]
     w0 = starts[-1] + warmup
     w1 = w0 + window
     os.environ["BENCH_WINDOW"] = f"{w0},{w1}"
-    with c.CONTENDERS[name]("load", names) as setup:
+    with c.CONTENDERS[name](mode, names) as setup:
         if time.monotonic() > base - 1:
             log(f"  {name}: setup overran the schedule by {time.monotonic() - base + 1:.2f} s")
         meter = CpuMeter({**setup.pids, "app": setup.consumer.proc.pid})
@@ -191,15 +195,23 @@ LOAD_KEYS = (
 )
 
 
-def load(names: list[str], counts: list[int], runs: int, warmup: float, window: float, source: Path) -> dict:
+def load(
+    names: list[str],
+    counts: list[int],
+    runs: int,
+    warmup: float,
+    window: float,
+    source: Path,
+    mode: str = "load",
+) -> dict:
     tags = read_tags(source)
     table: dict[str, dict[str, Any]] = {}
     for n in counts:
         rows: dict[str, list[dict[str, Any]]] = {x: [] for x in names}
         for i in range(runs):
             for name in names:
-                rows[name].append(load_once(name, n, tags, warmup, window))
-                log(f"load {n} run {i + 1}/{runs} {name}: {json.dumps(rows[name][-1])}")
+                rows[name].append(load_once(name, n, tags, warmup, window, mode))
+                log(f"{mode} {n} run {i + 1}/{runs} {name}: {json.dumps(rows[name][-1])}")
         table[str(n)] = {
             x: {"runs": r, "median": {k: median_of(r, k) for k in LOAD_KEYS}} for x, r in rows.items()
         }
@@ -366,6 +378,8 @@ def print_table(result: dict[str, Any]) -> None:
         )
     for n, table in result.get("load", {}).items():
         _section(f"load: {n} AAC streams (CPU: % of one core; latency: write to app)", table, LOAD_COLUMNS)
+    for n, table in result.get("decode", {}).items():
+        _section(f"app decoding {n} AAC streams to 16 kHz mono s16", table, LOAD_COLUMNS)
     for chunk, table in result.get("throughput", {}).items():
         _section(f"throughput: one H.264 720p stream flooded, chunk size {chunk}", table, THROUGHPUT_COLUMNS)
 
@@ -390,17 +404,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the first-frame stream")
     parser.add_argument("--streams", default="10,100,500", help="load: concurrent streams")
+    parser.add_argument("--decode-streams", default="10,100,200", help="decode: streams the app decodes")
     parser.add_argument("--load-runs", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=4.0)
-    parser.add_argument("--window", type=float, default=15.0)
+    parser.add_argument("--window", type=float, default=10.0, help="load: seconds measured")
     parser.add_argument("--chunks", default="128,4096", help="throughput: RTMP chunk sizes")
     parser.add_argument("--flood", type=float, default=5.0, help="throughput: seconds per run")
-    parser.add_argument("--sections", default="first_frame,load,throughput")
+    parser.add_argument("--sections", default="first_frame,load,decode,throughput")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--chart", type=Path, default=None, help="PNG chart (default: beside --out)")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.runs, args.seconds, args.streams, args.load_runs = 1, 2.0, "3", 1
+        args.runs, args.seconds, args.streams, args.decode_streams, args.load_runs = 1, 2.0, "3", "2", 1
         args.warmup, args.window, args.flood = 1.0, 1.0, 1.0
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 500 streams: ~1000 sockets per server
@@ -417,6 +432,11 @@ def main(argv: list[str] | None = None) -> int:
         if "load" in sections:
             counts = [int(x) for x in args.streams.split(",")]
             result["load"] = load(c.LOAD, counts, args.load_runs, args.warmup, args.window, audio)
+        if "decode" in sections:
+            counts = [int(x) for x in args.decode_streams.split(",")]
+            result["decode"] = load(
+                c.DECODE, counts, args.load_runs, args.warmup, args.window, audio, "decode"
+            )
         if "throughput" in sections:
             video = video_flv(Path(tmp) / "video.flv", seconds=4)
             chunks = [int(x) for x in args.chunks.split(",")]

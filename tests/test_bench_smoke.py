@@ -56,6 +56,10 @@ def test_bench_run_smoke(tmp_path: Path) -> None:
         assert run["tags_received"] == run["tags_sent"] + extra, (name, run)
         assert run["latency_samples"] > 0 and run["server_rss_mib"] > 0, (name, run)
 
+    (decode,) = result["decode"].values()
+    (run,) = decode["relay-push"]["runs"]
+    assert run["chunks_decoded"] > 2 * 40 and run["tags_received"] == run["tags_sent"], run
+
     for chunk, table in result["throughput"].items():
         assert list(table) == contenders.THROUGHPUT
         for name, row in table.items():
