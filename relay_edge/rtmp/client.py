@@ -43,7 +43,7 @@ _MEDIA_ROUTE = {  # FLV tag type -> (chunk stream, RTMP message type)
 }
 _PLAY_START = -2000.0  # FFmpeg's default (``-rtmp_live any``: live, else recorded), in ms
 DEFAULT_BUFFER_MS = 3000  # FFmpeg's ``-rtmp_buffer`` default, sent as Set Buffer Length
-_PLAYED_TYPES = frozenset((m.AUDIO, m.VIDEO, m.DATA_AMF0, m.AGGREGATE))
+_PLAYED_TYPES = frozenset((m.AUDIO, m.VIDEO, m.DATA_AMF0, m.DATA_AMF3, m.AGGREGATE))
 
 
 class ClientSession:
@@ -199,17 +199,11 @@ class ClientSession:
 
     def _media(self, msg: Message, events: list[ClientEvent]) -> None:
         """A played message as :class:`Media` (FLV tag bodies), as the server reports published ones."""
-        if msg.type == m.AGGREGATE:  # nginx-rtmp sends none by default; other servers may
-            for sub_type, timestamp, data in m.split_aggregate(msg.body, msg.timestamp):
-                if sub_type == flv.SCRIPT:
-                    data = m.strip_set_data_frame(data)
-                elif sub_type not in (flv.AUDIO, flv.VIDEO):
-                    continue
-                events.append(Media(msg.stream_id, sub_type, timestamp, data))
-        elif msg.type == m.DATA_AMF0:
-            events.append(Media(msg.stream_id, flv.SCRIPT, msg.timestamp, m.strip_set_data_frame(msg.body)))
-        else:  # RTMP's AUDIO/VIDEO message types are FLV's tag types
+        if msg.type == m.AUDIO or msg.type == m.VIDEO:  # RTMP's types are FLV's tag types
             events.append(Media(msg.stream_id, msg.type, msg.timestamp, msg.body))
+        else:
+            tags = m.data_tags(msg.type, msg.body, msg.timestamp)
+            events.extend(Media(msg.stream_id, *tag) for tag in tags)
 
     def _command(self, msg: Message, cmd: m.Command, events: list[ClientEvent]) -> None:
         if cmd.name in ("_result", "_error"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from typing import Any, NamedTuple
 
+from .. import flv
 from ..errors import MessageError
 from ..limits import DEFAULT_LIMITS, Limits
 from . import amf0
@@ -149,6 +150,24 @@ def strip_set_data_frame(body: bytes) -> bytes:
     if body.startswith(_SET_DATA_FRAME_AMF):
         return body[len(_SET_DATA_FRAME_AMF) :]
     return body
+
+
+def data_tags(msg_type: int, body: bytes, timestamp: int) -> list[tuple[int, int, bytes]]:
+    """``(FLV type, timestamp, data)`` of a Data (AMF0/AMF3) or Aggregate message, as FLV stores them.
+
+    Metadata loses its ``@setDataFrame`` (and an AMF3 data message its leading AMF0 marker);
+    aggregate sub-tags other than audio, video and script are skipped. Servers and players
+    both report media this way.
+    """
+    if msg_type == AGGREGATE:
+        return [
+            (t, ts, strip_set_data_frame(data) if t == flv.SCRIPT else data)
+            for t, ts, data in split_aggregate(body, timestamp)
+            if t in flv.TAG_TYPES
+        ]
+    if msg_type == DATA_AMF3 and body[:1] == b"\x00":
+        body = body[1:]
+    return [(flv.SCRIPT, timestamp, strip_set_data_frame(body))]
 
 
 def split_aggregate(body: bytes, timestamp: int) -> list[tuple[int, int, bytes]]:

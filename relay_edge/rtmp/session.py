@@ -32,7 +32,6 @@ from __future__ import annotations
 import enum
 import os
 
-from .. import flv
 from ..errors import LimitExceeded, LocalProtocolError, MessageError, ProtocolError
 from ..limits import DEFAULT_LIMITS, Limits
 from . import messages as m
@@ -188,18 +187,9 @@ class ServerSession:
         if t == m.AUDIO or t == m.VIDEO:  # the hot path first
             self._check_publishing(msg.stream_id, t)
             events.append(Media(msg.stream_id, t, msg.timestamp, msg.body))
-        elif t == m.DATA_AMF0 or t == m.DATA_AMF3:
+        elif t == m.DATA_AMF0 or t == m.DATA_AMF3 or t == m.AGGREGATE:
             self._check_publishing(msg.stream_id, t)
-            body = msg.body[1:] if t == m.DATA_AMF3 and msg.body[:1] == b"\x00" else msg.body
-            events.append(Media(msg.stream_id, flv.SCRIPT, msg.timestamp, m.strip_set_data_frame(body)))
-        elif t == m.AGGREGATE:
-            self._check_publishing(msg.stream_id, t)
-            for sub_type, timestamp, data in m.split_aggregate(msg.body, msg.timestamp):
-                if sub_type == flv.SCRIPT:
-                    data = m.strip_set_data_frame(data)
-                elif sub_type not in (flv.AUDIO, flv.VIDEO):
-                    continue
-                events.append(Media(msg.stream_id, sub_type, timestamp, data))
+            events.extend(Media(msg.stream_id, *tag) for tag in m.data_tags(t, msg.body, msg.timestamp))
         elif t == m.COMMAND_AMF0 or t == m.COMMAND_AMF3:
             self._command(msg, m.decode_command(msg.body, t == m.COMMAND_AMF3, self.limits), events)
         elif t == m.WINDOW_ACK_SIZE:
