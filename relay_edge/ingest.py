@@ -79,8 +79,15 @@ class RtmpConnection(asyncio.Protocol):
             )
 
     def _behind(self, threshold: int) -> bool:
-        streams = self.streams.values()
-        return any(s.link is not None and s.ready and s.outbox.behind(threshold) for s in streams)
+        for s in self.streams.values():  # every read: the cheap test first, no generator
+            if (
+                s.outbox.buffered_bytes > threshold
+                and s.link is not None
+                and s.ready
+                and s.outbox.behind(threshold)
+            ):
+                return True
+        return False
 
     def resume_if_caught_up(self) -> None:
         """Read the publisher again once its streams' links have sent half the backlog (or went away)."""
