@@ -28,6 +28,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -71,10 +72,11 @@ class Sink:
             if self.window[0] <= now <= self.window[1]:
                 self.latency.append((now - sent_time(schedule_of(name), timestamp)) * 1000)
 
-    async def report_counts(self) -> None:
-        while self.mode == "count":
+    def report_counts(self) -> None:
+        """Forever, in a thread: PyAV's demux loop blocks, and an event loop may be busy."""
+        while True:
             emit({"bytes": self.bytes, "t": time.monotonic()})
-            await asyncio.sleep(COUNT_EVERY)
+            time.sleep(COUNT_EVERY)
 
     def summary(self) -> dict[str, Any]:
         return {"latency_ms": [round(x, 3) for x in self.latency], "tags": self.tags, "chunks": self.chunks}
@@ -208,13 +210,13 @@ async def run_async(kind: Any, args: argparse.Namespace, sink: Sink) -> None:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, done.set)
-    tasks = [asyncio.create_task(kind(args, sink)), asyncio.create_task(sink.report_counts())]
+    main = asyncio.create_task(kind(args, sink))
     stop = asyncio.create_task(done.wait())
-    finished, _ = await asyncio.wait([tasks[0], stop], return_when=asyncio.FIRST_COMPLETED)
-    for task in [*tasks, stop]:
+    finished, _ = await asyncio.wait([main, stop], return_when=asyncio.FIRST_COMPLETED)
+    for task in (main, stop):
         task.cancel()
-    if tasks[0] in finished and tasks[0].exception() is not None:
-        raise tasks[0].exception()  # type: ignore[misc]
+    if main in finished and main.exception() is not None:
+        raise main.exception()  # type: ignore[misc]
 
 
 def main() -> None:
@@ -229,23 +231,15 @@ def main() -> None:
     parser.add_argument("--listen", action="store_true")
     args = parser.parse_args()
     sink = Sink(args.mode)
+    if sink.mode == "count":
+        threading.Thread(target=sink.report_counts, daemon=True).start()
     if args.kind == "pyav":
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        if sink.mode == "count":
-            import threading
-
-            threading.Thread(target=_count_thread, args=(sink,), daemon=True).start()
         pyav(args, sink)
     else:
         run(run_async(globals()[args.kind], args, sink))  # uvloop where installed, as the CLIs
     if sink.mode in ("load", "decode"):
         emit(sink.summary())
-
-
-def _count_thread(sink: Sink) -> None:
-    while True:
-        emit({"bytes": sink.bytes, "t": time.monotonic()})
-        time.sleep(COUNT_EVERY)
 
 
 if __name__ == "__main__":

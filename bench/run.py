@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,18 @@ def percentile(values: list[float], q: float) -> float | None:
 def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
     values = [r[key] for r in runs if r.get(key) is not None]
     return statistics.median(values) if values else None
+
+
+def alternate(
+    names: list[str], runs: int, once: Callable[[str], dict[str, Any]], keys: tuple[str, ...], label: str
+) -> dict[str, dict[str, Any]]:
+    """Each contender ``runs`` times, alternating within a run; per contender its runs and medians."""
+    rows: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for i in range(runs):
+        for name in names:
+            rows[name].append(once(name))
+            log(f"{label} run {i + 1}/{runs} {name}: {json.dumps(rows[name][-1])}")
+    return {n: {"runs": r, "median": {k: median_of(r, k) for k in keys}} for n, r in rows.items()}
 
 
 def log(text: str) -> None:
@@ -99,17 +112,14 @@ def first_frame_once(name: str, tags: list[Any], seconds: float) -> dict[str, An
     }
 
 
+FIRST_FRAME_KEYS = ("first_frame_ms", "from_connect_ms", "latency_p50_ms", "latency_p99_ms")
+
+
 def first_frame(names: list[str], runs: int, seconds: float, source: Path) -> dict[str, Any]:
     tags = read_tags(source)
-    results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-    for i in range(runs):
-        for name in names:
-            results[name].append(first_frame_once(name, tags, seconds))
-            log(f"first frame run {i + 1}/{runs} {name}: {json.dumps(results[name][-1])}")
-    table = {}
-    keys = ("first_frame_ms", "from_connect_ms", "latency_p50_ms", "latency_p99_ms")
-    for name, rows in results.items():
-        table[name] = {"runs": rows, "median": {k: median_of(rows, k) for k in keys}}
+    table = alternate(
+        names, runs, lambda n: first_frame_once(n, tags, seconds), FIRST_FRAME_KEYS, "first frame"
+    )
     floor = table.get("floor", {}).get("median")
     if floor:
         for row in table.values():
@@ -205,17 +215,16 @@ def load(
     mode: str = "load",
 ) -> dict:
     tags = read_tags(source)
-    table: dict[str, dict[str, Any]] = {}
-    for n in counts:
-        rows: dict[str, list[dict[str, Any]]] = {x: [] for x in names}
-        for i in range(runs):
-            for name in names:
-                rows[name].append(load_once(name, n, tags, warmup, window, mode))
-                log(f"{mode} {n} run {i + 1}/{runs} {name}: {json.dumps(rows[name][-1])}")
-        table[str(n)] = {
-            x: {"runs": r, "median": {k: median_of(r, k) for k in LOAD_KEYS}} for x, r in rows.items()
-        }
-    return table
+    return {
+        str(n): alternate(
+            names,
+            runs,
+            partial(load_once, n=n, tags=tags, warmup=warmup, window=window, mode=mode),
+            LOAD_KEYS,
+            f"{mode} {n}",
+        )
+        for n in counts
+    }
 
 
 # --- 3. throughput ----------------------------------------------------------------------------------
@@ -246,21 +255,22 @@ def throughput_once(name: str, chunk: int, tags: list[Any], seconds: float) -> d
     }
 
 
+THROUGHPUT_KEYS = ("mb_s", "sent_mb_s", "server_cpu_pct", "app_cpu_pct")
+
+
 def throughput(names: list[str], chunks: list[int], runs: int, seconds: float, source: Path) -> dict:
     tags = read_tags(source)
     table: dict[str, dict[str, Any]] = {}
-    keys = ("mb_s", "sent_mb_s", "server_cpu_pct", "app_cpu_pct")
     for chunk in chunks:
-        rows: dict[str, list[dict[str, Any]]] = {x: [] for x in names}
-        for i in range(runs):
-            for name in names:
-                rows[name].append(throughput_once(name, chunk, tags, seconds))
-                log(f"throughput chunk {chunk} run {i + 1}/{runs} {name}: {json.dumps(rows[name][-1])}")
-        table[str(chunk)] = {
-            x: {"runs": r, "median": {k: median_of(r, k) for k in keys}} for x, r in rows.items()
-        }
-        floor = table[str(chunk)].get("floor", {}).get("median", {}).get("mb_s")
-        for row in table[str(chunk)].values():
+        table[str(chunk)] = rows = alternate(
+            names,
+            runs,
+            partial(throughput_once, chunk=chunk, tags=tags, seconds=seconds),
+            THROUGHPUT_KEYS,
+            f"throughput {chunk}",
+        )
+        floor = rows.get("floor", {}).get("median", {}).get("mb_s")
+        for row in rows.values():
             row["vs_floor_x"] = _ratio(row["median"]["mb_s"], floor)
     return table
 
