@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 import threading
@@ -49,15 +48,13 @@ def emit(obj: dict[str, Any]) -> None:
 class Sink:
     """Where a consumer puts what it got, shaped by the mode."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, window: tuple[float, float] = (0.0, float("inf"))) -> None:
         self.mode = mode
         self.bytes = 0
         self.tags = 0
         self.chunks = 0
         self.latency: list[float] = []
-        # load: only tags arriving inside the measured window count (set by bench.run)
-        w0, _, w1 = os.environ.get("BENCH_WINDOW", "0,inf").partition(",")
-        self.window = (float(w0), float(w1))
+        self.window = window  # load: only tags arriving inside the measured window count
 
     def frame(self, pts_ms: float, duration_ms: float) -> None:
         self.chunks += 1
@@ -229,8 +226,10 @@ def main() -> None:
     parser.add_argument("--names", default="")
     parser.add_argument("--tuned", action="store_true")
     parser.add_argument("--listen", action="store_true")
+    parser.add_argument("--window", default="0,inf", help="load: W0,W1 on CLOCK_MONOTONIC")
     args = parser.parse_args()
-    sink = Sink(args.mode)
+    w0, w1 = (float(x) for x in args.window.split(","))
+    sink = Sink(args.mode, (w0, w1))
     if sink.mode == "count":
         threading.Thread(target=sink.report_counts, daemon=True).start()
     if args.kind == "pyav":

@@ -33,6 +33,7 @@ from tests.support.nginx import NginxRtmp
 from .procs import BIN, running, spawn, wait_listening
 
 SECRET = "bench-secret-0123456789"
+Args = tuple[str, ...]  # extra consumer arguments, e.g. ("--window", "W0,W1")
 EDGE_ENV = {
     "RELAY_SECRET": SECRET,
     "RELAY_LOG_LEVEL": "warning",
@@ -138,18 +139,18 @@ def _consumer(kind: str, mode: str, *argv: str) -> Consumer:
 
 
 @contextlib.contextmanager
-def floor(mode: str, names: list[str]) -> Iterator[Setup]:
+def floor(mode: str, names: list[str], extra: Args = ()) -> Iterator[Setup]:
     port = free_port()
-    consumer = _consumer("floor", mode, "--port", str(port))
+    consumer = _consumer("floor", mode, "--port", str(port), *extra)
     with running(consumer.proc):
         wait_listening(port, consumer.proc)
         yield Setup(port, consumer)
 
 
 @contextlib.contextmanager
-def relay_push(mode: str, names: list[str]) -> Iterator[Setup]:
+def relay_push(mode: str, names: list[str], extra: Args = ()) -> Iterator[Setup]:
     app, rtmp, http = free_port(), free_port(), free_port()
-    consumer = _consumer("relay", mode, "--port", str(app), "--secret", SECRET)
+    consumer = _consumer("relay", mode, "--port", str(app), "--secret", SECRET, *extra)
     with running(consumer.proc):
         wait_listening(app, consumer.proc)
         edge = _edge(rtmp, http, f"ws://127.0.0.1:{app}/relay")
@@ -159,11 +160,13 @@ def relay_push(mode: str, names: list[str]) -> Iterator[Setup]:
 
 
 @contextlib.contextmanager
-def relay_pull(mode: str, names: list[str]) -> Iterator[Setup]:
+def relay_pull(mode: str, names: list[str], extra: Args = ()) -> Iterator[Setup]:
     rtmp, http = free_port(), free_port()
     edge = _edge(rtmp, http)
     with running(edge):
-        consumer = _consumer("relay", mode, "--url", f"ws://127.0.0.1:{http}/link", "--secret", SECRET)
+        consumer = _consumer(
+            "relay", mode, "--url", f"ws://127.0.0.1:{http}/link", "--secret", SECRET, *extra
+        )
         with running(consumer.proc):
             _wait_link(http)
             yield Setup(rtmp, consumer, key=_relay_key, pids={"edge": edge.pid})
@@ -176,35 +179,35 @@ def _nginx() -> Iterator[NginxRtmp]:
 
 
 @contextlib.contextmanager
-def nginx_pyav(mode: str, names: list[str], tuned: bool = False) -> Iterator[Setup]:
+def nginx_pyav(mode: str, names: list[str], extra: Args = (), tuned: bool = False) -> Iterator[Setup]:
     with _nginx() as nginx:
         tune = ["--tuned"] if tuned else []
-        consumer = _consumer("pyav", mode, "--url", nginx.url(names[0]), *tune)
+        consumer = _consumer("pyav", mode, "--url", nginx.url(names[0]), *tune, *extra)
         with running(consumer.proc):
             _wait_players(nginx, 1)
             yield Setup(nginx.port, consumer, pids={"nginx": nginx.pid or 0})
 
 
 @contextlib.contextmanager
-def nginx_pyav_tuned(mode: str, names: list[str]) -> Iterator[Setup]:
-    with nginx_pyav(mode, names, tuned=True) as setup:
+def nginx_pyav_tuned(mode: str, names: list[str], extra: Args = ()) -> Iterator[Setup]:
+    with nginx_pyav(mode, names, extra, tuned=True) as setup:
         yield setup
 
 
 @contextlib.contextmanager
-def nginx_players(mode: str, names: list[str]) -> Iterator[Setup]:
+def nginx_players(mode: str, names: list[str], extra: Args = ()) -> Iterator[Setup]:
     with _nginx() as nginx:
-        consumer = _consumer("players", mode, "--port", str(nginx.port), "--names", ",".join(names))
+        consumer = _consumer("players", mode, "--port", str(nginx.port), "--names", ",".join(names), *extra)
         with running(consumer.proc):
             _wait_players(nginx, len(names))
             yield Setup(nginx.port, consumer, pids={"nginx": nginx.pid or 0})
 
 
 @contextlib.contextmanager
-def websockify_pyav(mode: str, names: list[str]) -> Iterator[Setup]:
+def websockify_pyav(mode: str, names: list[str], extra: Args = ()) -> Iterator[Setup]:
     listen, ws, tcp = free_port(), free_port(), free_port()
     url = f"rtmp://127.0.0.1:{listen}/live/{names[0]}"
-    consumer = _consumer("pyav", mode, "--url", url, "--tuned", "--listen")
+    consumer = _consumer("pyav", mode, "--url", url, "--tuned", "--listen", *extra)
     with running(consumer.proc):
         wait_listening(listen, consumer.proc)
         proxy = spawn(["websockify", f"127.0.0.1:{ws}", f"127.0.0.1:{listen}"])
@@ -216,7 +219,7 @@ def websockify_pyav(mode: str, names: list[str]) -> Iterator[Setup]:
                 yield Setup(tcp, consumer, pids={"websockify": proxy.pid, "tunnel": tunnel.pid})
 
 
-CONTENDERS: dict[str, Callable[[str, list[str]], contextlib.AbstractContextManager[Setup]]] = {
+CONTENDERS: dict[str, Callable[..., contextlib.AbstractContextManager[Setup]]] = {  # (mode, names, extra)
     "floor": floor,
     "relay-push": relay_push,
     "relay-pull": relay_pull,

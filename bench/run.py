@@ -151,8 +151,7 @@ def load_once(
     names = [schedule_name(f"s{i}", t0) for i, t0 in enumerate(starts)]
     w0 = starts[-1] + warmup
     w1 = w0 + window
-    os.environ["BENCH_WINDOW"] = f"{w0},{w1}"
-    with c.CONTENDERS[name](mode, names) as setup:
+    with c.CONTENDERS[name](mode, names, ("--window", f"{w0},{w1}")) as setup:
         if time.monotonic() > base - 1:
             log(f"  {name}: setup overran the schedule by {time.monotonic() - base + 1:.2f} s")
         meter = CpuMeter({**setup.pids, "app": setup.consumer.proc.pid})
