@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Coroutine
+from types import ModuleType
 from typing import Any, TypeVar
 
 import click
@@ -22,38 +22,31 @@ CHOICES = ("auto", "uvloop", "asyncio")
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on the loop RELAY_LOOP picks; a bad choice is a :class:`click.UsageError`."""
-    choice = os.environ.get("RELAY_LOOP", "").strip().lower() or "auto"
-    uvloop: Any = None
     try:
-        if choice not in CHOICES:
-            raise click.UsageError(
-                f"RELAY_LOOP={os.environ['RELAY_LOOP']!r} is not one of {', '.join(CHOICES)}"
-            )
-        if choice != "asyncio":
-            try:
-                import uvloop
-            except ImportError:
-                if choice == "uvloop":
-                    raise click.UsageError(
-                        "RELAY_LOOP=uvloop but uvloop is not installed: "
-                        "pip install 'rtmp-relay[fast]', or unset RELAY_LOOP"
-                    ) from None
+        uvloop = _uvloop()
     except click.UsageError:
         main.close()  # never started: no "coroutine was never awaited" warning
         raise
-    if uvloop is None:
-        return asyncio.run(main)
-    if hasattr(uvloop, "run"):  # uvloop >= 0.18
-        return uvloop.run(main)
-    if sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(main)
-    policy = asyncio.get_event_loop_policy()  # 3.10 with an old uvloop
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return uvloop.run(main) if uvloop is not None else asyncio.run(main)
+
+
+def _uvloop() -> ModuleType | None:
+    """The uvloop module when RELAY_LOOP allows it and it is installed (the extra pins >= 0.19: ``run``)."""
+    choice = os.environ.get("RELAY_LOOP", "").strip().lower() or "auto"
+    if choice not in CHOICES:
+        raise click.UsageError(f"RELAY_LOOP={os.environ['RELAY_LOOP']!r} is not one of {', '.join(CHOICES)}")
+    if choice == "asyncio":
+        return None
     try:
-        return asyncio.run(main)
-    finally:
-        asyncio.set_event_loop_policy(policy)
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise click.UsageError(
+                "RELAY_LOOP=uvloop but uvloop is not installed: "
+                "pip install 'rtmp-relay[fast]', or unset RELAY_LOOP"
+            ) from None
+        return None
+    return uvloop
 
 
 def loop_name() -> str:
