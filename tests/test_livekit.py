@@ -39,6 +39,7 @@ from relay_client.pcm_stream import MuteEvent, PcmStream
 from relay_client.tone import dominant_frequency
 from relay_edge.keys import verify_key
 from tests.support import livekit_standin as lk
+from tests.support import publishers
 from tests.support.relay import SECRET, Relay, until
 
 AUDIO, VIDEO = pm.TrackType.AUDIO, pm.TrackType.VIDEO
@@ -199,6 +200,21 @@ async def test_egress_retry_continues_the_same_stream(tmp_path: Path) -> None:
     assert dominant_frequency(pcm[: 16000 * 2], 16000, 1) == pytest.approx(440, abs=1.0)  # part 1, first 1 s
     assert dominant_frequency(pcm[-16000 * 3 : -1600], 16000, 1) == pytest.approx(660, abs=1.0)  # part 2
     assert len(pcm) / 2 / 16000 >= 1.0 + 2.0 - 0.15
+
+
+async def test_edge_acknowledges_a_livekit_egress_within_a_second_of_media(tmp_path: Path) -> None:
+    """LiveKit retries a dropped RTMP output only if rtmp2sink's out-bytes-acked > 0 (issue 12 item 2)."""
+    async with Relay(tmp_path) as relay:
+        pub = await publishers.gst_livekit(relay.url("acked"), seconds=2.0, env=lk.GST_RTMP_LOG)
+        async with pub:
+            await pub.wait_ok(30)
+        await relay.ended("acked")
+    acked = lk.acknowledged(pub.output)
+    # One early ack (the 2.5 MB window is ~150 s of this audio), after at most 1 s of AAC frames
+    # (44100 / 1024 = 43 a second) and with the first media counted in it.
+    assert len(acked) == 1, acked
+    assert 1 <= lk.sent_before_first_ack(pub.output, "audio") < 43
+    assert acked[0] > 3073 + 200  # more than the handshake, connect and publish: media was counted
 
 
 # --- Track Egress fallback -----------------------------------------------------------------------

@@ -80,6 +80,11 @@ class ServerSession:
         # sends one we use the window we announce (spec 5.4.4).
         self._ack_window = limits.ack_window
         self._last_ack = 0
+        # Acknowledge the read that brings the first media after a publish, then by the window:
+        # LiveKit's egress retries a dropped output only if the server acknowledged something
+        # (rtmp2sink out-bytes-acked > 0), and a 2.5 MB window is ~150 s of its audio. Tested
+        # once per read that completed events, never per message; no timer needed.
+        self._ack_on_media = False
         self._streams: dict[int, _Stream] = {}
         self._publishing: set[int] = set()
         self._next_stream_id = 1
@@ -104,7 +109,9 @@ class ServerSession:
             exc.events = events  # type: ignore[attr-defined]
             self._failed = exc
             raise
-        if self._handshake is None and self.bytes_received - self._last_ack >= self._ack_window:
+        if self._handshake is None and (
+            self.bytes_received - self._last_ack >= self._ack_window or (self._ack_on_media and events)
+        ):
             self._send_ack()
         return events
 
@@ -127,6 +134,7 @@ class ServerSession:
             return
         stream.state = StreamState.PUBLISHING
         self._publishing.add(stream_id)
+        self._ack_on_media = True
         self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0, m.user_control(m.STREAM_BEGIN, stream_id))
         info = m.status_info("status", "NetStream.Publish.Start", "Start publishing.")
         self._send(stream.csid, m.COMMAND_AMF0, stream_id, m.encode_command("onStatus", 0, None, info))
@@ -166,6 +174,7 @@ class ServerSession:
     def _send_ack(self) -> None:
         self._send(m.CSID_PROTOCOL, m.ACKNOWLEDGEMENT, 0, m.u32(self.bytes_received))
         self._last_ack = self.bytes_received
+        self._ack_on_media = False
         self.acks_sent += 1
 
     def _receive(self, data: bytes | bytearray | memoryview, events: list[Event]) -> None:

@@ -25,6 +25,7 @@ import datetime
 import hashlib
 import itertools
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -300,6 +301,23 @@ def _twirp_error(status: int, code: str, msg: str) -> web.Response:
 
 
 # --- egress workers ------------------------------------------------------------------------------
+
+# rtmp2sink has no stats outside a GStreamer program; its debug log shows the same numbers:
+# gst_rtmp_connection_handle_ack logs "Peer acknowledged N bytes" as it sets out-bytes-acked.
+GST_RTMP_LOG = {"GST_DEBUG": "rtmpconnection:6,rtmpmessage:6", "GST_DEBUG_NO_COLOR": "1"}
+_ACKED = re.compile(r"Peer acknowledged (\d+) bytes")
+_SENT = re.compile(r">>> message cstream:\d+ +mstream:\d+ +ts:\d+ +len:\d+ +type:(\S+)")
+
+
+def acknowledged(log: str) -> list[int]:
+    """Every out-bytes-acked value rtmp2sink took from a server Acknowledgement, in order."""
+    return [int(n) for n in _ACKED.findall(log)]
+
+
+def sent_before_first_ack(log: str, kind: str = "audio") -> int:
+    """How many ``kind`` messages rtmp2sink wrote before the server's first Acknowledgement."""
+    first = _ACKED.search(log)
+    return len([t for t in _SENT.findall(log[: first.start() if first else len(log)]) if t == kind])
 
 
 @dataclass
