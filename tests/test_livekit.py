@@ -8,6 +8,8 @@ publishing through a real edge and app; Track Egress PCM over WebSocket; signed 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 import sys
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp import web
 from google.protobuf import json_format
@@ -389,7 +392,7 @@ async def test_webhooks_signed_accepted_others_refused() -> None:
 
             def event(status: int, name: str = "egress_updated") -> str:
                 info = pe.EgressInfo(egress_id=session.egress_id, room_name="room-w", status=status)
-                return json_format.MessageToJson(WebhookEvent(event=name, egress_info=info, id="EV_1"))
+                return json_format.MessageToJson(WebhookEvent(event=name, egress_info=info, id=f"EV_{name}"))
 
             active = event(pe.EgressStatus.EGRESS_ACTIVE)
             ended = event(pe.EgressStatus.EGRESS_COMPLETE, "egress_ended")
@@ -416,6 +419,49 @@ async def test_webhooks_signed_accepted_others_refused() -> None:
                     assert r.status == 200
             await runner.cleanup()
         assert session.ended and handler.accepted == 2 and handler.refused == 5
+
+
+async def test_webhooks_replayed_backwards_or_twice_change_nothing() -> None:
+    """LiveKit delivers webhooks at least once and out of order (issue 12 item 8)."""
+    seen: list[str] = []
+
+    async def on_event(event: WebhookEvent) -> None:
+        seen.append(event.id)
+
+    async with (
+        lk.LiveKitStandIn() as standin,
+        EgressManager(config(standin, rtmp_host="edge", rtmp_port=1935)) as manager,
+    ):
+        session = await manager.start("room-o")
+        handler = WebhookHandler(lk.API_KEY, lk.API_SECRET, manager=manager, on_event=on_event)
+
+        def event(event_id: str, name: str, status: int) -> WebhookEvent:
+            info = pe.EgressInfo(egress_id=session.egress_id, room_name="room-o", status=status)
+            return WebhookEvent(event=name, egress_info=info, id=event_id)
+
+        ended = event("EV_2", "egress_ended", pe.EgressStatus.EGRESS_COMPLETE)
+        for e, status in (
+            (event("EV_1", "egress_updated", pe.EgressStatus.EGRESS_ACTIVE), "EGRESS_ACTIVE"),
+            (ended, "EGRESS_COMPLETE"),
+            (event("EV_0", "egress_started", pe.EgressStatus.EGRESS_STARTING), "EGRESS_COMPLETE"),
+            (event("EV_3", "egress_updated", pe.EgressStatus.EGRESS_ACTIVE), "EGRESS_COMPLETE"),
+            (ended, "EGRESS_COMPLETE"),  # the same event again
+        ):
+            await handler.dispatch(e)
+            assert session.status == {session.egress_id: status}, e.id
+        assert session.ended
+    assert seen == ["EV_1", "EV_2", "EV_0", "EV_3"]  # EV_2 once; stale ones reach the app's hook
+
+
+async def test_webhook_token_without_exp_is_refused() -> None:
+    """livekit-api >= 1.2.1 requires ``exp`` (python-sdks #779); a signed token without it is refused."""
+    body = json_format.MessageToJson(WebhookEvent(event="room_started", id="EV_x"))
+    digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+    forever = jwt.encode({"iss": lk.API_KEY, "sha256": digest}, lk.API_SECRET, algorithm="HS256")
+    handler = WebhookHandler(lk.API_KEY, lk.API_SECRET)
+    with pytest.raises(jwt.MissingRequiredClaimError):
+        handler.verify(body, forever)
+    assert handler.verify(body, lk.sign_webhook(body)).id == "EV_x"
 
 
 # --- CLI -----------------------------------------------------------------------------------------

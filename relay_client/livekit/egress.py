@@ -46,8 +46,21 @@ ENDED_STATUSES = frozenset(
     }
 )
 _LIVE_STATUSES = (EgressStatus.EGRESS_STARTING, EgressStatus.EGRESS_ACTIVE)
+# An egress only moves forward: starting -> active -> ending -> one ended status.
+_STAGE = {
+    "EGRESS_STARTING": 0,
+    "EGRESS_ACTIVE": 1,
+    "EGRESS_ENDING": 2,
+    **{EgressStatus.Name(s): 3 for s in ENDED_STATUSES},
+}
 ROOM_COMPOSITE = "room_composite"
 TRACK = "track"
+
+
+def _backwards(before: str, status: str) -> bool:
+    """True if ``status`` is an earlier stage than ``before``, or another end after an end."""
+    old, new = _STAGE.get(before, 0), _STAGE.get(status, 0)
+    return new < old or (old == _STAGE["EGRESS_COMPLETE"] and status != before)
 
 
 class ConfigError(ValueError):
@@ -401,6 +414,11 @@ class EgressManager:
             log.info("egress %s (room %s): %s, not one of ours", info.egress_id, info.room_name, status)
             return None
         before = session.status.get(info.egress_id)
+        if before is not None and _backwards(before, status):
+            # Webhooks arrive more than once and out of order: a replayed egress_started
+            # after egress_ended must not bring the egress back to life.
+            log.info("egress %s: ignored %s (%s) after %s", info.egress_id, event, status, before)
+            return session
         session.status[info.egress_id] = status
         if info.error:
             session.errors[info.egress_id] = info.error
