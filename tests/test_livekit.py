@@ -307,6 +307,29 @@ async def test_track_websocket_refuses_bad_tokens_and_writes_files(tmp_path: Pat
     assert summary["end_reason"] == "track egress websocket closed" and summary["audio_samples"] == 16000
 
 
+async def test_track_token_fields_are_length_prefixed_and_one_connection_per_token() -> None:
+    """Issue 13 item 5: no two field sets share a token; a second live socket with one is refused."""
+    receiver = Receiver(SECRET)
+    async with lk.LiveKitStandIn() as standin, App(receiver).run(standin) as app:
+        a = app.endpoint.url_for(app.url, name="n2", room="r\np", participant="x", track="TR_1")
+        b = app.endpoint.url_for(app.url, name="n2", room="r", participant="p\nx", track="TR_1")
+        token_a, token_b = a.rsplit("token=", 1)[1], b.rsplit("token=", 1)[1]
+        assert token_a != token_b  # "\n".join() of the fields made these equal
+        forged = b.rsplit("token=", 1)[0] + "token=" + token_a
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+                await http.ws_connect(forged)
+            assert caught.value.status == 401
+            async with http.ws_connect(a) as ws:
+                await ws.send_bytes(lk.sine_s16(440, 0.02))
+                await until(lambda: bool(receiver.live), 5)
+                with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+                    await http.ws_connect(a)  # the same token while the first socket lives
+                assert caught.value.status == 409
+                assert not ws.closed
+            await until(lambda: receiver.live == {}, 5)
+
+
 async def test_track_websocket_reconnect_continues_the_stream() -> None:
     """A Track Egress WebSocket reconnecting within the grace continues its stream; egress_ended ends it."""
     chunks: list[bytes] = []

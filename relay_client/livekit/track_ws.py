@@ -9,9 +9,11 @@ becomes a :class:`~relay_client.pcm_stream.PcmStream`, delivered through
 
 Authentication: the URL carries the stream's name, room, participant, track,
 an expiry and ``token`` = URL-safe base64 of 128 bits of
-``HMAC-SHA256(derive_key(RELAY_SECRET, "livekit-track-ws"), "NAME\\nROOM\\nPARTICIPANT\\nTRACK\\nEXP")``,
-checked in constant time. The token is per egress, never logged, and the URL is
-only ever logged without its query.
+``HMAC-SHA256(derive_key(RELAY_SECRET, "livekit-track-ws"), FIELDS)`` where FIELDS
+is NAME, ROOM, PARTICIPANT, TRACK and EXP in UTF-8, each after its length as 4
+bytes big-endian (so no two field sets sign alike), checked in constant time. The
+token is per egress, never logged, and the URL is only ever logged without its
+query. One socket per token at a time: a second is refused with 409.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class StreamSink(Protocol):
 
 def track_token(secret: str, fields: dict[str, str]) -> str:
     """The per-egress token for ``fields`` (name, room, participant, track, exp)."""
-    message = "\n".join(fields[k] for k in _FIELDS).encode("utf-8")
+    encoded = [fields[k].encode("utf-8", "surrogatepass") for k in _FIELDS]
+    message = b"".join(len(v).to_bytes(4, "big") + v for v in encoded)
     mac = hmac.new(derive_key(secret, TRACK_WS_LABEL), message, hashlib.sha256).digest()
     return b64url(mac[:TOKEN_BYTES])
 
@@ -83,6 +86,7 @@ class TrackAudioEndpoint:
         self.out_dir = out_dir if out_dir is not None else getattr(sink, "out_dir", None)
         self.streams: dict[tuple[str, str], PcmStream] = {}  # (room, track) -> live stream
         self._connections: dict[tuple[str, str], int] = {}
+        self._live_tokens: set[str] = set()  # one socket per token: a copied URL can't join in
         self._enders: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     def base_url(self, public_url: str) -> str:
@@ -129,6 +133,19 @@ class TrackAudioEndpoint:
         if fields is None:
             log.warning("refused a track egress websocket from %s: bad or expired token", request.remote)
             return web.Response(status=401, text="unauthorized\n")
+        token = request.query["token"]
+        if token in self._live_tokens:
+            log.warning(
+                "refused a second track egress websocket for %s from %s", fields["name"], request.remote
+            )
+            return web.Response(status=409, text="already connected\n")
+        self._live_tokens.add(token)
+        try:
+            return await self._serve(request, fields)
+        finally:
+            self._live_tokens.discard(token)
+
+    async def _serve(self, request: web.Request, fields: dict[str, str]) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=None)
         await ws.prepare(request)
         key = (fields["room"], fields["track"])
