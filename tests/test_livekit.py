@@ -127,6 +127,55 @@ async def test_room_composite_request_fields_dedup_and_stop(caplog: pytest.LogCa
         assert standin.refused == []
 
 
+# livekit/protocol utils/redact.go, read there: what ListEgress shows of each URL.
+REDACTIONS = [
+    ("rtmp://edge:1935/live/abcdefghijkl", "rtmp://edge:1935/live/{abc...jkl}"),
+    ("rtmps://a.example/x/app/abcdefgh", "rtmps://a.example/x/app/{ab...gh}"),
+    ("rtmp://h/live/abcde", "rtmp://h/live/{a...e}"),
+    ("rtmp://h/live/ab", "rtmp://h/live/{...}"),
+    ("rtmp://h/live/abcdefghi live=1", "rtmp://h/live/{abc...ghi} live=1"),
+    ("rtmp://h/live/n.1.sig?x=1", "rtmp://h/live/{n.1...x=1}"),  # the query is part of the key
+    ("mux://abcdefghij", "mux://{abc...hij}"),
+    ("rtmp://h/key", "rtmp://h/key"),  # no app: not a stream URL, no query: unchanged
+    ("wss://app/livekit/track?name=n&room=r&flag&empty=&token=t", "wss://app/livekit/track?name={...}&room={...}&flag&empty=&token={...}"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("url", "listed"), REDACTIONS)
+def test_standin_redacts_as_livekit_does(url: str, listed: str) -> None:
+    redact = lk.redact_url_query_values if url.startswith("wss") else lk.redact_stream_key
+    assert redact(url) == listed
+
+
+async def test_start_and_stop_find_the_running_egress_under_redaction() -> None:
+    """Issue 12 item 1: ListEgress shows ``{abc...xyz}`` for the key, so match on what survives."""
+    async with lk.LiveKitStandIn() as standin:
+        cfg = config(standin, rtmp_host="edge.example.net", rtmp_port=1935)
+        async with EgressManager(cfg) as first:
+            session = await first.start("room-x", slug="slug-x")
+        (listed,) = (await api_list(standin, "room-x")).items
+        (url,) = listed.room_composite.stream_outputs[0].urls
+        key = standin.requests("StartRoomCompositeEgress")[0].stream_outputs[0].urls[0].rsplit("/", 1)[1]
+        assert url == f"rtmp://edge.example.net:1935/live/{{{key[:3]}...{key[-3:]}}}"
+        async with EgressManager(cfg) as restarted:  # an app restart, a second instance
+            again = await restarted.start("room-x", slug="slug-x")
+            assert again.adopted and again.egress_ids == session.egress_ids and again.name == "slug-x"
+            assert len(standin.requests("StartRoomCompositeEgress")) == 1
+        elsewhere = config(standin, rtmp_host="other-edge.example.net", rtmp_port=1935)
+        async with EgressManager(elsewhere) as other:  # another edge's egress is not ours
+            assert not (await other.start("room-x")).adopted
+        assert len(standin.requests("StartRoomCompositeEgress")) == 2
+        async with EgressManager(cfg) as fresh:  # knows nothing in memory: stop_room asks LiveKit
+            stopped = await fresh.stop_room("room-x")
+        assert stopped is not None and stopped.egress_ids == session.egress_ids
+        assert [r.egress_id for r in standin.requests("StopEgress")] == [session.egress_id]
+
+
+async def api_list(standin: lk.LiveKitStandIn, room: str) -> pe.ListEgressResponse:
+    async with api.LiveKitAPI(standin.url, lk.API_KEY, lk.API_SECRET) as lkapi:
+        return await lkapi.egress.list_egress(pe.ListEgressRequest(room_name=room))
+
+
 async def test_twirp_refuses_a_wrong_secret_and_takes_json() -> None:
     async with lk.LiveKitStandIn() as standin:
         bad = LiveKitConfig(

@@ -9,6 +9,11 @@ pointing at the app's own :class:`~relay_client.livekit.track_ws.TrackAudioEndpo
 
 Asking for the same room twice returns the running session instead of starting
 a second egress (checked in this process and, cheaply, with ``ListEgress``).
+LiveKit lists egress requests redacted (livekit/protocol ``utils/redact.go``): an
+RTMP stream key shows as ``{abc...xyz}`` and every ``websocket_url`` query value as
+``{...}``, so running egresses are matched on what survives: the room, a live
+status, our edge's ``rtmp://host:port/live/`` or our endpoint's URL without query
+and the track id; never on the key or token.
 """
 
 from __future__ import annotations
@@ -22,15 +27,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from livekit import api
 from livekit.protocol import egress as proto_egress
 from livekit.protocol import models as proto_models
 from livekit.protocol import room as proto_room
 
-from relay_edge.errors import AuthError
-from relay_edge.keys import DEFAULT_TTL, is_valid_name, mint_key, verify_key
+from relay_edge.keys import DEFAULT_TTL, is_valid_name, mint_key
 
 from .track_ws import TrackAudioEndpoint
 
@@ -249,7 +253,7 @@ class EgressManager:
                 return current
             name = stream_name(slug or room)
             if self.config.edge_configured:
-                session = await self._adopt_room_composite(room) or await self._start_room_composite(
+                session = await self._adopt_room_composite(room, name) or await self._start_room_composite(
                     room, name
                 )
             else:
@@ -282,34 +286,39 @@ class EgressManager:
             return []
         return [info for info in listed.items if info.status in _LIVE_STATUSES]
 
-    async def _adopt_room_composite(self, room: str) -> EgressSession | None:
-        """An audio-only Room Composite egress of ``room`` already streaming to our edge, if any."""
+    async def _adopt_room_composite(self, room: str, name: str) -> EgressSession | None:
+        """An audio-only Room Composite egress of ``room`` already streaming to our edge, if any.
+
+        Its key is redacted in the listing, so its stream NAME can't be read back: the session
+        takes ``name``, the one this call would have used (one egress per room either way).
+        """
         for info in await self._list_live(room):
-            if not info.HasField("room_composite"):
-                continue
-            for output in info.room_composite.stream_outputs:
-                for url in output.urls:
-                    name = self._our_stream(url)
-                    if name is not None:
-                        session = EgressSession(
-                            room=room, name=name, mode=ROOM_COMPOSITE, url=safe_url(url), adopted=True
-                        )
-                        self._add_egress(session, info, name)
-                        log.info(
-                            "room %s already has egress %s streaming to %s", room, info.egress_id, session.url
-                        )
-                        return session
+            if self._streams_to_our_edge(info):
+                session = EgressSession(
+                    room=room,
+                    name=name,
+                    mode=ROOM_COMPOSITE,
+                    url=self.config.rtmp_base + name + "…",
+                    adopted=True,
+                )
+                self._add_egress(session, info, name)
+                log.info("room %s already has egress %s streaming to our edge", room, info.egress_id)
+                return session
         return None
 
-    def _our_stream(self, url: str) -> str | None:
-        """The stream NAME if ``url`` goes to our edge with a key that still verifies."""
+    def _streams_to_our_edge(self, info: proto_egress.EgressInfo) -> bool:
+        """An audio-only Room Composite with an output URL on our edge's host, port and app."""
+        if not info.HasField("room_composite") or not info.room_composite.audio_only:
+            return False
         base = self.config.rtmp_base
-        if not url.startswith(base):
-            return None
-        try:
-            return verify_key(self.config.relay_secret, url[len(base) :], time.time())
-        except AuthError:
-            return None
+        return any(url.startswith(base) for o in info.room_composite.stream_outputs for url in o.urls)
+
+    def _streams_to_our_endpoint(self, info: proto_egress.EgressInfo) -> bool:
+        """A Track Egress whose websocket_url, without its (redacted) query, is our endpoint."""
+        if not info.HasField("track") or self.track_endpoint is None or not self.config.public_url:
+            return False
+        base = self.track_endpoint.base_url(self.config.public_url)
+        return info.track.websocket_url.split("?", 1)[0] == base
 
     async def _start_tracks(self, room: str, slug: str) -> EgressSession:
         endpoint, public = self.track_endpoint, self.config.public_url
@@ -321,20 +330,18 @@ class EgressManager:
         base = endpoint.base_url(public)
         session = EgressSession(room=room, name=slug, mode=TRACK, url=base)
         log.info("RTMP_HOST/RTMP_PORT not set: falling back to Track Egress for room %s", room)
-        for info in await self._list_live(room):  # tracks already streaming to us (another process)
-            if info.HasField("track") and info.track.websocket_url.startswith(base + "?"):
-                query = parse_qs(urlsplit(info.track.websocket_url).query)
-                participant = query.get("participant", ["?"])[0]
-                session.tracks[info.egress_id] = (participant, info.track.track_id)
-                self._add_egress(session, info, query.get("name", ["?"])[0])
-                session.adopted = True
-                log.info(
-                    "track %s of room %s already streams to us (egress %s)",
-                    info.track.track_id,
-                    room,
-                    info.egress_id,
-                )
         participants = await self.lkapi.room.list_participants(proto_room.ListParticipantsRequest(room=room))
+        owners = {t.sid: p.identity for p in participants.participants for t in p.tracks}
+        for info in await self._list_live(room):  # tracks already streaming to us (another process)
+            if self._streams_to_our_endpoint(info):
+                # the query (name, participant) is redacted: the track id and the room's
+                # participant list say whose track it is, and the name is the one we would mint
+                track = info.track.track_id
+                participant = owners.get(track, "")
+                session.tracks[info.egress_id] = (participant, track)
+                self._add_egress(session, info, stream_name(f"{slug}-{participant}-{track}"))
+                session.adopted = True
+                log.info("track %s of room %s already streams to us (egress %s)", track, room, info.egress_id)
         for participant in participants.participants:
             for track in participant.tracks:
                 if track.type == proto_models.TrackType.AUDIO:
@@ -392,8 +399,14 @@ class EgressManager:
         return info
 
     async def stop_room(self, room: str) -> EgressSession | None:
-        """Stop every egress of ``room``'s session; returns it (None if there was none)."""
+        """Stop every egress of ``room``'s session; returns it (None if there was none).
+
+        A session this process does not know (a restart, another instance) is found with
+        ListEgress by the same rule :meth:`start` adopts by.
+        """
         session = self.sessions.get(room)
+        if session is None:
+            session = await self._find_running(room)
         if session is None:
             return None
         for egress_id in list(session.egress_ids):
@@ -402,6 +415,18 @@ class EgressManager:
                     await self.stop(egress_id)
                 except api.TwirpError as exc:
                     log.warning("stopping egress %s failed: %s", egress_id, exc.message)
+        return session
+
+    async def _find_running(self, room: str) -> EgressSession | None:
+        if self.config.edge_configured:
+            return await self._adopt_room_composite(room, "")
+        live = [info for info in await self._list_live(room) if self._streams_to_our_endpoint(info)]
+        if not live:
+            return None
+        session = EgressSession(room=room, name="", mode=TRACK, url="", adopted=True)
+        for info in live:
+            session.tracks[info.egress_id] = ("", info.track.track_id)
+            self._add_egress(session, info, "")
         return session
 
     # --- lifecycle from webhooks -----------------------------------------------------------

@@ -76,6 +76,52 @@ class FakeEgress:
         return self.request.stream_outputs[0].urls[0]  # type: ignore[attr-defined]
 
 
+# --- redaction, as livekit/protocol utils/redact.go does it ---------------------------------------
+# LiveKit stores, lists and reports every egress request redacted (egress/redact.go), so a key or
+# token can never be read back from ListEgress. Go's `$` is Python's `\Z`.
+_RTMP_URL = re.compile(r"^(rtmps?://)(.*/)(.*/)(\S*)( live=1)?\Z")
+_SHORTHAND_URL = re.compile(r"^(mux|twitch)://(\S+)\Z")
+
+
+def redact_identifier(identifier: str) -> str:
+    """``{abc...xyz}``: the first and last 3 characters (2 from 6, 1 from 3, none below)."""
+    for i in (3, 2, 1):
+        if len(identifier) >= i * 3:
+            return f"{{{identifier[:i]}...{identifier[-i:]}}}"
+    return "{...}"
+
+
+def redact_url_query_values(url: str) -> str:
+    """Every non-empty query value becomes ``{...}``; names and the rest of the URL stay."""
+    base, found, query = url.partition("?")
+    if not found or not query:
+        return url
+    params = [p.split("=", 1)[0] + "={...}" if p.partition("=")[2] else p for p in query.split("&")]
+    return base + "?" + "&".join(params)
+
+
+def redact_stream_key(url: str) -> str:
+    """An RTMP URL with its stream key redacted (utils.RedactStreamKey)."""
+    if match := _SHORTHAND_URL.match(url):
+        return f"{match[1]}://{redact_identifier(match[2])}"
+    match = _RTMP_URL.match(url)
+    if match is None:
+        return redact_url_query_values(url)
+    return match[1] + match[2] + match[3] + redact_identifier(match[4]) + (match[5] or "")
+
+
+def redacted(request: Message) -> Message:
+    """A copy of an egress request as LiveKit stores and lists it."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    if isinstance(copy, pe.TrackEgressRequest) and copy.websocket_url:
+        copy.websocket_url = redact_url_query_values(copy.websocket_url)
+    elif isinstance(copy, pe.RoomCompositeEgressRequest):
+        for output in copy.stream_outputs:
+            output.urls[:] = [redact_stream_key(u) for u in output.urls]
+    return copy
+
+
 def sign_webhook(body: str, api_key: str = API_KEY, api_secret: str = API_SECRET, ttl: float = 600) -> str:
     """The Authorization value LiveKit sends with a webhook body."""
     digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
@@ -210,10 +256,10 @@ class LiveKitStandIn:
             updated_at=now,
         )
         if isinstance(request, pe.RoomCompositeEgressRequest):
-            info.room_composite.CopyFrom(request)
+            info.room_composite.CopyFrom(redacted(request))
             info.source_type = pe.EgressSourceType.EGRESS_SOURCE_TYPE_WEB
         else:
-            info.track.CopyFrom(request)
+            info.track.CopyFrom(redacted(request))
             info.source_type = pe.EgressSourceType.EGRESS_SOURCE_TYPE_SDK
         egress = FakeEgress(info, request)
         self.egresses[info.egress_id] = egress
