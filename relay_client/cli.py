@@ -206,7 +206,8 @@ def test_cmd(
         click.echo(f"\n{'PASS' if report.ok else 'FAIL'}: {passed}/{len(d['steps'])} steps")
         if report.ok:
             lat = d["latency_ms"]
-            click.echo(f"  first decoded frame: {d['first_frame_ms']} ms after publish started")
+            click.echo(f"  first decoded frame: {d['first_frame_ms']} ms after the publisher's first write")
+            click.echo(f"  ({d['publisher_start_ms']} ms after the publisher process started)")
             click.echo(f"  latency publisher → decoded audio: p50 {lat['p50']} ms, p99 {lat['p99']} ms")
             click.echo(
                 f"  {d['frames']} chunks, {d['duration_s']} s, tone {d['frequency_hz']} Hz, {d['gaps']} gaps"
