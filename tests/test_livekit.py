@@ -34,6 +34,7 @@ from relay_client import AudioFormat, Receiver
 from relay_client.livekit import (
     EgressManager,
     LiveKitConfig,
+    RoomNotFound,
     TrackAudioEndpoint,
     WebhookHandler,
     stream_name,
@@ -92,7 +93,7 @@ class App:
 
 async def test_room_composite_request_fields_dedup_and_stop(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "relay_client")
-    async with lk.LiveKitStandIn() as standin:
+    async with lk.LiveKitStandIn(rooms=("room-1",)) as standin:
         cfg = config(standin, rtmp_host="edge.example.net", rtmp_port=1935)
         async with EgressManager(cfg) as manager:
             session = await manager.start("room-1", slug="Session 42!")
@@ -149,7 +150,7 @@ def test_standin_redacts_as_livekit_does(url: str, listed: str) -> None:
 
 async def test_start_and_stop_find_the_running_egress_under_redaction() -> None:
     """Issue 12 item 1: ListEgress shows ``{abc...xyz}`` for the key, so match on what survives."""
-    async with lk.LiveKitStandIn() as standin:
+    async with lk.LiveKitStandIn(rooms=("room-x",)) as standin:
         cfg = config(standin, rtmp_host="edge.example.net", rtmp_port=1935)
         async with EgressManager(cfg) as first:
             session = await first.start("room-x", slug="slug-x")
@@ -171,13 +172,36 @@ async def test_start_and_stop_find_the_running_egress_under_redaction() -> None:
         assert [r.egress_id for r in standin.requests("StopEgress")] == [session.egress_id]
 
 
+async def test_room_that_does_not_exist_yet_starts_on_webhooks() -> None:
+    """Issue 12 item 6: StartRoomCompositeEgress fails for a room nobody joined yet."""
+    receiver = Receiver(SECRET)
+    async with lk.LiveKitStandIn() as standin:
+        async with EgressManager(config(standin, rtmp_host="edge", rtmp_port=1935)) as plain:
+            with pytest.raises(RoomNotFound, match=r"room-e does not exist yet.*room_started"):
+                await plain.start("room-e")  # no webhooks: say so, start nothing
+        async with App(receiver).run(standin, rtmp_host="edge", rtmp_port=1935) as app:
+            assert app.manager is not None and app.manager.webhooks  # the handler is mounted
+            session = await app.manager.start("room-e", slug="early")
+            assert session.waiting and session.egress_ids == [] and not session.ended
+            assert (await app.manager.start("room-e", slug="early")) is session
+            assert standin.egresses == {}
+            await standin.join("room-e", lk.participant("first"))  # room_started, participant_joined
+            await until(lambda: bool(session.egress_ids), 5, "room_started did not start the egress")
+            await standin.join("room-e", lk.participant("second"))  # participant_joined only
+            assert not session.waiting and len(standin.egresses) == 1
+            (egress,) = standin.egresses.values()
+            assert session.egress_ids == [egress.info.egress_id]
+            assert verify_key(SECRET, egress.url.rsplit("/", 1)[1], time.time()) == "early"
+    assert standin.webhook_answers == [200, 200, 200]
+
+
 async def api_list(standin: lk.LiveKitStandIn, room: str) -> pe.ListEgressResponse:
     async with api.LiveKitAPI(standin.url, lk.API_KEY, lk.API_SECRET) as lkapi:
         return await lkapi.egress.list_egress(pe.ListEgressRequest(room_name=room))
 
 
 async def test_twirp_refuses_a_wrong_secret_and_takes_json() -> None:
-    async with lk.LiveKitStandIn() as standin:
+    async with lk.LiveKitStandIn(rooms=("room-x", "room-j")) as standin:
         bad = LiveKitConfig(
             standin.url, lk.API_KEY, "not-the-secret-but-just-as-long-0123456789", SECRET, "h", 1935
         )
@@ -209,7 +233,7 @@ async def test_twirp_refuses_a_wrong_secret_and_takes_json() -> None:
 async def test_room_composite_egress_audio_reaches_the_app(tmp_path: Path) -> None:
     async with (
         Relay(tmp_path) as relay,
-        lk.LiveKitStandIn(worker=lk.rtmp_worker(lk.Part(3.0, 440))) as standin,
+        lk.LiveKitStandIn(worker=lk.rtmp_worker(lk.Part(3.0, 440)), rooms=("standup",)) as standin,
     ):
         assert relay.edge is not None
         async with App(relay.receiver).run(
@@ -237,7 +261,7 @@ async def test_egress_retry_continues_the_same_stream(tmp_path: Path) -> None:
             await until(lambda: len(relay.pcm("retry")) >= 2 * 16000, 30, "no audio from part 1")
 
         worker = lk.rtmp_worker(lk.Part(20.0, 440, cut=app_has_a_second), lk.Part(2.0, 660))
-        async with lk.LiveKitStandIn(worker=worker) as standin:
+        async with lk.LiveKitStandIn(worker=worker, rooms=("room-r",)) as standin:
             assert relay.edge is not None
             cfg = config(standin, rtmp_host="127.0.0.1", rtmp_port=relay.edge.rtmp_port)
             async with EgressManager(cfg) as manager:
@@ -449,7 +473,7 @@ async def test_track_published_webhook_starts_the_late_track() -> None:
 
 
 async def test_webhooks_signed_accepted_others_refused() -> None:
-    async with lk.LiveKitStandIn() as standin:
+    async with lk.LiveKitStandIn(rooms=("room-w",)) as standin:
         cfg = config(standin, rtmp_host="edge", rtmp_port=1935)
         async with EgressManager(cfg) as manager:
             session = await manager.start("room-w")
@@ -501,7 +525,7 @@ async def test_webhooks_replayed_backwards_or_twice_change_nothing() -> None:
         seen.append(event.id)
 
     async with (
-        lk.LiveKitStandIn() as standin,
+        lk.LiveKitStandIn(rooms=("room-o",)) as standin,
         EgressManager(config(standin, rtmp_host="edge", rtmp_port=1935)) as manager,
     ):
         session = await manager.start("room-o")
@@ -540,7 +564,7 @@ async def test_webhook_token_without_exp_is_refused() -> None:
 
 
 async def test_cli_start_and_stop_egress() -> None:
-    async with lk.LiveKitStandIn() as standin:
+    async with lk.LiveKitStandIn(rooms=("room-c",)) as standin:
         env = {"LIVEKIT_URL": standin.url, "LIVEKIT_API_KEY": lk.API_KEY, "LIVEKIT_API_SECRET": lk.API_SECRET,
                "RELAY_SECRET": SECRET, "RTMP_HOST": "edge.example.net", "RTMP_PORT": "1935",
                "PATH": "/usr/bin:/bin"}  # fmt: skip

@@ -71,6 +71,10 @@ class ConfigError(ValueError):
     """Something needed to start an egress is not configured; the message says what."""
 
 
+class RoomNotFound(LookupError):
+    """LiveKit has no such room yet: StartRoomCompositeEgress fails until someone joins."""
+
+
 def stream_name(slug: str) -> str:
     """``slug`` made a valid stream-key NAME (1-64 of ``A-Z a-z 0-9 _ -``).
 
@@ -159,6 +163,7 @@ class EgressSession:
     errors: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     adopted: bool = False  # found already running (ListEgress), not started by this call
+    waiting: bool = False  # the room does not exist yet: starts on room_started/participant_joined
 
     @property
     def ended(self) -> bool:
@@ -183,6 +188,7 @@ class EgressSession:
             "streams": dict(self.stream_names),
             "errors": dict(self.errors),
             "adopted": self.adopted,
+            "waiting": self.waiting,
         }
 
 
@@ -220,6 +226,9 @@ class EgressManager:
         self.sessions: dict[str, EgressSession] = {}  # room -> current session
         self._by_egress: dict[str, EgressSession] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # True once a WebhookHandler feeds this manager: a room that does not exist yet then
+        # waits for its room_started/participant_joined instead of failing start().
+        self.webhooks = False
 
     @property
     def lkapi(self) -> api.LiveKitAPI:
@@ -253,13 +262,43 @@ class EgressManager:
                 return current
             name = stream_name(slug or room)
             if self.config.edge_configured:
-                session = await self._adopt_room_composite(room, name) or await self._start_room_composite(
+                session = await self._adopt_room_composite(room, name) or await self._start_or_wait(
                     room, name
                 )
             else:
                 session = await self._start_tracks(room, name)
             self._register(session)
             return session
+
+    async def _start_or_wait(self, room: str, name: str) -> EgressSession:
+        try:
+            return await self._start_room_composite(room, name)
+        except RoomNotFound:
+            if not self.webhooks:
+                raise
+        log.info("room %s does not exist yet: its egress starts on room_started/participant_joined", room)
+        return EgressSession(room=room, name=name, mode=ROOM_COMPOSITE, url="", waiting=True)
+
+    async def room_ready(self, room: str) -> None:
+        """A ``room_started`` or ``participant_joined`` webhook: start a waiting room's egress."""
+        session = self.sessions.get(room)
+        if session is None or not session.waiting:
+            return
+        async with self._locks.setdefault(room, asyncio.Lock()):
+            if not session.waiting:
+                return
+            try:
+                started = await self._start_room_composite(room, session.name)
+            except RoomNotFound:
+                log.info("room %s: still no room to start an egress in; waiting on", room)
+                return
+            session.waiting = False
+            session.url = started.url
+            for egress_id in started.egress_ids:
+                session.egress_ids.append(egress_id)
+                session.status[egress_id] = started.status[egress_id]
+                session.stream_names[egress_id] = started.stream_names[egress_id]
+            self._register(session)
 
     async def _start_room_composite(self, room: str, name: str) -> EgressSession:
         key = mint_key(self.config.relay_secret, name, self.config.key_ttl, now=time.time())
@@ -269,7 +308,17 @@ class EgressManager:
             audio_only=True,
             stream_outputs=[proto_egress.StreamOutput(protocol=proto_egress.StreamProtocol.RTMP, urls=[url])],
         )
-        info = await self.lkapi.egress.start_room_composite_egress(request)
+        try:
+            info = await self.lkapi.egress.start_room_composite_egress(request)
+        except api.TwirpError as exc:
+            if exc.code != "not_found":
+                raise
+            raise RoomNotFound(
+                f"room {room} does not exist yet (LiveKit: {exc.message}): a Room Composite egress "
+                "needs someone in the room. Start it again once someone joined, or mount "
+                "WebhookHandler(manager=...) and have LiveKit send webhooks: it then starts on "
+                "room_started/participant_joined."
+            ) from exc
         session = EgressSession(room=room, name=name, mode=ROOM_COMPOSITE, url=safe_url(url))
         self._add_egress(session, info, name)
         log.info("Egress streaming to: %s (room %s, egress %s)", session.url, room, info.egress_id)

@@ -149,12 +149,15 @@ class LiveKitStandIn:
         api_secret: str = API_SECRET,
         worker: Worker | None = None,
         webhook_url: str | None = None,
+        rooms: tuple[str, ...] = (),
     ) -> None:
         self.api_key = api_key
         self.api_secret = api_secret
         self.worker = worker
         self.webhook_url = webhook_url
-        self.rooms: dict[str, list[pm.ParticipantInfo]] = {}
+        # LiveKit has a room only once someone joined (or CreateRoom made it); ``rooms`` names
+        # rooms that exist from the start, each with one participant.
+        self.rooms: dict[str, list[pm.ParticipantInfo]] = {room: [participant("host")] for room in rooms}
         self.egresses: dict[str, FakeEgress] = {}
         self.calls: list[tuple[str, Message, str]] = []  # (method, request, content type)
         self.refused: list[str] = []
@@ -282,6 +285,8 @@ class LiveKitStandIn:
             await self.webhook("egress_ended", egress)
 
     async def _StartRoomCompositeEgress(self, request: pe.RoomCompositeEgressRequest) -> pe.EgressInfo:
+        if request.room_name not in self.rooms:  # livekit pkg/service/egress.go: ErrRoomNotFound
+            raise LookupError("requested room does not exist")
         return self._new_egress(request, request.room_name).info
 
     async def _StartTrackEgress(self, request: pe.TrackEgressRequest) -> pe.EgressInfo:
@@ -319,20 +324,27 @@ class LiveKitStandIn:
 
     async def webhook(self, event: str, egress: FakeEgress) -> None:
         """POST a signed webhook for ``egress`` (if a webhook URL is set)."""
+        await self._post(pw.WebhookEvent(event=event, egress_info=egress.info))
+
+    async def _post(self, event: pw.WebhookEvent) -> None:
         if self.webhook_url is None or self._session is None:
             return
-        body = json_format.MessageToJson(
-            pw.WebhookEvent(
-                event=event,
-                egress_info=egress.info,
-                id=f"EV_{next(self._ids)}",
-                created_at=int(time.time()),
-            )
-        )
+        event.id, event.created_at = f"EV_{next(self._ids)}", int(time.time())
+        body = json_format.MessageToJson(event)
         headers = {"Authorization": sign_webhook(body, self.api_key, self.api_secret),
                    "Content-Type": "application/webhook+json"}  # fmt: skip
         async with self._session.post(self.webhook_url, data=body.encode(), headers=headers) as resp:
             self.webhook_answers.append(resp.status)
+
+    async def join(self, room: str, who: pm.ParticipantInfo) -> None:
+        """``who`` joins ``room``: room_started (if it is new), then participant_joined, as LiveKit sends."""
+        if room not in self.rooms:
+            self.rooms[room] = []
+            await self._post(pw.WebhookEvent(event="room_started", room=pm.Room(name=room)))
+        self.rooms[room].append(who)
+        await self._post(
+            pw.WebhookEvent(event="participant_joined", room=pm.Room(name=room), participant=who)
+        )
 
     async def set_active(self, egress: FakeEgress) -> None:
         egress.info.status = pe.EgressStatus.EGRESS_ACTIVE
