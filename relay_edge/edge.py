@@ -92,6 +92,7 @@ class EdgeStream:
         self.consumer = ""  # hello.instance of the app it was last given to
         self.started = time.time()
         self.orphaned_at: float | None = None
+        self.key_expiry: int | None = None  # of the signed key it was published with (keys.verify_key)
         self.ended_at = 0.0
         self.publishers = 0
         self.tags_in = 0
@@ -305,7 +306,7 @@ class Edge:
         name = self._allow.match(key) if self._allow else None
         if name is None:
             try:
-                name = keys.verify_key(self.config.secret, key, time.time())
+                name = keys.verify_key(self.config.secret, key, time.time(), live=self._live_key_expiry)
             except AuthError as exc:
                 self.metrics.auth_failures.labels("stream_key").inc()
                 reason = str(exc)
@@ -328,6 +329,7 @@ class Edge:
             self.streams[name] = stream
             self.metrics.streams.inc()
         stream.conn = conn
+        stream.key_expiry = keys.key_expiry(key)
         stream.rtmp_stream_id = event.stream_id
         stream.orphaned_at = None
         stream.publishers += 1
@@ -337,6 +339,11 @@ class Edge:
         conn.accept(event.stream_id, stream)
         log.info("publish %s from %s (app %s)", name, conn.peer, event.app)
         self._assign(stream)
+
+    def _live_key_expiry(self, name: str) -> int | None:
+        """EXPIRY of the key ``name``'s live (or orphaned, within reconnect_grace) stream came with."""
+        stream = self.streams.get(name)
+        return stream.key_expiry if stream is not None and not stream.ended else None
 
     def _take_over(self, stream: EdgeStream, conn: RtmpConnection) -> None:
         """The same key again: the new publisher continues the same logical stream."""

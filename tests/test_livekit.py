@@ -293,6 +293,28 @@ async def test_edge_acknowledges_a_livekit_egress_within_a_second_of_media(tmp_p
     assert acked[0] > 3073 + 200  # more than the handshake, connect and publish: media was counted
 
 
+@pytest.mark.slow
+async def test_an_expired_key_continues_its_live_stream_but_starts_no_new_one(tmp_path: Path) -> None:
+    """Issue 12 item 3: the egress retries with the same URL for as long as its session lives."""
+    async with Relay(tmp_path) as relay:
+        url = relay.url("long-call", ttl=1)
+        expiry = int(url.rsplit(".", 2)[1])
+        async with await publishers.gst_livekit(url, seconds=30) as pub:
+            await until(lambda: len(relay.pcm("long-call")) > 0 and time.time() > expiry + 0.5, 10)
+            await pub.kill()  # the network drops after the key expired; LiveKit retries the same URL
+        async with await publishers.gst_livekit(url, seconds=1.0, frequency=660) as retry:
+            await retry.wait_ok(30)
+        await relay.ended("long-call")
+        assert relay.edge is not None
+        assert relay.edge.metrics.publisher_reconnects._value.get() == 1  # type: ignore[attr-defined]
+        assert list(relay.streams) == ["long-call"]  # one stream, both publishers
+        # The stream is over: the same expired key starts nothing new.
+        async with await publishers.gst_livekit(url, seconds=1.0) as late:
+            assert await late.wait(30) != 0
+        assert "publish denied" in late.output or "Unauthorized" in late.output
+        assert list(relay.streams) == ["long-call"]
+
+
 # --- Track Egress fallback -----------------------------------------------------------------------
 
 
