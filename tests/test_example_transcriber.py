@@ -78,7 +78,8 @@ async def test_with_an_edge_the_room_composite_reaches_the_transcriber(tmp_path:
     edge = Edge(EdgeConfig(secret=SECRET, rtmp_listen=("127.0.0.1", 0), http_listen=("127.0.0.1", 0),
                            upstreams=(f"ws://{base[7:]}/relay",), name="test-edge"))  # fmt: skip
     worker = lk.rtmp_worker(lk.Part(2.0, 440))
-    async with lk.LiveKitStandIn(worker=worker, webhook_url=f"{base}/livekit/webhook") as standin:
+    hook = f"{base}/livekit/webhook"
+    async with lk.LiveKitStandIn(worker=worker, webhook_url=hook, rooms=("weekly",)) as standin:
         await edge.start()
         env = {"RELAY_SECRET": SECRET, "LIVEKIT_URL": standin.url, "LIVEKIT_API_KEY": lk.API_KEY,
                "LIVEKIT_API_SECRET": lk.API_SECRET, "RTMP_HOST": "127.0.0.1",

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import jwt
+import numpy as np
 import pytest
 from aiohttp import web
 from google.protobuf import json_format
@@ -368,6 +369,9 @@ async def test_track_egress_fallback_pcm_reaches_the_app(caplog: pytest.LogCaptu
         assert dominant_frequency(pcm, 16000, 1) == pytest.approx(freq, abs=1.0)
         assert [e.muted for e in events[s.info.name] if isinstance(e, MuteEvent)] == [True, False]
         assert events[s.info.name][0].timestamp == 1000
+        # LiveKit keeps sending while muted: silence, not a hole (1.0-1.2 s), the tone either side
+        windows = np.frombuffer(pcm, "<i2")[:32000].reshape(20, 1600)  # 100 ms each at 16 kHz
+        assert [i for i, w in enumerate(np.abs(windows).mean(axis=1)) if w < 100] == [10, 11]
 
 
 async def test_track_websocket_refuses_bad_tokens_and_writes_files(tmp_path: Path) -> None:

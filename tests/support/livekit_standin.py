@@ -391,23 +391,65 @@ class Part:
     cut: Callable[[], Awaitable[None]] | None = None
 
 
+# LiveKit egress (pkg/pipeline/builder/stream.go Reset, watch.go): a failed RTMP output is restarted
+# with the same URL until 30 s after its first disconnect, but a first failure is fatal unless the
+# server acknowledged bytes (out-bytes-acked > 0) or the 5 s liveness monitor saw > 4 KiB go out.
+RETRY_WINDOW = 30.0
+MONITOR_PERIOD = 5.0
+
+
+class OutputFailed(RuntimeError):
+    """The RTMP output failed where LiveKit's egress would not retry it."""
+
+
+def may_retry(pub: publishers.Publisher, first_disconnect: float | None, now: float) -> bool:
+    """Whether LiveKit would restart ``pub``'s output after it failed at ``now`` (monotonic)."""
+    if first_disconnect is not None:
+        return now - first_disconnect < RETRY_WINDOW
+    acked = acknowledged(pub.output)
+    # A monitor tick came and saw this (audio at 128 kbit/s is 80 KB per 5 s, far over 4 KiB).
+    progressed = now - pub.started >= MONITOR_PERIOD
+    return bool(acked and acked[-1] > 0) or progressed
+
+
 def rtmp_worker(*parts: Part) -> Worker:
-    """Room Composite egress: publish ``parts`` in turn to the requested RTMP URL with GStreamer."""
+    """Room Composite egress: publish ``parts`` in turn to the requested RTMP URL with GStreamer.
+
+    Shaped like LiveKit's: voaacenc AAC-LC 44.1 kHz stereo at 128 kbit/s, ``flvmux streamable=true``,
+    ``rtmp2sink``; after a cut the next part goes to the same URL only under LiveKit's retry rule
+    (:func:`may_retry`), else the egress fails.
+    """
 
     async def run(standin: LiveKitStandIn, egress: FakeEgress) -> None:
+        first_disconnect: float | None = None
         for number, part in enumerate(parts):
-            pub = await publishers.gst_livekit(egress.url, seconds=part.seconds, frequency=part.frequency)
+            pub = await publishers.gst_livekit(
+                egress.url, seconds=part.seconds, frequency=part.frequency, env=GST_RTMP_LOG
+            )
             if number == 0:
                 await standin.set_active(egress)
             async with pub:
                 if part.cut is None:
                     await pub.wait_ok(part.seconds + 30)
-                else:
-                    await asyncio.wait_for(part.cut(), part.seconds + 30)
-                    await pub.kill()  # the network error: the TCP connection is gone
-                    egress.info.retry_count += 1
+                    return
+                await asyncio.wait_for(part.cut(), part.seconds + 30)
+                await pub.kill()  # the network error: the TCP connection is gone
+            now = time.monotonic()
+            if not may_retry(pub, first_disconnect, now):
+                acked = acknowledged(pub.output)
+                raise OutputFailed(
+                    f"output failed with out-bytes-acked {acked[-1] if acked else 0}: not retried"
+                )
+            first_disconnect = first_disconnect if first_disconnect is not None else now
+            egress.info.retry_count += 1
 
     return run
+
+
+# Track Egress always sends 48 kHz stereo (the request has no channel option) and exactly these
+# texts (egress pkg/pipeline/sink/websocket.go).
+TRACK_RATE, TRACK_CHANNELS = 48000, 2
+MUTED, UNMUTED = '{"muted":true}', '{"muted":false}'
 
 
 def sine_s16(frequency: float, seconds: float, rate: int = 48000, channels: int = 2, start: int = 0) -> bytes:
@@ -423,32 +465,38 @@ def websocket_worker(
     seconds: float = 2.0,
     *,
     mute_at: float | None = None,
-    rate: int = 48000,
-    channels: int = 2,
+    mute_seconds: float = 0.2,
     frame_ms: int = 20,
 ) -> Worker:
-    """Track Egress: dial ``websocket_url``, send ``seconds`` of the track's tone as 20 ms messages.
+    """Track Egress as LiveKit runs it (egress pkg/pipeline/sink/websocket.go): dial ``websocket_url``
+    once with ``Content-Type: audio/x-raw``, send ``seconds`` of the track's tone as 48 kHz stereo
+    S16LE in ``frame_ms`` messages.
 
-    ``frequencies`` maps track sid -> Hz. With ``mute_at``, ``{"muted": true}`` and then
-    ``{"muted": false}`` are sent at that point in the audio (LiveKit sends no audio while muted).
+    ``frequencies`` maps track sid -> Hz. With ``mute_at``, ``{"muted":true}`` is sent there,
+    ``mute_seconds`` of silence follow (LiveKit keeps sending while muted), then ``{"muted":false}``
+    and the tone goes on. A closed socket or failed write fails the egress: LiveKit never reconnects.
     """
+    rate, channels = TRACK_RATE, TRACK_CHANNELS
 
     async def run(standin: LiveKitStandIn, egress: FakeEgress) -> None:
         request = egress.request
         assert isinstance(request, pe.TrackEgressRequest)
-        frequency = frequencies[request.track_id]
-        pcm = sine_s16(frequency, seconds, rate, channels)
+        pcm = sine_s16(frequencies[request.track_id], seconds, rate, channels)
+        if mute_at is not None:
+            start, end = (round(t * rate) * 2 * channels for t in (mute_at, mute_at + mute_seconds))
+            pcm = pcm[:start] + bytes(end - start) + pcm[end:]
         step = rate * frame_ms // 1000 * 2 * channels
-        mute_byte = None if mute_at is None else round(mute_at * rate) * 2 * channels
         assert standin._session is not None
-        async with standin._session.ws_connect(request.websocket_url) as ws:
+        headers = {"Content-Type": "audio/x-raw"}
+        async with standin._session.ws_connect(request.websocket_url, headers=headers) as ws:
             await standin.set_active(egress)
             for offset in range(0, len(pcm), step):
-                if mute_byte is not None and offset >= mute_byte:
-                    await ws.send_str(json.dumps({"muted": True}))
-                    await asyncio.sleep(0)
-                    await ws.send_str(json.dumps({"muted": False}))
-                    mute_byte = None
+                if mute_at is not None and offset == start:
+                    await ws.send_str(MUTED)
+                elif mute_at is not None and offset == end:
+                    await ws.send_str(UNMUTED)
+                if ws.closed:
+                    raise ConnectionError("websocket closed: LiveKit's track egress never reconnects")
                 await ws.send_bytes(pcm[offset : offset + step])
                 if egress.stop.is_set():
                     break
