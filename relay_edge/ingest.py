@@ -1,8 +1,9 @@
 """The asyncio pump around :class:`~relay_edge.rtmp.session.ServerSession`.
 
 One :class:`RtmpConnection` per publisher socket: bytes in → session → events to
-the edge, bytes due → socket. It never pauses reading: the edge must keep
-draining the publisher whatever the link does (the outbox bounds memory).
+the edge, bytes due → socket. It pauses reading only while a stream's link (not
+the app's acks) is behind, and for at most ``limits.max_pause``: then it reads
+again and the outbox's bounds drop the oldest tags, reported as a gap.
 Timeouts are checked by one sweep over all connections, not a timer per read.
 """
 
@@ -40,6 +41,9 @@ class RtmpConnection(asyncio.Protocol):
         self.streams: dict[int, EdgeStream] = {}  # RTMP message stream id -> stream
         self.closed = False
         self.paused = False  # reading stopped: a stream's link is behind (limits.pause_bytes)
+        # Paused for limits.max_pause: reading again, dropping instead, until the link catches up.
+        self.overrun = False
+        self._pause_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -71,12 +75,33 @@ class RtmpConnection(asyncio.Protocol):
         for event in events:
             self._dispatch(event)
         self._flush()
-        if self._behind(self.edge.limits.pause_bytes) and self.transport is not None and not self.closed:
-            self.paused = True
-            self.transport.pause_reading()
-            log.debug(
-                "paused reading %s: its link is %d+ bytes behind", self.peer, self.edge.limits.pause_bytes
-            )
+        if self.overrun:  # reading through a backlog: pause again only once the link caught up
+            self.overrun = self._behind(self.edge.limits.pause_bytes // 2)
+        elif self._behind(self.edge.limits.pause_bytes):
+            self._pause()
+
+    def _pause(self) -> None:
+        if self.transport is None or self.closed:
+            return
+        self.paused = True
+        self.transport.pause_reading()
+        # Rare (the link is behind), so one timer per pause costs nothing on the read path.
+        self._pause_timer = asyncio.get_running_loop().call_later(self.edge.limits.max_pause, self._overrun)
+        log.debug("paused reading %s: its link is %d+ bytes behind", self.peer, self.edge.limits.pause_bytes)
+
+    def _overrun(self) -> None:
+        """Paused for ``max_pause``: read again, so the publisher never stalls; the outbox drops."""
+        self._pause_timer = None
+        if not self.paused:
+            return
+        log.warning(
+            "reading %s again after max_pause %g s: its link is still behind; "
+            "the oldest tags will be dropped (a reported gap)",
+            self.peer,
+            self.edge.limits.max_pause,
+        )
+        self.overrun = True
+        self._resume()
 
     def _behind(self, threshold: int) -> bool:
         for s in self.streams.values():  # every read: the cheap test first, no generator
@@ -92,14 +117,24 @@ class RtmpConnection(asyncio.Protocol):
     def resume_if_caught_up(self) -> None:
         """Read the publisher again once its streams' links have sent half the backlog (or went away)."""
         if self.paused and not self._behind(self.edge.limits.pause_bytes // 2):
-            self.paused = False
-            self.last_rx = time.monotonic()  # paused time is not the publisher's silence
-            if self.transport is not None and not self.closed:
-                self.transport.resume_reading()
-                log.debug("resumed reading %s", self.peer)
+            if self._pause_timer is not None:
+                self._pause_timer.cancel()
+                self._pause_timer = None
+            self._resume()
+
+    def _resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        self.last_rx = time.monotonic()  # paused time is not the publisher's silence
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+            log.debug("resumed reading %s", self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
         self.edge.disconnected(self)
 
     # --- events -------------------------------------------------------------------------

@@ -77,6 +77,10 @@ class Limits:
     # reading that publisher until half has left, so TCP slows the publisher
     # instead of the buffer dropping tags. Never reached by real-time audio.
     pause_bytes: int = 2 * MIB
+    # Longest such pause. rtmp2sink (LiveKit's egress) fails a write after 5 s and the
+    # egress gives up on a stream without outbound progress; past this the edge reads
+    # again and the buffer bounds drop the oldest tags (a reported gap) instead.
+    max_pause: float = 2.0
 
     # --- The edge <-> client link -----------------------------------------------------
     # One WebSocket message: a batch of frames. Must exceed max_message_size

@@ -42,6 +42,7 @@ from relay_client.livekit import (
 )
 from relay_client.pcm_stream import MuteEvent, PcmStream
 from relay_client.tone import dominant_frequency
+from relay_edge.ingest import RtmpConnection
 from relay_edge.keys import verify_key
 from tests.support import livekit_standin as lk
 from tests.support import publishers
@@ -314,6 +315,39 @@ async def test_an_expired_key_continues_its_live_stream_but_starts_no_new_one(tm
             assert await late.wait(30) != 0
         assert "publish denied" in late.output or "Unauthorized" in late.output
         assert list(relay.streams) == ["long-call"]
+
+
+@pytest.mark.slow
+async def test_a_paused_publisher_is_read_again_within_max_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 item 4: rtmp2sink fails a write after 5 s, so a backpressure pause must end in 2 s.
+
+    The trigger (a link that has credit but can't send fast enough: edge CPU, a flood of video) is
+    the one thing simulated: ``_behind`` reports it for 8 s. The pause is the real transport's, the
+    publisher is LiveKit's rtmp2sink with its real 5 s write timeout.
+    """
+    behind_until = [0.0]
+    real_behind = RtmpConnection._behind
+    monkeypatch.setattr(
+        RtmpConnection,
+        "_behind",
+        lambda self, threshold: time.monotonic() < behind_until[0] or real_behind(self, threshold),
+    )
+    async with Relay(tmp_path) as relay:  # default limits: max_pause 2 s
+        assert relay.edge is not None
+        async with await publishers.gst_livekit(relay.url("held"), seconds=14.0) as pub:
+            await until(lambda: len(relay.pcm("held")) > 16000, 15, "no audio")  # 0.5 s at 16 kHz mono
+            conn = relay.edge.streams["held"].conn
+            assert conn is not None and not conn.paused
+            behind_until[0] = time.monotonic() + 8.0  # far past rtmp2sink's 5 s write timeout
+            await until(lambda: conn.paused, 5, "never paused")
+            await until(lambda: not conn.paused, 10, "never read again")
+            assert conn.overrun  # read again by the max_pause timer (the link is still "behind")
+            await pub.wait_ok(40)  # the publisher survived: no write timeout, no reconnect
+        stats = await relay.ended("held")
+    assert relay.edge.metrics.publisher_reconnects._value.get() == 0  # type: ignore[attr-defined]
+    assert abs(len(relay.pcm("held")) / 2 / 16000 - 14.0) <= 0.2 and stats["gaps"] == 0
 
 
 # --- Track Egress fallback -----------------------------------------------------------------------
