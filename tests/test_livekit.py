@@ -41,6 +41,7 @@ from relay_client.livekit import (
     stream_name,
 )
 from relay_client.pcm_stream import MuteEvent, PcmStream
+from relay_client.stream import GapEvent
 from relay_client.tone import dominant_frequency
 from relay_edge.ingest import RtmpConnection
 from relay_edge.keys import verify_key
@@ -62,7 +63,7 @@ class App:
 
     def __init__(self, receiver: Receiver, manager_config: LiveKitConfig | None = None) -> None:
         self.receiver = receiver
-        self.endpoint = TrackAudioEndpoint(SECRET, receiver, reconnect_grace=0)
+        self.endpoint = TrackAudioEndpoint(SECRET, receiver)
         self.manager: EgressManager | None = None
         self.webhook: WebhookHandler | None = None
         self.url = ""
@@ -463,33 +464,82 @@ async def test_track_token_fields_are_length_prefixed_and_one_connection_per_tok
             await until(lambda: receiver.live == {}, 5)
 
 
-async def test_track_websocket_reconnect_continues_the_stream() -> None:
-    """A Track Egress WebSocket reconnecting within the grace continues its stream; egress_ended ends it."""
-    chunks: list[bytes] = []
+async def test_a_failed_track_egress_is_restarted_and_the_gap_reported() -> None:
+    """Issue 12 item 5: LiveKit never reconnects; the manager starts a new egress, one stream goes on."""
     streams: list[Any] = []
+    audio: list[bytes] = []
+    events: list[Any] = []
 
     async def on_stream(stream: Any) -> None:
         streams.append(stream)
-        chunks.extend([c.data async for c in stream.audio()])
 
-    receiver = Receiver(SECRET, on_stream=on_stream)
+        async def take_events() -> None:
+            events.extend([e async for e in stream.events()])
+
+        task = asyncio.ensure_future(take_events())
+        audio.extend([c.data async for c in stream.audio()])
+        await task
+
+    receiver = Receiver(SECRET, audio_format=AudioFormat(16000, 1), on_stream=on_stream)
+    worker = lk.websocket_worker({"TR_f": 440.0}, seconds=1.0, fail_at=0.5)
+    async with lk.LiveKitStandIn(worker=worker) as standin:
+        standin.rooms["room-f"] = [lk.participant("fay", ("TR_f", AUDIO))]
+        async with App(receiver).run(standin) as app:
+            assert app.manager is not None
+            app.manager.restart_backoff = 0.05
+            session = await app.manager.start("room-f", slug="f")
+            await until(lambda: len(standin.egresses) == 2, 10, "no new egress after the failure")
+            await until(lambda: all(e.task and e.task.done() for e in standin.egresses.values()), 30)
+            await until(lambda: receiver.live == {}, 10, "stream did not end")
+    first, second = standin.egresses.values()
+    assert first.info.status == pe.EgressStatus.EGRESS_FAILED and "write failed" in first.info.error
+    assert second.info.status == pe.EgressStatus.EGRESS_COMPLETE
+    assert [r.track_id for r in standin.requests("StartTrackEgress")] == ["TR_f", "TR_f"]
+    assert session.tracks == {second.info.egress_id: ("fay", "TR_f")}
+    (stream,) = streams  # one stream across both egresses
+    gaps = [e for e in events if isinstance(e, GapEvent)]
+    assert len(gaps) == 1 and gaps[0].ms > 0 and stream.stats.gaps == 1
+    pcm = b"".join(audio)
+    assert len(pcm) / 2 / 16000 == pytest.approx(
+        0.5 + 1.0, abs=0.03
+    )  # the first half, then all of the second
+    assert dominant_frequency(pcm, 16000, 1) == pytest.approx(440, abs=1.0)
+
+
+async def test_without_a_restart_a_closed_socket_ends_the_stream_at_once() -> None:
+    """No reconnect grace: LiveKit never reconnects, so waiting for one only delays the end."""
+    receiver = Receiver(SECRET)
     async with lk.LiveKitStandIn() as standin, App(receiver).run(standin) as app:
-        app.endpoint.reconnect_grace = 60.0  # only egress_ended (below) may end it
-        url = app.endpoint.url_for(app.url, name="rc", room="r", participant="p", track="TR_rc")
-        pcm = lk.sine_s16(440, 1.0)
-        async with aiohttp.ClientSession() as http:
-            for half in (pcm[: len(pcm) // 2], pcm[len(pcm) // 2 :]):
-                async with http.ws_connect(url) as ws:
-                    for offset in range(0, len(half), 3840):
-                        await ws.send_bytes(half[offset : offset + 3840])
-                await until(lambda: not app.endpoint._connections, 5)
-        assert len(receiver.live) == 1 and streams[0].stats.links == 1
-        app.endpoint.end_track("r", "TR_rc", "egress complete")
-        await until(lambda: receiver.live == {}, 5)
-    assert len(streams) == 1 and streams[0].end_reason == "egress complete"
-    audio = b"".join(chunks)
-    assert len(audio) / 2 / 16000 == pytest.approx(1.0, abs=0.005)
-    assert dominant_frequency(audio, 16000, 1) == pytest.approx(440, abs=1.0)
+        url = app.endpoint.url_for(app.url, name="once", room="r", participant="p", track="TR_1")
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            await ws.send_bytes(lk.sine_s16(440, 0.02))
+            await until(lambda: bool(receiver.live), 5)
+            (stream,) = receiver.live.values()
+        await until(lambda: stream.ended, 5)
+    assert stream.end_reason == "track egress websocket closed" and stream.stats.gaps == 0
+
+
+async def test_after_an_app_restart_egress_ended_restarts_our_track() -> None:
+    """The webhook of a failed egress whose websocket path is ours is enough to start a new one."""
+    receiver = Receiver(SECRET)
+    async with lk.LiveKitStandIn() as standin, App(receiver).run(standin) as app:
+        standin.rooms["room-z"] = [lk.participant("zoe", ("TR_z", AUDIO))]
+        assert app.manager is not None and app.webhook is not None
+        app.manager.restart_backoff = 0.05
+        ours = lk.redact_url_query_values(
+            app.endpoint.url_for(app.url, name="z", room="room-z", participant="zoe", track="TR_z")
+        )
+        for egress_id, url in (("EG_theirs", "wss://other.example/track?token=x"), ("EG_old", ours)):
+            info = pe.EgressInfo(
+                egress_id=egress_id, room_name="room-z", status=pe.EgressStatus.EGRESS_FAILED,
+                error="websocket: write failed",
+                track=pe.TrackEgressRequest(room_name="room-z", track_id="TR_z", websocket_url=url),
+            )  # fmt: skip
+            await app.webhook.dispatch(WebhookEvent(event="egress_ended", egress_info=info, id=egress_id))
+        await until(lambda: bool(standin.requests("StartTrackEgress")), 5, "no new egress")
+        (req,) = standin.requests("StartTrackEgress")
+        assert req.track_id == "TR_z" and req.websocket_url.startswith(app.endpoint.base_url(app.url) + "?")
+        assert "participant=zoe" in req.websocket_url
 
 
 async def test_track_fallback_adopts_running_egress_from_another_process() -> None:

@@ -39,7 +39,6 @@ def build_app(
     env: Mapping[str, str] | None = None,
     *,
     transcriber: Transcriber | None = None,
-    reconnect_grace: float = 2.0,
 ) -> web.Application:
     """The whole app, configured from ``env`` (default: the process environment)."""
     env = dict(os.environ if env is None else env)
@@ -55,7 +54,7 @@ def build_app(
             await sink.close(stream.end_reason or "stopped")
 
     receiver = Receiver(config.relay_secret, audio_format=AudioFormat(16000, 1, "s16"), on_stream=on_stream)
-    endpoint = TrackAudioEndpoint(config.relay_secret, receiver, reconnect_grace=reconnect_grace)
+    endpoint = TrackAudioEndpoint(config.relay_secret, receiver)
     manager = EgressManager(config, track_endpoint=endpoint)
     webhook = WebhookHandler(config.api_key, config.api_secret, manager=manager)
 

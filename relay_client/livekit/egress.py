@@ -58,6 +58,11 @@ _STAGE = {
     **{EgressStatus.Name(s): 3 for s in ENDED_STATUSES},
 }
 ROOM_COMPOSITE = "room_composite"
+# LiveKit never reconnects a Track Egress WebSocket: a lost one is a new egress. The first
+# retry waits this long (doubling each time) and a track gets at most this many in a row,
+# so a track that can't be egressed (unpublished meanwhile, quota) stops costing calls.
+RESTART_BACKOFF = 1.0
+MAX_RESTARTS = 5
 TRACK = "track"
 
 
@@ -164,6 +169,7 @@ class EgressSession:
     started: float = field(default_factory=time.time)
     adopted: bool = False  # found already running (ListEgress), not started by this call
     waiting: bool = False  # the room does not exist yet: starts on room_started/participant_joined
+    wanted: bool = True  # False once stop_room() was asked: nothing is restarted then
 
     @property
     def ended(self) -> bool:
@@ -218,9 +224,16 @@ class EgressManager:
         track_endpoint: TrackAudioEndpoint | None = None,
         lkapi: api.LiveKitAPI | None = None,
         on_change: Callable[[EgressSession, str], None] | None = None,
+        restart_backoff: float = RESTART_BACKOFF,
+        max_restarts: int = MAX_RESTARTS,
     ) -> None:
         self.config = config
         self.track_endpoint = track_endpoint
+        self.restart_backoff = restart_backoff
+        self.max_restarts = max_restarts
+        self._restarting: dict[tuple[str, str], asyncio.Task[None]] = {}  # (room, track) -> restart
+        if track_endpoint is not None:
+            track_endpoint.on_closed = self._track_lost
         self._api = lkapi
         self._on_change = on_change
         self.sessions: dict[str, EgressSession] = {}  # room -> current session
@@ -238,6 +251,9 @@ class EgressManager:
         return self._api
 
     async def aclose(self) -> None:
+        for task in self._restarting.values():
+            task.cancel()
+        await asyncio.gather(*self._restarting.values(), return_exceptions=True)
         if self._api is not None:
             await self._api.aclose()
             self._api = None
@@ -454,6 +470,11 @@ class EgressManager:
         ListEgress by the same rule :meth:`start` adopts by.
         """
         session = self.sessions.get(room)
+        if session is not None:
+            session.wanted = False
+            for (r, _), task in list(self._restarting.items()):
+                if r == room:
+                    task.cancel()
         if session is None:
             session = await self._find_running(room)
         if session is None:
@@ -484,7 +505,12 @@ class EgressManager:
         """An EgressInfo from a webhook (egress_started/updated/ended) or an API answer."""
         session = self._by_egress.get(info.egress_id)
         status = EgressStatus.Name(info.status)
+        failed = event == "egress_ended" and bool(info.error)
         if session is None:
+            if failed and self._streams_to_our_endpoint(info):
+                # An egress of ours from before an app restart: LiveKit won't reconnect it.
+                self._adopt_lost_track(info)
+                return self.sessions.get(info.room_name)
             log.info("egress %s (room %s): %s, not one of ours", info.egress_id, info.room_name, status)
             return None
         before = session.status.get(info.egress_id)
@@ -512,9 +538,70 @@ class EgressManager:
         ended = info.status in ENDED_STATUSES or event == "egress_ended"
         if ended and session.mode == TRACK and self.track_endpoint is not None:
             _, track = session.tracks.get(info.egress_id, ("", ""))
-            self.track_endpoint.end_track(session.room, track, f"egress {status.lower()}")
+            if not (failed and self._track_lost(session.room, track)):
+                self.track_endpoint.end_track(session.room, track, f"egress {status.lower()}")
         self._changed(session, event)
         return session
+
+    # --- restarting Track Egress --------------------------------------------------------------
+
+    def _track_lost(self, room: str, track: str) -> bool:
+        """A track's egress socket closed or its egress failed: start a new one if still wanted."""
+        session = self.sessions.get(room)
+        if session is None or session.mode != TRACK or not session.wanted or not track:
+            return False
+        if (room, track) not in self._restarting:
+            task = asyncio.ensure_future(self._restart_track(session, track))
+            self._restarting[(room, track)] = task
+            task.add_done_callback(lambda _: self._restarting.pop((room, track), None))
+        return True
+
+    def _adopt_lost_track(self, info: proto_egress.EgressInfo) -> None:
+        room = info.room_name
+        session = self.sessions.get(room)
+        if session is None:
+            assert self.track_endpoint is not None and self.config.public_url
+            base = self.track_endpoint.base_url(self.config.public_url)
+            session = EgressSession(room=room, name=stream_name(room), mode=TRACK, url=base, adopted=True)
+            self.sessions[room] = session
+        log.info(
+            "egress %s of track %s (room %s) failed: starting a new one",
+            info.egress_id,
+            info.track.track_id,
+            room,
+        )
+        self._track_lost(room, info.track.track_id)
+
+    async def _restart_track(self, session: EgressSession, track: str) -> None:
+        """New Track Egresses for ``track`` with backoff, up to ``max_restarts``; else end its stream."""
+        participant = next((p for p, t in session.tracks.values() if t == track), "")
+        for egress_id, (_, t) in list(session.tracks.items()):
+            if t == track:
+                del session.tracks[egress_id]  # that egress is over; the new one replaces it
+        delay = self.restart_backoff
+        for attempt in range(1, self.max_restarts + 1):
+            await asyncio.sleep(delay)
+            delay *= 2
+            if not session.wanted:
+                return
+            try:
+                if not participant:
+                    participant = await self._owner_of(session.room, track)
+                await self._start_track(session, participant, track)
+            except api.TwirpError as exc:
+                log.warning("restarting the egress of track %s failed (%d/%d): %s", track, attempt,
+                            self.max_restarts, exc.message)  # fmt: skip
+                if exc.code == "not_found":
+                    break  # the track is gone: nothing to restart
+                continue
+            self._register(session)
+            return
+        if self.track_endpoint is not None:
+            self.track_endpoint.end_track(session.room, track, "track egress lost and not restarted")
+
+    async def _owner_of(self, room: str, track: str) -> str:
+        participants = await self.lkapi.room.list_participants(proto_room.ListParticipantsRequest(room=room))
+        return next((p.identity for p in participants.participants for t in p.tracks if t.sid == track), "")
 
     async def track_published(self, room: str, participant: str, track: proto_models.TrackInfo) -> None:
         """A ``track_published`` webhook: in fallback mode, a new audio track gets its own egress."""

@@ -41,6 +41,7 @@ from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
 from livekit.protocol import room as pr
 from livekit.protocol import webhook as pw
+from websockets.asyncio.client import connect as ws_connect
 
 from tests.support import publishers
 
@@ -189,6 +190,8 @@ class LiveKitStandIn:
                 with contextlib.suppress(asyncio.TimeoutError, Exception):
                     await asyncio.wait_for(asyncio.shield(task), 10)
                 task.cancel()
+            elif not task.cancelled():
+                task.exception()  # a failed egress is in its info; don't log it again at exit
         if self._session is not None:
             await self._session.close()
         if self._runner is not None:
@@ -467,6 +470,7 @@ def websocket_worker(
     mute_at: float | None = None,
     mute_seconds: float = 0.2,
     frame_ms: int = 20,
+    fail_at: float | None = None,
 ) -> Worker:
     """Track Egress as LiveKit runs it (egress pkg/pipeline/sink/websocket.go): dial ``websocket_url``
     once with ``Content-Type: audio/x-raw``, send ``seconds`` of the track's tone as 48 kHz stereo
@@ -475,8 +479,10 @@ def websocket_worker(
     ``frequencies`` maps track sid -> Hz. With ``mute_at``, ``{"muted":true}`` is sent there,
     ``mute_seconds`` of silence follow (LiveKit keeps sending while muted), then ``{"muted":false}``
     and the tone goes on. A closed socket or failed write fails the egress: LiveKit never reconnects.
+    With ``fail_at``, each track's first egress fails there (a write error), as a network drop does.
     """
     rate, channels = TRACK_RATE, TRACK_CHANNELS
+    failed: set[str] = set()
 
     async def run(standin: LiveKitStandIn, egress: FakeEgress) -> None:
         request = egress.request
@@ -486,18 +492,20 @@ def websocket_worker(
             start, end = (round(t * rate) * 2 * channels for t in (mute_at, mute_at + mute_seconds))
             pcm = pcm[:start] + bytes(end - start) + pcm[end:]
         step = rate * frame_ms // 1000 * 2 * channels
-        assert standin._session is not None
         headers = {"Content-Type": "audio/x-raw"}
-        async with standin._session.ws_connect(request.websocket_url, headers=headers) as ws:
+        # A failed write (ConnectionClosed from the app's side too) fails the egress: no reconnect.
+        async with ws_connect(request.websocket_url, additional_headers=headers, compression=None) as ws:
             await standin.set_active(egress)
             for offset in range(0, len(pcm), step):
                 if mute_at is not None and offset == start:
-                    await ws.send_str(MUTED)
+                    await ws.send(MUTED)
                 elif mute_at is not None and offset == end:
-                    await ws.send_str(UNMUTED)
-                if ws.closed:
-                    raise ConnectionError("websocket closed: LiveKit's track egress never reconnects")
-                await ws.send_bytes(pcm[offset : offset + step])
+                    await ws.send(UNMUTED)
+                if fail_at is not None and request.track_id not in failed and offset >= fail_at * rate * 4:
+                    failed.add(request.track_id)
+                    ws.transport.abort()  # the connection drops: no close frame reaches the app
+                    raise ConnectionError("websocket: write failed (connection reset)")
+                await ws.send(pcm[offset : offset + step])
                 if egress.stop.is_set():
                     break
                 await asyncio.sleep(0)
