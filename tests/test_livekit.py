@@ -697,3 +697,11 @@ async def test_cli_start_and_stop_egress() -> None:
         assert verify_key(SECRET, url.rsplit("/", 1)[1], time.time()) == "cli-slug"
         stopped = await cli("stop-egress", lines["egress_id"])
         assert f"egress_id {lines['egress_id']}" in stopped and "status EGRESS_COMPLETE" in stopped
+        # A room nobody joined: one clear line, exit 1, no traceback.
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "relay-client"), "livekit", "start-egress", "empty-room",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 1 and "room empty-room does not exist yet" in err.decode()
+        assert "Traceback" not in err.decode()
