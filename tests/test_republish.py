@@ -1,0 +1,281 @@
+"""``--republish``: every stream published to the app's own RTMP server, surviving what the link goes through.
+
+Real peers throughout: ffmpeg publishes to the edge; the app re-publishes to nginx-rtmp or
+node-media-server; an ffmpeg reader pulls from that server as the runbook's ``rtmp-ingest.ts`` does
+(``ffmpeg -i rtmp://localhost:1935/live/NAME -f s16le ...``). The reader resamples with
+``aresample=async=1``, so a hole in the timestamps would come out as silence and a wrong length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay_client.republish import RepublishError, Target, Timeline
+from relay_client.tone import dominant_frequency, silent_gaps
+from relay_edge import flv, keys
+from tests.support import media, publishers
+from tests.support.net import LOOPBACK, free_port, wait_for_port_async
+from tests.support.nginx import NginxRtmp
+from tests.support.nms import NodeMediaServer
+from tests.support.publishers import FFMPEG_BASE, Publisher
+from tests.support.relay import until
+from tests.test_resume import ProxiedRelay, cli_pair
+
+READER_RATE = 16000
+
+
+# --- sans-I/O: the URL and the timeline -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "app", "stream"),
+    [
+        ("rtmp://127.0.0.1:1935/live", "live", "room1"),
+        ("rtmp://127.0.0.1:1935/live/", "live", "room1"),
+        ("rtmp://127.0.0.1/live/{name}", "live", "room1"),
+        ("rtmp://127.0.0.1/live/in_{name}", "live", "in_room1"),
+        ("rtmp://127.0.0.1/{name}/main", "room1", "main"),
+    ],
+)
+def test_target_places_the_name(url: str, app: str, stream: str) -> None:
+    target = Target.parse(url)
+    assert target.app_and_stream("room1") == (app, stream)
+    assert target.url("room1") == f"rtmp://127.0.0.1:{target.port}/{app}/{stream}"
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [("rtmps://h/live", "rtmp://"), ("http://h/live", "rtmp://"), ("rtmp:///live", "no host"),
+     ("rtmp://h", "application"), ("rtmp://h/", "application")],
+)  # fmt: skip
+def test_target_refuses_what_it_cannot_publish_to(url: str, words: str) -> None:
+    with pytest.raises(RepublishError, match=words):
+        Target.parse(url)
+
+
+def test_timeline_passes_a_publishers_clock_through_and_keeps_gaps() -> None:
+    line = Timeline(1000)
+    assert [line.map(ts, 0.0) for ts in (0, 0, 23, 46)] == [0, 0, 23, 46]
+    assert line.map(5046, 0.1) == 5046  # a 5 s gap at the edge: the time stays in the timestamps
+    assert line.map(5040, 0.1) == 5046  # video a few ms behind audio: held, never backwards
+    assert line.rebases == 0
+
+
+def test_timeline_follows_a_new_publisher_by_the_wall_time_between() -> None:
+    line = Timeline(1000)
+    for ts in (0, 23, 9000):
+        line.map(ts, 10.0)
+    line.restart()  # the edge said: a new publisher from here, its clock starts at 0 again
+    assert line.map(0, 12.5) == 9000 + 2500
+    assert line.map(23, 12.6) == 11523
+    assert line.rebases == 1
+
+
+def test_timeline_rebases_a_clock_going_back_unannounced() -> None:
+    line = Timeline(1000)
+    line.map(60_000, 1.0)
+    assert line.map(100, 1.25) == 60_250  # beyond the tolerance: a new clock, not reordering
+    assert line.map(123, 1.3) == 60_273
+    assert line.rebases == 1
+
+
+# --- real servers -----------------------------------------------------------------------------
+
+
+def nginx_publishes(server: NginxRtmp, name: str) -> int:
+    """Publishes of NAME nginx-rtmp accepted (its ``publish: name='NAME'`` info lines)."""
+    return len(re.findall(rf"publish: name='{re.escape(name)}'", server.log_text()))
+
+
+def publishes(server: Any, name: str) -> int:
+    return server.publishes(name) if isinstance(server, NodeMediaServer) else nginx_publishes(server, name)
+
+
+def local_server(kind: str, workdir: Path, **options: Any) -> Any:
+    return NodeMediaServer(workdir / kind) if kind == "nms" else NginxRtmp(workdir / kind, **options)
+
+
+def base_url(server: Any) -> str:
+    return f"rtmp://{server.host}:{server.port}/live"
+
+
+class Reader(Publisher):
+    """ffmpeg reading NAME from the local server, as ``rtmp-ingest.ts`` does: 16 kHz mono s16 on stdout."""
+
+    @classmethod
+    async def pull(cls, url: str) -> Reader:
+        publishers.require(publishers.FFMPEG)
+        argv = [*FFMPEG_BASE, "-i", url, "-vn", "-af", "aresample=async=1:min_hard_comp=0.01", "-f", "s16le",
+                "-ac", "1", "-ar", str(READER_RATE), "pipe:1"]  # fmt: skip
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        reader = cls("reader", argv, proc, started)
+        reader.pcm = bytearray()
+        return reader
+
+    async def _read_output(self) -> None:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        errors = asyncio.ensure_future(self.proc.stderr.read())
+        while chunk := await self.proc.stdout.read(65536):
+            self.pcm += chunk
+        self._out += await errors
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / 2 / READER_RATE
+
+    def check_tone(self, frequency: float, seconds: float) -> None:
+        """The reader's audio: ``seconds`` long (within 0.5 s), the tone, no silent hole anywhere."""
+        pcm = bytes(self.pcm)
+        assert abs(self.seconds - seconds) < 0.5, f"read {self.seconds:.2f} s, expected {seconds:.2f} s"
+        assert abs(dominant_frequency(pcm, READER_RATE, 1) - frequency) < 2
+        assert silent_gaps(pcm, READER_RATE, 1) == []
+
+
+def republish_status(relay: ProxiedRelay, name: str) -> dict[str, Any]:
+    for stream in relay.receiver.status()["streams"]:
+        if stream["name"] == name and stream["republish"]:
+            return stream["republish"]  # type: ignore[no-any-return]
+    return {}
+
+
+async def reader_once_published(relay: ProxiedRelay, server: Any, name: str) -> Reader:
+    """Start the reader once the app publishes NAME locally (as the runbook's ingest starts after egress)."""
+    await until(lambda: republish_status(relay, name).get("tags", 0) > 0, 15.0, f"{name} never republished")
+    return await Reader.pull(server.url(name))
+
+
+@pytest.mark.parametrize("kind", ["nginx", "nms"])
+async def test_link_cuts_never_reach_the_local_server(kind: str, tmp_path: Path) -> None:
+    """24 s stream, the edge-app link cut 5 times: one local publish, one reader session, no hole."""
+    seconds, name = 24.0, "room"
+    async with (
+        local_server(kind, tmp_path) as server,
+        ProxiedRelay(tmp_path / "out", receiver_options={"republish": base_url(server)}) as relay,
+    ):
+        async with await publishers.ffmpeg_tone(relay.url(name), seconds) as publisher:
+            reader = await reader_once_published(relay, server, name)
+            joined = time.monotonic() - publisher.started
+            for cut in range(5):
+                await until(lambda c=cut: time.monotonic() - publisher.started > 4 + 3.5 * c, 30.0)
+                await relay.outage(0.2 + 0.2 * cut)
+                assert reader.returncode is None, f"reader ended at cut {cut}:\n{reader.output}"
+            await publisher.wait_ok(40)
+        stats = await relay.ended(name, 30)
+        await reader.wait_ok(20)  # the local publish ended with the stream: the reader sees EOF
+        assert stats["resumes"] >= 5, stats
+        assert stats["gaps"] == 0, stats
+        assert publishes(server, name) == 1, server.log_text()[-3000:]
+        local = relay.streams[name].republish
+        assert local is not None and local.connects == 1 and local.failures == 0
+        assert local.tags == stats["tags"]  # every tag the app received went to the local server
+    # The reader joined ~1 s in (nginx gives it the AAC sequence header, then live audio).
+    reader.check_tone(440, seconds - joined)
+
+
+async def test_local_server_restart_costs_nothing_and_reconnects_once(tmp_path: Path) -> None:
+    """nginx killed 3 s in, back 2 s later: the app retries, acks nothing meanwhile, publishes again once.
+
+    nginx records with ``record_append``: both publishes end up in one file, which must hold every
+    AAC frame of the source, in order (a re-sent batch may repeat a few at the reconnect).
+    """
+    name = "restart"
+    source = media.tone_flv(tmp_path / "source.flv", seconds=10, frequency=440)
+    want = [t.data for t in media.media_tags(media.read_tags(source))]
+    assert len(set(want)) == len(want), "the source's frames must be distinguishable"
+    port = free_port()
+    server = NginxRtmp(tmp_path / "nginx", port=port, record=True, extra_app_config="record_append on;")
+    server.start()
+    try:
+        async with ProxiedRelay(tmp_path / "out", receiver_options={"republish": base_url(server)}) as relay:
+            async with await publishers.ffmpeg_copy(relay.url(name), source) as publisher:
+                await until(lambda: republish_status(relay, name).get("tags", 0) > 0, 15.0)
+                await until(lambda: time.monotonic() - publisher.started > 3, 10.0)
+                server.proc.kill()  # type: ignore[union-attr]  # a crash: no unpublish, connections reset
+                server.proc.wait()  # type: ignore[union-attr]
+                await until(lambda: republish_status(relay, name).get("state") == "retrying", 10.0)
+                acked = relay.receiver.live[relay.streams[name].info.uid].delivered
+                written = republish_status(relay, name)["tags"]
+                doc = relay.receiver.status()["streams"][0]
+                assert doc["republish"]["error"], doc
+                await until(lambda: time.monotonic() - publisher.started > 5, 10.0)
+                # Nothing written meanwhile, so nothing acked: the edge holds it.
+                assert relay.receiver.live[relay.streams[name].info.uid].delivered == acked
+                assert republish_status(relay, name)["tags"] == written
+                server = NginxRtmp(tmp_path / "nginx", port=port, record=True,
+                                   extra_app_config="record_append on;").start()  # fmt: skip
+                await wait_for_port_async(LOOPBACK, port)
+                await until(lambda: republish_status(relay, name).get("state") == "publishing", 10.0)
+                reader = await Reader.pull(server.url(name))
+                joined = time.monotonic() - publisher.started
+                await publisher.wait_ok(30)
+            await relay.ended(name, 30)
+            await reader.wait_ok(20)
+            local = relay.streams[name].republish
+            assert local is not None and local.connects == 2, local.status()
+            assert nginx_publishes(server, name) == 1  # this log is the restarted nginx's alone
+        recorded = await server.recorded_tags(name)
+    finally:
+        server.stop()
+    got = [want.index(t.data) for t in recorded if t.type == flv.AUDIO and t.data in want]
+    assert sorted(set(got)) == list(range(len(want))), "frames missing from the local server"
+    repeats = [i for i, j in enumerate(got[1:]) if j <= got[i]]
+    assert len(repeats) <= 1, f"out of order away from the reconnect at {repeats}"
+    reader.check_tone(440, 10 - joined)
+
+
+async def test_two_streams_with_out_through_the_cli(tmp_path: Path) -> None:
+    """``relay-client serve --republish ... --out DIR`` and ``relay-edge serve``, two streams at once."""
+    out = tmp_path / "out"
+    app_port, rtmp_port, http_port = free_port(), free_port(), free_port()
+    async with NodeMediaServer(tmp_path / "nms") as server:
+        client, edge = cli_pair(tmp_path, out, app_port, app_port, rtmp_port, http_port)
+        client.argv += ["--republish", f"rtmp://{LOOPBACK}:{server.port}/live/in-{{name}}"]
+        await client.start()
+        await edge.start()
+        try:
+            await wait_for_port_async(LOOPBACK, rtmp_port, 20)
+            streams = {"alpha": 440.0, "beta": 660.0}
+            pubs = {}
+            for name, freq in streams.items():
+                key = keys.mint_key(edge.env["RELAY_SECRET"], name, ttl=600, now=time.time())
+                pubs[name] = await publishers.ffmpeg_tone(
+                    f"rtmp://{LOOPBACK}:{rtmp_port}/live/{key}", 8, freq
+                )
+            readers = {}
+            for name in streams:
+                await until_published(server, f"in-{name}")
+                readers[name] = await Reader.pull(server.url(f"in-{name}"))
+            joined = {name: time.monotonic() - pubs[name].started for name in streams}
+            for pub in pubs.values():
+                await pub.wait_ok(30)
+            for name in streams:
+                await until((out / f"{name}.json").exists, 30.0, f"{name} did not end")
+                await readers[name].wait_ok(20)
+        finally:
+            await client.terminate()
+            await edge.terminate()
+        for name, freq in streams.items():
+            assert server.publishes(f"in-{name}") == 1
+            stats = json.loads((out / f"{name}.json").read_text())
+            assert stats["tags"] > 300 and (out / f"{name}.flv").stat().st_size > 0
+            readers[name].check_tone(freq, 8 - joined[name])
+        assert "republish alpha: publishing to rtmp://" in client.log
+
+
+async def until_published(server: NodeMediaServer, name: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not server.publishes(name):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} never published to node-media-server:\n{server.log_text()[-2000:]}")
+        await asyncio.sleep(0.05)
