@@ -285,3 +285,44 @@ async def until_published(server: NodeMediaServer, name: str, timeout: float = 2
         if time.monotonic() > deadline:
             raise TimeoutError(f"{name} never published to node-media-server:\n{server.log_text()[-2000:]}")
         await asyncio.sleep(0.05)
+
+
+async def test_app_restart_is_one_clean_reconnect_with_sequence_headers_first(tmp_path: Path) -> None:
+    """``relay-client serve --republish`` SIGKILLed 3 s in and started again: the edge replays from the
+    last ack, the new process publishes again (metadata and AAC header first: a reader that joins
+    then decodes), and nginx holds every frame of the source."""
+    name = "apprestart"
+    source = media.tone_flv(tmp_path / "source.flv", seconds=10, frequency=440)
+    want = [t.data for t in media.media_tags(media.read_tags(source))]
+    out = tmp_path / "out"
+    app_port, rtmp_port, http_port = free_port(), free_port(), free_port()
+    with NginxRtmp(tmp_path / "nginx", record=True, extra_app_config="record_append on;") as server:
+        app, edge = cli_pair(tmp_path, out, app_port, app_port, rtmp_port, http_port)
+        app.argv += ["--republish", base_url(server)]
+        try:
+            await app.start()
+            await edge.start()
+            await wait_for_port_async(LOOPBACK, rtmp_port, 20)
+            key = keys.mint_key(edge.env["RELAY_SECRET"], name, ttl=600, now=time.time())
+            async with await publishers.ffmpeg_copy(
+                f"rtmp://{LOOPBACK}:{rtmp_port}/live/{key}", source
+            ) as pub:
+                await until(lambda: nginx_publishes(server, name) == 1, 20.0, "never republished")
+                await until(lambda: time.monotonic() - pub.started > 3, 10.0)
+                await app.kill()  # no unpublish, no last acks: the edge keeps what was not acked
+                await app.start()
+                await until(lambda: nginx_publishes(server, name) == 2, 20.0, "no second publish")
+                reader = await Reader.pull(server.url(name))
+                joined = time.monotonic() - pub.started
+                await pub.wait_ok(30)
+            await until((out / f"{name}.json").exists, 30.0, f"{name} did not end")
+            await reader.wait_ok(20)
+            assert await app.terminate() == 0
+        finally:
+            await app.kill()
+            await edge.kill()
+        recorded = await server.recorded_tags(name)
+    assert nginx_publishes(server, name) == 2, server.log_text()[-3000:]
+    got = [want.index(t.data) for t in recorded if t.type == flv.AUDIO and t.data in want]
+    assert sorted(set(got)) == list(range(len(want))), "frames missing from the local server"
+    reader.check_tone(440, joined, 10)
