@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from relay_client.republish import RepublishError, Target, Timeline
 from relay_client.tone import dominant_frequency, silent_gaps
 from relay_edge import flv, keys
 from tests.support import media, publishers
-from tests.support.net import LOOPBACK, free_port, wait_for_port_async
+from tests.support.net import LOOPBACK, free_port, port_is_open, wait_for_port_async
 from tests.support.nginx import NginxRtmp
-from tests.support.nms import NodeMediaServer
+from tests.support.nms import SCRIPT, NodeMediaServer, require_nms
 from tests.support.publishers import FFMPEG_BASE, Publisher
 from tests.support.relay import until
-from tests.test_resume import ProxiedRelay, cli_pair
+from tests.test_resume import VENV_BIN, Proc, ProxiedRelay, cli_pair, wait_link
 
 READER_RATE = 16000
 
@@ -326,3 +329,65 @@ async def test_app_restart_is_one_clean_reconnect_with_sequence_headers_first(tm
     got = [want.index(t.data) for t in recorded if t.type == flv.AUDIO and t.data in want]
     assert sorted(set(got)) == list(range(len(want))), "frames missing from the local server"
     reader.check_tone(440, joined, 10)
+
+
+# --- examples/node_republish: what the Render start command runs --------------------------------
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "node_republish"
+
+
+def test_example_render_yaml_validates_and_runs_the_sidecar() -> None:
+    from tests.test_deploy import schema, validate
+
+    blueprint = yaml.safe_load((EXAMPLE / "render.yaml").read_text())
+    validate(blueprint, schema("render-blueprint.schema.json"))
+    (service,) = blueprint["services"]
+    assert service["runtime"] == "node"
+    assert "./relay-sidecar.sh " in service["startCommand"]
+    assert {e["key"] for e in service["envVars"]} >= {"RELAY_EDGE_URL", "RELAY_SECRET", "RELAY_REPUBLISH"}
+
+
+async def test_sidecar_with_node_media_server_and_a_node_minted_key(tmp_path: Path) -> None:
+    """The example's start command for real: relay-sidecar.sh runs ``relay-client connect`` (pull) next
+    to the "Node app" (node-media-server); a key minted by mint-key.js publishes through the edge and
+    the reader gets the tone from node-media-server. SIGTERM stops both."""
+    secret = "sidecar-secret-7d1e0b"
+    rtmp_port, http_port, nms_port, nms_http = free_port(), free_port(), free_port(), free_port()
+    env = {**os.environ, "RELAY_SECRET": secret}
+    edge = Proc("edge", [str(VENV_BIN / "relay-edge"), "serve", "--rtmp", f"{LOOPBACK}:{rtmp_port}",
+                         "--http", f"{LOOPBACK}:{http_port}"], env, tmp_path)  # fmt: skip
+    side_env = {
+        **env,
+        "RELAY_EDGE_URL": f"ws://{LOOPBACK}:{http_port}/link",
+        "RELAY_REPUBLISH": f"rtmp://{LOOPBACK}:{nms_port}/live",
+        "RELAY_CLIENT": str(VENV_BIN / "relay-client"),
+    }
+    nms_run = [str(SCRIPT), "run", str(nms_port), str(nms_http)]
+    sidecar = Proc("sidecar", [str(EXAMPLE / "relay-sidecar.sh"), *nms_run], side_env, tmp_path)
+    require_nms()
+    try:
+        await edge.start()
+        await sidecar.start()
+        await wait_for_port_async(LOOPBACK, nms_port, 20)
+        await wait_link(http_port, 20)
+        minted = subprocess.run(["node", str(EXAMPLE / "mint-key.js"), "session-slug-1", "600"],
+                                env=env, capture_output=True, text=True, check=True)  # fmt: skip
+        key = minted.stdout.strip()
+        assert keys.verify_key(secret, key, time.time()) == "session-slug-1"
+        async with await publishers.ffmpeg_tone(f"rtmp://{LOOPBACK}:{rtmp_port}/live/{key}", 6) as pub:
+            deadline = time.monotonic() + 20
+            while "streamPath=/live/session-slug-1" not in sidecar.log:
+                assert time.monotonic() < deadline, sidecar.log[-3000:]
+                await asyncio.sleep(0.05)
+            reader = await Reader.pull(f"rtmp://{LOOPBACK}:{nms_port}/live/session-slug-1")
+            await pub.wait_ok(30)
+        await reader.wait_ok(20)
+        assert await sidecar.terminate() in (0, 143)  # SIGTERM reached both and ended the script
+        assert sidecar.proc is not None and sidecar.proc.returncode is not None
+    finally:
+        await sidecar.kill()
+        await edge.kill()
+    assert not port_is_open(LOOPBACK, nms_port), "the Node app outlived the sidecar script"
+    assert "republish session-slug-1: publishing to rtmp://" in sidecar.log
+    assert secret not in sidecar.log
+    reader.check_tone(440, 0.0, 6)
