@@ -67,15 +67,20 @@ def cli_receiver(
     republish: str | None = None,
 ) -> Receiver:
     """The Receiver that ``serve`` and ``connect`` run: files only, no in-process consumer."""
-    return Receiver(
-        secret,
-        audio_format=AudioFormat(sample_rate, channels),
-        consume=frozenset(),
-        out_dir=out_dir,
-        limits=limits_from(limit),
-        forwards=tunnels_from(forward, "--forward"),
-        republish=republish,
-    )
+    from .republish import RepublishError
+
+    try:
+        return Receiver(
+            secret,
+            audio_format=AudioFormat(sample_rate, channels),
+            consume=frozenset(),
+            out_dir=out_dir,
+            limits=limits_from(limit),
+            forwards=tunnels_from(forward, "--forward"),
+            republish=republish,
+        )
+    except RepublishError as exc:
+        raise click.BadParameter(str(exc), param_hint="--republish") from None
 
 
 @main.command()

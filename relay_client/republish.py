@@ -72,6 +72,7 @@ class Target:
     host: str
     port: int
     path: str  # "/live/{name}": the app, then the stream name, with the placeholder
+    query: str = ""  # e.g. a node-media-server "sign=...": sent with the stream name, never logged
 
     @classmethod
     def parse(cls, url: str) -> Target:
@@ -86,14 +87,15 @@ class Target:
             path += "/" + NAME_FIELD
         if path.count("/") < 2 or path.startswith("//"):
             raise RepublishError(f"--republish URL {url!r} needs an application: rtmp://HOST:PORT/APP")
-        return cls(parts.hostname, parts.port or DEFAULT_PORT, path)
+        return cls(parts.hostname, parts.port or DEFAULT_PORT, path, parts.query)
 
     def app_and_stream(self, name: str) -> tuple[str, str]:
         """RTMP's split, as FFmpeg makes it: the first path part is the app, the rest the stream."""
         app, _, stream = self.path.replace(NAME_FIELD, name)[1:].partition("/")
-        return app, stream
+        return app, f"{stream}?{self.query}" if self.query else stream
 
     def url(self, name: str) -> str:
+        """The publish URL for logs and status: without the query, which may hold a password."""
         return f"rtmp://{self.host}:{self.port}{self.path.replace(NAME_FIELD, name)}"
 
 

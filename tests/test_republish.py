@@ -53,6 +53,12 @@ def test_target_places_the_name(url: str, app: str, stream: str) -> None:
     assert target.url("room1") == f"rtmp://127.0.0.1:{target.port}/{app}/{stream}"
 
 
+def test_target_sends_a_query_with_the_stream_name_but_never_shows_it() -> None:
+    target = Target.parse("rtmp://127.0.0.1:1935/live?sign=1700000000-secretpart")
+    assert target.app_and_stream("room1") == ("live", "room1?sign=1700000000-secretpart")
+    assert target.url("room1") == "rtmp://127.0.0.1:1935/live/room1"
+
+
 @pytest.mark.parametrize(
     ("url", "words"),
     [("rtmps://h/live", "rtmp://"), ("http://h/live", "rtmp://"), ("rtmp:///live", "no host"),
@@ -61,6 +67,17 @@ def test_target_places_the_name(url: str, app: str, stream: str) -> None:
 def test_target_refuses_what_it_cannot_publish_to(url: str, words: str) -> None:
     with pytest.raises(RepublishError, match=words):
         Target.parse(url)
+
+
+def test_cli_refuses_a_bad_republish_url_naming_the_option() -> None:
+    from click.testing import CliRunner
+
+    from relay_client.cli import main
+
+    result = CliRunner().invoke(main, ["connect", "ws://127.0.0.1:1/link", "--republish", "http://h/live"],
+                                env={"RELAY_SECRET": "s" * 32})  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "--republish" in result.output and "rtmp://" in result.output
 
 
 def test_timeline_passes_a_publishers_clock_through_and_keeps_gaps() -> None:
