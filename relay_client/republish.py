@@ -5,8 +5,9 @@ from it with FFmpeg: every stream becomes an RTMP publish to ``rtmp://HOST:PORT/
 tags sent untouched through the sans-I/O :class:`~relay_edge.rtmp.client.ClientSession`.
 
 The local publish lives as long as the stream, not the link. A link drop, a resume or a publisher
-reconnecting at the edge continue the same publish; timestamps stay monotonic (a new publisher's
-clock, which starts over, is moved on by the real time that passed). The local server going away is
+reconnecting at the edge continue the same publish; timestamps stay monotonic (the edge already
+shifts a new publisher's clock to follow the old one; :class:`Timeline` guards against any clock
+that still goes back). The local server going away is
 retried with backoff while the stream lives; :meth:`LocalPublish.write` returns only once the tags
 are written to the local connection, and the stream acks only after it returns, so the edge keeps
 everything the local server has not taken (replayed from the last ack, sequence headers first).
@@ -52,9 +53,10 @@ class RepublishLimits:
     backoff_max: float = 5.0
     # Our outgoing RTMP chunk size; FFmpeg's default is 4096 too.
     chunk_size: int = 4096
-    # A timestamp more than this far behind the last one sent means the publisher's clock started
-    # over without the edge telling us: rebase instead of sending time backwards. Audio and video
-    # interleave a few tens of ms out of order; 1 s is far beyond that.
+    # A timestamp more than this far behind the latest one sent means a clock that started over
+    # (the edge rebases publisher takeovers itself; this is the guard if anything else does):
+    # rebase instead of sending time backwards. Audio and video interleave a few tens of ms out
+    # of order, which passes untouched; 1 s is far beyond that.
     backward_tolerance_ms: int = 1000
 
 
@@ -100,36 +102,31 @@ class Target:
 
 
 class Timeline:
-    """The publisher's tag timestamps -> the local publish's, monotonic for the life of the stream.
+    """The stream's tag timestamps -> the local publish's: untouched, unless time would go back.
 
     Sans-I/O: the clock is passed in. A link drop or a resume changes nothing (the tags carry the
-    publisher's clock, and a gap's time is in them too). A new publisher starts its clock over:
-    :meth:`restart` makes its first tag follow the last one sent by the wall time in between.
+    stream's clock, and a gap's time is in them too); the edge already shifts a publisher takeover.
+    A timestamp far behind the latest (a clock that started over anyway) is moved to follow it by
+    the wall time in between, and everything after it by the same offset.
     """
 
     def __init__(self, backward_tolerance_ms: int) -> None:
         self.offset = 0
-        self.last: int | None = None  # last timestamp given out
+        self.last: int | None = None  # latest timestamp given out
         self.last_at = 0.0  # when (clock seconds)
         self.rebases = 0
         self._tolerance = backward_tolerance_ms
-        self._restart = False
-
-    def restart(self) -> None:
-        """The next tag comes from a new publisher, whose clock starts over."""
-        self._restart = True
 
     def map(self, timestamp: int, now: float) -> int:
-        """The local timestamp for a tag stamped ``timestamp`` by its publisher, arriving at ``now``."""
-        if self.last is not None:
-            behind = self.last - (timestamp + self.offset)
-            if self._restart or behind > self._tolerance:
-                elapsed = max(1, round((now - self.last_at) * 1000))
-                self.offset = self.last + elapsed - timestamp
-                self.rebases += 1
-        self._restart = False
-        out = max(timestamp + self.offset, self.last or 0)
-        self.last, self.last_at = out, now
+        """The local timestamp for a tag stamped ``timestamp`` arriving at ``now``."""
+        out = timestamp + self.offset
+        if self.last is not None and self.last - out > self._tolerance:
+            elapsed = max(1, round((now - self.last_at) * 1000))
+            self.offset = self.last + elapsed - timestamp
+            self.rebases += 1
+            out = timestamp + self.offset
+        if self.last is None or out >= self.last:
+            self.last, self.last_at = out, now
         return out
 
 
@@ -172,21 +169,17 @@ class LocalPublish:
         """The edge dropped ``ms`` of media before the next tag: logged when the publish goes on."""
         self._gap_ms += ms
 
-    def note_new_publisher(self) -> None:
-        """The next tag written comes from a new publisher (its clock starts over)."""
-        self.timeline.restart()
-
     def stop_retrying(self) -> None:
         """The stream has ended: a write waiting for the local server may give up."""
         self._giving_up.set()
 
-    async def write(self, tags: Sequence[bytes], restarts: Sequence[int] = ()) -> bool:
-        """Send encoded FLV tags (header + body); ``restarts``: indexes where a new publisher starts.
+    async def write(self, tags: Sequence[bytes]) -> bool:
+        """Send encoded FLV tags (header + body, as on the link), in order.
 
         Returns once the local connection took them: True, or False if the stream ended while the
         local server was unreachable (the tags are dropped then, and that is logged).
         """
-        batch = self._prepare(tags, set(restarts))
+        batch = self._prepare(tags)
         if not batch:
             return True
         delay = self.limits.backoff_first
@@ -239,14 +232,12 @@ class LocalPublish:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _prepare(self, tags: Sequence[bytes], restarts: set[int]) -> list[tuple[int, int, bytes]]:
+    def _prepare(self, tags: Sequence[bytes]) -> list[tuple[int, int, bytes]]:
         """(type, local timestamp, body) per tag, remembering the config a reconnect must send first."""
         now = time.monotonic()
         batch = []
-        for i, encoded in enumerate(tags):
+        for encoded in tags:
             tag = flv.decode_tag(encoded)
-            if i in restarts:
-                self.timeline.restart()
             ts = self.timeline.map(tag.timestamp, now)
             if self._gap_ms and tag.type != flv.SCRIPT:
                 gap, self._gap_ms = self._gap_ms, 0

@@ -263,7 +263,7 @@ class Stream(StreamEvents):
                 if init or tags or end is not None or last_seq > self.delivered:
                     if self.republish is not None and (init or tags):
                         # Before files and the ack: the edge keeps what the local server did not take.
-                        await self.republish.write(init + tags, [len(init) + i for i in self._restarts])
+                        await self.republish.write(init + tags)
                     args = (init, tags, end is not None, last_seq)
                     if self._blocking or len(tags) > INLINE_TAGS:
                         chunks, frames = await loop.run_in_executor(None, self._process, *args)
@@ -287,14 +287,12 @@ class Stream(StreamEvents):
         tags: list[bytes] = []
         last = self.delivered
         end = None
-        self._restarts: list[int] = []  # where in tags a new publisher starts
         for item in batch:
             kind = item[0]
             if kind == "data":
                 _, seq, data, publisher = item
                 if publisher is not None and seq > last:  # first delivery, not a replay
                     self._note_publisher(seq, publisher)
-                    self._restarts.append(len(tags))
                 skip = max(0, last + 1 - seq)
                 tags.extend(data[skip:])
                 last = max(last, seq + len(data) - 1)
