@@ -9,7 +9,9 @@ node-media-server; an ffmpeg reader pulls from that server as the runbook's ``rt
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import logging
 import os
 import re
 import subprocess
@@ -28,7 +30,7 @@ from tests.support.net import LOOPBACK, free_port, port_is_open, wait_for_port_a
 from tests.support.nginx import NginxRtmp
 from tests.support.nms import SCRIPT, NodeMediaServer, require_nms
 from tests.support.publishers import FFMPEG_BASE, Publisher
-from tests.support.relay import until
+from tests.support.relay import until, with_limits
 from tests.test_resume import VENV_BIN, Proc, ProxiedRelay, cli_pair, wait_link
 
 READER_RATE = 16000
@@ -399,3 +401,43 @@ async def test_sidecar_with_node_media_server_and_a_node_minted_key(tmp_path: Pa
     assert "republish session-slug-1: publishing to rtmp://" in sidecar.log
     assert secret not in sidecar.log
     reader.check_tone(440, 0.0, 6)
+
+
+def audio_stamps(tags: list[flv.Tag]) -> list[int]:
+    return [t.timestamp for t in tags if t.type == flv.AUDIO]
+
+
+async def test_publisher_takeover_and_an_edge_gap_continue_the_same_local_publish(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second publisher takes the key over, then a 4 s outage overflows a 1.5 s edge buffer (a gap):
+    nginx sees one publish throughout, its timestamps never go back, and the gap's time is in them."""
+    name = "takeover"
+    first = media.tone_flv(tmp_path / "a.flv", seconds=4, frequency=440)
+    second = media.tone_flv(tmp_path / "b.flv", seconds=12, frequency=440)
+    server = NginxRtmp(tmp_path / "nginx", record=True)
+    limits = with_limits(buffer_seconds=1.5)
+    with server, caplog.at_level(logging.INFO, "relay_client.republish"):
+        options = {"republish": base_url(server)}
+        async with ProxiedRelay(tmp_path / "out", limits=limits, receiver_options=options) as relay:
+            url = relay.url(name)
+            async with await publishers.ffmpeg_copy(url, first) as a:
+                reader = await reader_once_published(relay, server, name)
+                await until(lambda: time.monotonic() - a.started > 2, 10.0)
+                async with await publishers.ffmpeg_copy(url, second) as b:
+                    assert await a.wait(10) != 0  # the edge closed the stale session
+                    await until(lambda: time.monotonic() - b.started > 3, 10.0)
+                    await relay.outage(4.0)
+                    assert reader.returncode is None, reader.output
+                    await b.wait_ok(30)
+            stats = await relay.ended(name, 30)
+            await reader.wait_ok(20)
+        recorded = await server.recorded_tags(name)
+        assert nginx_publishes(server, name) == 1, server.log_text()[-3000:]
+    assert stats["publisher_reconnects"] == 1 and stats["gaps"] == 1, stats
+    stamps = audio_stamps(recorded)
+    assert stamps == sorted(stamps), "time went back at the local server"
+    jumps = sorted(b - a for a, b in itertools.pairwise(stamps))
+    assert jumps[-1] >= stats["gap_ms"] > 1000  # the edge's gap, in media time
+    assert any("continuing after a gap of" in r.getMessage() for r in caplog.records)
+    assert len(silent_gaps(bytes(reader.pcm), READER_RATE, 1)) <= 2  # the takeover's pause and the gap
