@@ -354,7 +354,12 @@ class Receiver:
         return {
             "live_streams": ("Streams currently received", len(self.live)),
             "links": ("Links up", len(self.links)),
+            "republish_retrying": ("Streams whose --republish server is unreachable", self._retrying()),
         }
+
+    def _retrying(self) -> int:
+        publishes = (getattr(s, "republish", None) for s in self.live.values())
+        return sum(1 for p in publishes if p is not None and p.state == "retrying")
 
 
 class ClientLink:

@@ -227,6 +227,7 @@ async def test_local_server_restart_costs_nothing_and_reconnects_once(tmp_path: 
                 written = republish_status(relay, name)["tags"]
                 doc = relay.receiver.status()["streams"][0]
                 assert doc["republish"]["error"], doc
+                assert b"relay_client_republish_retrying 1.0" in relay.receiver.metrics.render()
                 await until(lambda: time.monotonic() - publisher.started > 5, 10.0)
                 # Nothing written meanwhile, so nothing acked: the edge holds it.
                 assert relay.receiver.live[relay.streams[name].info.uid].delivered == acked
