@@ -255,13 +255,19 @@ class LocalPublish:
         app, stream = self.target.app_and_stream(self.name)
         tc_url = f"rtmp://{self.target.host}:{self.target.port}/{app}"
         session = ClientSession(app, stream, tc_url, limits.chunk_size)
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.target.host, self.target.port), limits.connect_timeout
-        )
+        late = f"connect_timeout: no publish on {self.url} within {limits.connect_timeout:g} s"
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.target.host, self.target.port), limits.connect_timeout
+            )
+        except TimeoutError:
+            raise RepublishError(late) from None
         try:
             await asyncio.wait_for(self._handshake(session, reader, writer), limits.connect_timeout)
-        except BaseException:
+        except BaseException as exc:
             writer.close()
+            if isinstance(exc, TimeoutError):
+                raise RepublishError(late) from None
             raise
         pump = asyncio.create_task(self._pump(session, reader, writer), name=f"republish {self.name}")
         self._conn = _Conn(reader, writer, session, pump)
@@ -308,7 +314,12 @@ class LocalPublish:
         for kind, ts, body in batch:
             conn.session.send_media(kind, ts, body)
         conn.writer.write(conn.session.data_to_send())
-        await asyncio.wait_for(conn.writer.drain(), self.limits.write_timeout)
+        try:
+            await asyncio.wait_for(conn.writer.drain(), self.limits.write_timeout)
+        except TimeoutError:
+            raise RepublishError(
+                f"write_timeout: {self.url} took nothing for {self.limits.write_timeout:g} s"
+            ) from None
         if conn.pump.done():  # the server went away while we wrote: it may not have read this
             raise RepublishError(f"{self.url} closed the connection")
         if count:
@@ -317,8 +328,11 @@ class LocalPublish:
 
     async def _lost(self, exc: BaseException) -> None:
         self.failures += 1
-        self.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        log.warning("republish %s: %s: %s; retrying while the stream lives", self.name, self.url, self.error)
+        if isinstance(exc, RepublishError):  # ours name the URL and the limit already
+            self.error = str(exc)
+        else:
+            self.error = f"{self.url}: {type(exc).__name__}: {exc}" if str(exc) else f"{self.url}: {exc!r}"
+        log.warning("republish %s: %s; retrying while the stream lives", self.name, self.error)
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._drop(conn)
