@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from relay_client.republish import RepublishError, Target, Timeline
+from relay_client.republish import LocalPublish, RepublishError, Target, Timeline
 from relay_client.tone import dominant_frequency, silent_gaps
 from relay_edge import flv, keys
 from tests.support import media, publishers
@@ -103,7 +103,10 @@ def test_timeline_rebases_a_clock_going_back_unannounced() -> None:
 
 
 def nginx_publishes(server: NginxRtmp, name: str) -> int:
-    """Publishes of NAME nginx-rtmp accepted (its ``publish: name='NAME'`` info lines)."""
+    """``publish`` commands for NAME nginx-rtmp received (its ``publish: name='NAME'`` info lines).
+
+    It logs the command before deciding, so a refused one counts too.
+    """
     return len(re.findall(rf"publish: name='{re.escape(name)}'", server.log_text()))
 
 
@@ -442,3 +445,24 @@ async def test_publisher_takeover_and_an_edge_gap_continue_the_same_local_publis
     assert jumps[-1] >= stats["gap_ms"] > 1000  # the edge's gap, in media time
     assert any("continuing after a gap of" in r.getMessage() for r in caplog.records)
     assert len(silent_gaps(bytes(reader.pcm), READER_RATE, 1)) <= 2  # the takeover's pause and the gap
+
+
+async def test_a_refusing_server_is_retried_until_it_takes_the_publish(tmp_path: Path) -> None:
+    """nginx refuses a second publisher of a live name (``NetStream.Publish.BadName``): the write waits,
+    retrying with backoff and saying why in status, and goes through once the other publisher left."""
+    source = media.tone_flv(tmp_path / "tone.flv", seconds=2)
+    tags = [t.encode() for t in media.read_tags(source)]
+    with NginxRtmp(tmp_path / "nginx") as server:
+        async with await publishers.ffmpeg_tone(server.url("busy"), 3) as squatter:
+            await until(lambda: nginx_publishes(server, "busy") == 1, 10.0, "ffmpeg never published")
+            local = LocalPublish(Target.parse(base_url(server)), "busy")
+            write = asyncio.ensure_future(local.write(tags))
+            await until(lambda: local.failures >= 2, 10.0)
+            assert not write.done() and local.state in ("retrying", "connecting")
+            assert "refused the publish: NetStream.Publish.BadName" in local.error, local.error
+            assert local.tags == 0
+            await squatter.wait_ok(20)
+        assert await asyncio.wait_for(write, 20) is True
+        assert (local.connects, local.tags) == (1, len(tags))
+        await local.close()
+        assert nginx_publishes(server, "busy") == 2 + local.failures  # ffmpeg, the refusals, ours
