@@ -45,7 +45,12 @@ AcceptHook = Callable[[Stream], "Awaitable[str | None] | str | None"]
 
 
 class Receiver:
-    """Receives streams from one or more edges and hands them to the app."""
+    """Receives streams from one or more edges and hands them to the app.
+
+    ``republish="rtmp://127.0.0.1:1935/live"`` also publishes every stream NAME to that RTMP server
+    as ``live/NAME`` (``{name}`` places it elsewhere), for apps that read from their own server;
+    see :mod:`relay_client.republish`.
+    """
 
     def __init__(
         self,
