@@ -272,7 +272,7 @@ class LocalPublish:
         pump = asyncio.create_task(self._pump(session, reader, writer), name=f"republish {self.name}")
         self._conn = _Conn(reader, writer, session, pump)
         self.connects += 1
-        self.state = "publishing"
+        self.state, self.error = "publishing", ""  # the failures count keeps the history
         again = f" (again, publish {self.connects})" if self.connects > 1 else ""
         log.info("republish %s: publishing to %s%s", self.name, self.url, again)
         if self.tags:  # a new publish mid-stream: metadata and sequence headers first, as at the start
