@@ -20,6 +20,7 @@ from relay_edge import flv, wire
 
 from .decode import AudioChunk, AudioDecoder, AudioFormat, VideoDecoder
 from .output import StreamFiles, merge_stats
+from .republish import LocalPublish
 
 log = logging.getLogger("relay_client.stream")
 
@@ -131,8 +132,10 @@ class Stream(StreamEvents):
         consume: frozenset[str],
         out_dir: str | None,
         ack: Callable[[Stream, int], None],
+        republish: LocalPublish | None = None,
     ) -> None:
         super().__init__()
+        self.republish = republish  # the app's own RTMP server gets every tag before it is acked
         self.info = StreamInfo(
             name=open_frame.name,
             uid=open_frame.uid,
@@ -229,6 +232,8 @@ class Stream(StreamEvents):
         self.stats.resumes += 1
 
     def end(self, reason: str) -> None:
+        if self.republish is not None:
+            self.republish.stop_retrying()  # no more waiting for a local server that is down
         self._inbox.put_nowait(("end", reason))
 
     @property
@@ -256,6 +261,9 @@ class Stream(StreamEvents):
                     batch.append(self._inbox.get_nowait())
                 init, tags, last_seq, end = self._select(batch)
                 if init or tags or end is not None or last_seq > self.delivered:
+                    if self.republish is not None and (init or tags):
+                        # Before files and the ack: the edge keeps what the local server did not take.
+                        await self.republish.write(init + tags)
                     args = (init, tags, end is not None, last_seq)
                     if self._blocking or len(tags) > INLINE_TAGS:
                         chunks, frames = await loop.run_in_executor(None, self._process, *args)
@@ -310,6 +318,8 @@ class Stream(StreamEvents):
         self.stats.gap_tags += gap.tags
         self.stats.gap_bytes += gap.bytes
         self.stats.gap_ms += gap.ms
+        if self.republish is not None:
+            self.republish.note_gap(gap.ms)
         log.warning(
             "stream %s: gap of %d tags (%d ms) before seq %d", self.info.name, gap.tags, gap.ms, gap.seq
         )
