@@ -88,8 +88,8 @@ class Outbox:
     def _remember_init(self, tag_type: int, data: bytes, encoded: bytes) -> None:
         if tag_type == flv.SCRIPT and data[3:13] == b"onMetaData":
             self.init["metadata"] = encoded
-        elif flv.is_sequence_header(tag_type, data):
-            self.init["audio" if tag_type == flv.AUDIO else "video"] = encoded
+        elif key := flv.sequence_key(tag_type, data):  # one per track: "audio", "audio.1", "video"
+            self.init[key] = encoded
 
     def _trim(self, now: float) -> None:
         """Drop the oldest whole tags while the buffer is over its bounds."""
