@@ -1,0 +1,260 @@
+"""The publisher matrix: real programs publish to a real edge, the app decodes, we check it all.
+
+Each publisher sends ~2 s of 320x240 video at 25 fps (where it has video) and a 440 Hz tone.
+The app (a Receiver with consume={"audio", "video"}) must report the codec names the
+publisher used (by FourCC for Enhanced RTMP), decode every coded video frame the edge
+forwarded (the decoders are flushed at the end of the stream), at the published size, and
+the tone. Publishers:
+
+- Debian's ffmpeg 5.1: legacy FLV (H.264 + AAC).
+- PyAV's FFmpeg 8: Enhanced RTMP v1/v2 (HEVC + Opus, AV1 + FLAC, VP9 + AC-3; and H.264 +
+  AAC, which it still writes as legacy FLV), and multitrack audio (v2).
+- GStreamer rtmp2sink, shaped like LiveKit egress (AAC).
+- librtmp (the RTMP stack OBS grew from): a few lines of C, built here, sending an FLV file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay_client.decode import AudioFormat
+from relay_client.stream import Stream
+from relay_client.tone import dominant_frequency
+from relay_edge import flv, tagbody
+from tests.support import media, publishers
+from tests.support.relay import Relay
+
+pytestmark = pytest.mark.slow
+
+SECONDS = 2
+FPS = 25
+SIZE = (320, 240)
+FORMAT = AudioFormat(16000, 1)
+PYAV_PUBLISHER = Path(__file__).parent / "support" / "pyav_av_publisher.py"
+
+
+class MatrixRelay(Relay):
+    """A relay whose app reads decoded video and audio (and any audio tracks asked for)."""
+
+    def __init__(self, out_dir: Path, tracks: tuple[int, ...] = (0,)) -> None:
+        super().__init__(out_dir, consume=frozenset({"audio", "video"}), audio_format=FORMAT)
+        self.tracks = tracks
+        self.frames: dict[str, list[Any]] = {}
+        self.audio: dict[str, dict[int, bytes]] = {}
+        self.done: dict[str, asyncio.Future[None]] = {}
+
+    async def _on_stream(self, stream: Stream) -> None:
+        name = stream.info.name
+        self.streams[name] = stream
+        done = self.done.setdefault(name, asyncio.get_running_loop().create_future())
+
+        async def video() -> None:
+            self.frames[name] = [(f.width, f.height, f.pts) async for f in stream.video()]
+
+        async def audio(track: int) -> None:
+            self.audio.setdefault(name, {})[track] = b"".join([c.data async for c in stream.audio(track)])
+
+        await asyncio.gather(video(), *(audio(t) for t in self.tracks))
+        done.set_result(None)
+
+    async def finished(self, name: str, timeout: float = 30.0) -> dict[str, Any]:
+        """NAME.json once the app has read everything of ``name``."""
+        stats = await self.ended(name, timeout)
+        await asyncio.wait_for(asyncio.shield(self.done[name]), timeout)
+        return stats
+
+
+def coded_video_frames(path: Path) -> int:
+    """Video tags in NAME.flv that carry a coded frame of track 0: what the app must decode."""
+    count = 0
+    for tag in media.read_tags(path):
+        if tag.type == flv.VIDEO:
+            count += sum(p.kind == tagbody.FRAMES and p.track == 0 for p in tagbody.parse_video(tag.data))
+    return count
+
+
+def check_tone(pcm: bytes, seconds: float, frequency: float = 440.0) -> None:
+    duration = len(pcm) / 2 / FORMAT.sample_rate
+    assert abs(duration - seconds) < 0.15, f"{duration:.3f} s of audio decoded, published {seconds} s"
+    assert abs(dominant_frequency(pcm, FORMAT.sample_rate, 1) - frequency) < 2
+
+
+def check_video(relay: MatrixRelay, name: str, expected_frames: int) -> None:
+    frames = relay.frames[name]
+    flv_frames = coded_video_frames(relay.out_dir / f"{name}.flv")
+    assert flv_frames == expected_frames, f"the edge forwarded {flv_frames} coded frames of {expected_frames}"
+    assert len(frames) == expected_frames, f"decoded {len(frames)} of {expected_frames} frames"
+    assert {(w, h) for w, h, _ in frames} == {SIZE}
+    pts = [p for _, _, p in frames]
+    assert pts == sorted(pts) and len(set(pts)) == len(pts), "frames out of order or repeated"
+    assert relay.streams[name].stats.decode_errors == 0
+
+
+async def pyav_publish(url: str, video: str | None, audio: list[str], frequencies: list[float]) -> dict:
+    """Run tests/support/pyav_av_publisher.py; the URL goes on stdin (it holds the key)."""
+    config = {"url": url, "video": video, "audio": audio, "frequencies": frequencies}
+    config |= {"seconds": SECONDS, "fps": FPS, "size": SIZE}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(PYAV_PUBLISHER),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(json.dumps(config).encode() + b"\n"), 120)
+    assert proc.returncode == 0, f"PyAV publisher exited {proc.returncode}:\n{err.decode()[-3000:]}"
+    return json.loads(out)
+
+
+# --- PyAV's FFmpeg: Enhanced RTMP ------------------------------------------------------------
+
+ENHANCED = [
+    ("libx264", "aac", "h264", "aac"),
+    ("libx265", "libopus", "hevc", "opus"),
+    ("libsvtav1", "flac", "av1", "flac"),
+    ("libvpx-vp9", "ac3", "vp9", "ac3"),
+]
+
+
+@pytest.mark.parametrize(("encoder", "audio_encoder", "video_codec", "audio_codec"), ENHANCED)
+async def test_pyav_ffmpeg_publishes_every_codec_pair(
+    tmp_path: Path, encoder: str, audio_encoder: str, video_codec: str, audio_codec: str
+) -> None:
+    name = f"pyav-{video_codec}"
+    async with MatrixRelay(tmp_path) as relay:
+        sent = await pyav_publish(relay.url(name), encoder, [audio_encoder], [440.0])
+        stats = await relay.finished(name)
+    assert relay.streams[name].info.codecs == {"video": video_codec, "audio": audio_codec}
+    assert stats["codecs"] == {"video": video_codec, "audio": audio_codec}
+    assert sent["video_frames"] == SECONDS * FPS
+    check_video(relay, name, SECONDS * FPS)
+    check_tone(relay.audio[name][0], SECONDS)
+
+
+async def test_multitrack_audio_passes_intact_and_each_track_decodes(tmp_path: Path) -> None:
+    """PyAV's FFmpeg writes a second audio stream as Enhanced RTMP v2 multitrack (track 1)."""
+    name = "multitrack"
+    async with MatrixRelay(tmp_path, tracks=(0, 1)) as relay:
+        sent = await pyav_publish(relay.url(name), None, ["libopus", "aac"], [440.0, 880.0])
+        stats = await relay.finished(name)
+    assert stats["codecs"] == {"audio": "opus", "audio.1": "aac"}
+    check_tone(relay.audio[name][0], SECONDS, 440.0)
+    check_tone(relay.audio[name][1], SECONDS, 880.0)
+    # NAME.flv keeps both tracks, every packet the publisher sent.
+    per_track = [0, 0]
+    for tag in media.read_tags(tmp_path / f"{name}.flv"):
+        if tag.type == flv.AUDIO:
+            for packet in tagbody.parse_audio(tag.data):
+                per_track[packet.track] += packet.kind == tagbody.FRAMES
+    assert per_track == sent["audio_packets"]
+
+
+# --- Debian's ffmpeg 5.1: legacy FLV ---------------------------------------------------------
+
+
+async def test_debian_ffmpeg_legacy_flv(tmp_path: Path) -> None:
+    async with MatrixRelay(tmp_path) as relay:
+        async with await publishers.ffmpeg_av(relay.url("ffmpeg"), SECONDS, SIZE, FPS) as pub:
+            await pub.wait_ok(30)
+        stats = await relay.finished("ffmpeg")
+    assert stats["codecs"] == {"video": "h264", "audio": "aac"}
+    check_video(relay, "ffmpeg", SECONDS * FPS)
+    check_tone(relay.audio["ffmpeg"][0], SECONDS)
+
+
+# --- GStreamer rtmp2sink, shaped like LiveKit egress -----------------------------------------
+
+
+async def test_gstreamer_rtmp2sink(tmp_path: Path) -> None:
+    async with MatrixRelay(tmp_path) as relay:
+        async with await publishers.gst_livekit(relay.url("gst"), SECONDS) as pub:
+            await pub.wait_ok(30)
+        stats = await relay.finished("gst")
+    assert stats["codecs"] == {"audio": "aac"}
+    assert relay.frames["gst"] == []
+    check_tone(relay.audio["gst"][0], SECONDS)
+
+
+# --- librtmp ---------------------------------------------------------------------------------
+
+# Publishes an FLV file with librtmp's own write path, one whole tag (header, body, PreviousTagSize)
+# per RTMP_Write, as OBS's librtmp output does: RTMP_Write reads a tag header without checking that
+# the buffer holds all 11 bytes. The URL comes on stdin: it holds the signed key.
+LIBRTMP_PUBLISHER = r"""
+#include <librtmp/rtmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int main(int argc, char **argv) {
+    static char url[4096];
+    if (argc != 2 || !fgets(url, sizeof url, stdin)) return 2;
+    url[strcspn(url, "\r\n")] = 0;
+    FILE *f = fopen(argv[1], "rb");
+    if (!f) return 3;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    rewind(f);
+    unsigned char *flv = malloc(size);
+    if (!flv || fread(flv, 1, size, f) != (size_t)size) return 3;
+    RTMP *r = RTMP_Alloc();
+    RTMP_Init(r);
+    if (!RTMP_SetupURL(r, url)) return 4;
+    RTMP_EnableWrite(r);
+    if (!RTMP_Connect(r, NULL) || !RTMP_ConnectStream(r, 0)) return 5;
+    int tags = 0;
+    for (long pos = 13; pos + 11 <= size; tags++) {
+        long len = 11 + ((flv[pos + 1] << 16) | (flv[pos + 2] << 8) | flv[pos + 3]) + 4;
+        if (pos + len > size || RTMP_Write(r, (char *)flv + pos, (int)len) <= 0) return 6;
+        pos += len;
+    }
+    RTMP_Close(r);
+    RTMP_Free(r);
+    printf("librtmp %d.%d sent %d tags\n", RTMP_LibVersion() >> 16, (RTMP_LibVersion() >> 8) & 0xff, tags);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def librtmp_publisher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The C publisher above, compiled against Debian's librtmp-dev (scripts/setup --test)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "no C compiler: scripts/setup --test installs gcc"
+    assert Path("/usr/include/librtmp/rtmp.h").exists(), "librtmp-dev missing: scripts/setup --test"
+    build = tmp_path_factory.mktemp("librtmp")
+    source, binary = build / "publish.c", build / "publish"
+    source.write_text(LIBRTMP_PUBLISHER)
+    subprocess.run([cc, "-O1", "-o", str(binary), str(source), "-lrtmp"], check=True, capture_output=True)
+    return binary
+
+
+async def test_librtmp(tmp_path: Path, librtmp_publisher: Path) -> None:
+    clip = media.av_flv(tmp_path / "clip.flv", seconds=SECONDS, size=SIZE, fps=FPS, gop=FPS, bframes=2)
+    async with MatrixRelay(tmp_path / "out") as relay:
+        proc = await asyncio.create_subprocess_exec(
+            str(librtmp_publisher),
+            str(clip),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(relay.url("librtmp").encode() + b"\n"), 30)
+        assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
+        stats = await relay.finished("librtmp")
+    assert stats["codecs"] == {"video": "h264", "audio": "aac"}
+    check_video(relay, "librtmp", SECONDS * FPS)
+    check_tone(relay.audio["librtmp"][0], SECONDS)
+    # librtmp sends the file's tag bodies unchanged: NAME.flv holds the same media.
+    sent = [(t.type, t.data) for t in media.read_tags(clip) if t.type != flv.SCRIPT]
+    received = media.read_tags(tmp_path / "out" / "librtmp.flv")
+    got = [(t.type, t.data) for t in received if t.type != flv.SCRIPT]
+    assert got == sent
