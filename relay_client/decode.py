@@ -480,6 +480,7 @@ _VIDEO_DECODERS = {
     "hevc": ("hevc",),
     "av1": ("libdav1d", "av1"),
     "vp9": ("vp9", "libvpx-vp9"),
+    "vp8": ("vp8", "libvpx"),
     "h263": ("flv",),
     "vp6": ("vp6f",),
     "vp6a": ("vp6a",),
