@@ -30,7 +30,7 @@ from relay_client.stream import Stream
 from relay_client.tone import dominant_frequency
 from relay_edge import flv, tagbody
 from tests.support import media, publishers
-from tests.support.relay import Relay
+from tests.support.relay import Relay, until
 
 pytestmark = pytest.mark.slow
 
@@ -98,10 +98,21 @@ def check_video(relay: MatrixRelay, name: str, expected_frames: int) -> None:
     assert relay.streams[name].stats.decode_errors == 0
 
 
-async def pyav_publish(url: str, video: str | None, audio: list[str], frequencies: list[float]) -> dict:
-    """Run tests/support/pyav_av_publisher.py; the URL goes on stdin (it holds the key)."""
+async def pyav_publish(
+    url: str,
+    video: str | None,
+    audio: list[str],
+    frequencies: list[float],
+    seconds: float = SECONDS,
+    realtime: bool = False,
+    dropped: bool = False,
+) -> dict:
+    """Run tests/support/pyav_av_publisher.py; the URL goes on stdin (it holds the key).
+
+    ``dropped``: the server is expected to cut this publisher off (exit 1 with an error).
+    """
     config = {"url": url, "video": video, "audio": audio, "frequencies": frequencies}
-    config |= {"seconds": SECONDS, "fps": FPS, "size": SIZE}
+    config |= {"seconds": seconds, "fps": FPS, "size": SIZE, "realtime": realtime}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(PYAV_PUBLISHER),
@@ -110,7 +121,8 @@ async def pyav_publish(url: str, video: str | None, audio: list[str], frequencie
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(json.dumps(config).encode() + b"\n"), 120)
-    assert proc.returncode == 0, f"PyAV publisher exited {proc.returncode}:\n{err.decode()[-3000:]}"
+    detail = err.decode(errors="replace")[-3000:]
+    assert proc.returncode == int(dropped), f"PyAV publisher exited {proc.returncode}:\n{detail}"
     return json.loads(out)
 
 
@@ -155,6 +167,25 @@ async def test_multitrack_audio_passes_intact_and_each_track_decodes(tmp_path: P
             for packet in tagbody.parse_audio(tag.data):
                 per_track[packet.track] += packet.kind == tagbody.FRAMES
     assert per_track == sent["audio_packets"]
+
+
+async def test_takeover_flushes_the_first_publishers_frames(tmp_path: Path) -> None:
+    """A second publisher takes the key over mid-stream (HEVC with B-frames): every coded frame
+    the edge forwarded from either publisher is decoded, in one stream."""
+    name = "takeover"
+    async with MatrixRelay(tmp_path) as relay:
+        url = relay.url(name)
+        first = asyncio.ensure_future(
+            pyav_publish(url, "libx265", ["libopus"], [440.0], seconds=10, realtime=True, dropped=True)
+        )
+        await until(lambda: name in relay.streams and relay.streams[name].stats.video_tags >= 20, 30)
+        await pyav_publish(url, "libx265", ["libopus"], [440.0], seconds=1)
+        kicked = await first
+        stats = await relay.finished(name)
+    assert kicked["video_frames"] < 10 * FPS and "error" in kicked
+    assert stats["publisher_reconnects"] == 1 and stats["streams"] == 1
+    check_video(relay, name, coded_video_frames(tmp_path / f"{name}.flv"))
+    assert len(relay.frames[name]) > FPS + 20
 
 
 # --- Debian's ffmpeg 5.1: legacy FLV ---------------------------------------------------------

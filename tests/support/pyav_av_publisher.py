@@ -3,8 +3,10 @@
 Run as ``python tests/support/pyav_av_publisher.py`` with one JSON object on stdin (the URL
 holds a signed key, so never in argv): ``url``, ``video`` (an encoder name or null),
 ``audio`` (a list of encoder names: more than one gives Enhanced RTMP v2 multitrack audio,
-track N carrying ``frequencies[N]``), ``seconds``, ``fps``, ``size``. It prints one JSON
-line: the frames and packets it sent.
+track N carrying ``frequencies[N]``), ``seconds``, ``fps``, ``size``, and ``realtime``
+(pace the frames at their time; otherwise as fast as the server takes them). It prints one
+JSON line: the frames and packets it sent, and ``error`` if the server dropped it (then it
+exits 1; a publisher kicked out by a takeover ends that way).
 
 A child process, never a thread: PyAV holds the GIL through the RTMP connect, so a server
 on the test's own event loop could not answer (see relay_client/publish.py). FFmpeg 8's
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from fractions import Fraction
 
 import av
@@ -54,10 +57,19 @@ def _tone(start: int, count: int, frequency: float) -> av.AudioFrame:
 
 
 def publish(config: dict) -> dict:
+    sent: dict = {"video_frames": 0, "video_packets": 0, "audio_packets": [0] * len(config["audio"])}
+    try:
+        _encode(config, sent)
+    except (av.FFmpegError, OSError) as exc:
+        sent["error"] = str(exc)
+    return sent
+
+
+def _encode(config: dict, sent: dict) -> None:
     seconds, fps = config["seconds"], config["fps"]
     width, height = config["size"]
     frequencies = config["frequencies"]
-    sent = {"video_frames": 0, "video_packets": 0, "audio_packets": [0] * len(config["audio"])}
+    started = time.monotonic()
     with av.open(config["url"], "w", format="flv") as out:
         video = None
         if config["video"]:
@@ -67,6 +79,8 @@ def publish(config: dict) -> dict:
         audio = [out.add_stream(name, rate=_AUDIO_RATE, layout="stereo") for name in config["audio"]]
         chunk = _AUDIO_RATE // fps  # audio in step with the video frames
         for index in range(round(seconds * fps)):
+            if config.get("realtime"):
+                time.sleep(max(0.0, started + index / fps - time.monotonic()))
             if video is not None:
                 picture = _picture(index, width, height)
                 picture.pts = index
@@ -86,8 +100,9 @@ def publish(config: dict) -> dict:
             for packet in video.encode(None):
                 out.mux(packet)
                 sent["video_packets"] += 1
-    return sent
 
 
 if __name__ == "__main__":
-    print(json.dumps(publish(json.loads(sys.stdin.readline()))), flush=True)
+    result = publish(json.loads(sys.stdin.readline()))
+    print(json.dumps(result), flush=True)
+    sys.exit(1 if "error" in result else 0)
