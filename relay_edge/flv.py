@@ -160,16 +160,17 @@ def sequence_key(tag_type: int, data: bytes | memoryview) -> str | None:
         fmt, ptype = b0 >> 4, b0 & 0x0F
         if fmt == tagbody.SOUND_FORMAT_AAC:
             return name if len(data) >= 2 and data[1] == 0 else None
-        if fmt != _EX_AUDIO or ptype not in (0, _A_MULTITRACK, _A_MODEX):
+        if fmt != _EX_AUDIO or ptype not in (0, _A_MULTITRACK, _A_MODEX) or len(data) < 5:
             return None
         multitrack = _A_MULTITRACK
     elif tag_type == VIDEO:
         name = "video"
         ptype = b0 & 0x0F
+        if (b0 >> 4) & 0x07 == 5:  # a command frame, never a header
+            return None
         if not b0 & 0x80:
-            keyed = len(data) >= 2 and ptype in (7, 12) and data[1] == 0 and b0 >> 4 != 5
-            return name if keyed else None
-        if ptype not in (0, _V_MULTITRACK, _V_MODEX):
+            return name if len(data) >= 5 and ptype in (7, 12) and data[1] == 0 else None
+        if ptype not in (0, _V_MULTITRACK, _V_MODEX) or len(data) < 5:
             return None
         multitrack = _V_MULTITRACK
     else:
