@@ -370,8 +370,8 @@ class Stream(StreamEvents):
             tag = flv.decode_tag(encoded)
             if tag.type == flv.AUDIO and self._audio is not None:
                 chunks.extend(self._audio.decode(tag))
-                for n, decoder in self._tracks.items():
-                    extra[n].extend(decoder.decode(tag))
+                if flv.is_multitrack(flv.AUDIO, tag.data):
+                    self._note_track_tag(tag, extra, backlog=False)
             elif tag.type == flv.VIDEO and self._video is not None:
                 frames.extend(self._video.decode(tag))
         stats = self.stats
@@ -430,14 +430,18 @@ class Stream(StreamEvents):
             for encoded in (*self._track_configs.values(), *self._track_backlog):
                 extra[n].extend(decoder.decode(flv.decode_tag(encoded)))
 
-    def _note_track_tag(self, tag: flv.Tag, extra: dict[int, list[AudioChunk]]) -> None:
-        """A multitrack audio tag: keep it if it configures a track, decode it for the tracks asked for."""
+    def _note_track_tag(self, tag: flv.Tag, extra: dict[int, list[AudioChunk]], backlog: bool = True) -> None:
+        """A multitrack audio tag: keep it if it configures a track, decode it for the tracks asked for.
+
+        Replayed init tags (``backlog=False``) only configure: they are not media to play again.
+        """
         key = flv.sequence_key(flv.AUDIO, tag.data)
         if key is not None and key != "audio":
             self._track_configs[key] = tag.encode()
         for n, decoder in self._tracks.items():
             extra[n].extend(decoder.decode(tag))
-        self._track_backlog.append(tag.encode())
+        if backlog:
+            self._track_backlog.append(tag.encode())
 
     def _flush_decoders(
         self, chunks: list[AudioChunk], frames: list[Any], extra: dict[int, list[AudioChunk]]

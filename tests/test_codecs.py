@@ -20,17 +20,22 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from relay_client.decode import AudioFormat
+from relay_client.receiver import Receiver
 from relay_client.stream import Stream
 from relay_client.tone import dominant_frequency
-from relay_edge import flv, tagbody
+from relay_edge import flv, keys, tagbody
+from relay_edge.edge import Edge, EdgeConfig
 from tests.support import media, publishers
-from tests.support.relay import Relay, until
+from tests.support.net import LOOPBACK, TcpProxy
+from tests.support.relay import SECRET, Relay, until
 
 pytestmark = pytest.mark.slow
 
@@ -186,6 +191,96 @@ async def test_takeover_flushes_the_first_publishers_frames(tmp_path: Path) -> N
     assert stats["publisher_reconnects"] == 1 and stats["streams"] == 1
     check_video(relay, name, coded_video_frames(tmp_path / f"{name}.flv"))
     assert len(relay.frames[name]) > FPS + 20
+
+
+class TrackApp:
+    """One app instance with its own disk, reading audio tracks 0 and 1 of its stream."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.pcm: dict[int, bytearray] = {0: bytearray(), 1: bytearray()}
+        self.streams: list[Stream] = []
+        self.read_all = asyncio.Event()
+        self.receiver = Receiver(
+            SECRET,
+            consume=frozenset({"audio"}),
+            audio_format=FORMAT,
+            out_dir=str(out),
+            name=out.name,
+            on_stream=self._on_stream,
+        )
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def _on_stream(self, stream: Stream) -> None:
+        self.streams.append(stream)
+
+        async def read(track: int) -> None:
+            async for chunk in stream.audio(track):
+                self.pcm[track] += chunk.data
+
+        await asyncio.gather(read(0), read(1))
+        self.read_all.set()
+
+    async def start(self) -> TrackApp:
+        app = web.Application()
+        app.router.add_get("/relay", self.receiver.handler)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, LOOPBACK, 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        """What ``relay-client serve`` does on SIGTERM."""
+        await self.receiver.shutdown()
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+async def test_deploy_mid_stream_resumes_opus_and_every_audio_track(tmp_path: Path) -> None:
+    """The app is redeployed mid-stream: the new instance starts with the replayed Enhanced RTMP
+    SequenceStart of each track (Opus on track 0, AAC on track 1) and decodes both to the end."""
+    old = await TrackApp(tmp_path / "old").start()
+    router = await TcpProxy(old.port).start()  # the platform's router: one public URL
+    config = EdgeConfig(
+        secret=SECRET,
+        rtmp_listen=(LOOPBACK, 0),
+        http_listen=None,
+        upstreams=(f"ws://{LOOPBACK}:{router.port}/relay",),
+        name="test-edge",
+    )
+    edge = Edge(config)
+    new: TrackApp | None = None
+    seconds = 4
+    try:
+        await edge.start()
+        await until(lambda: bool(edge.links), 5)
+        key = keys.mint_key(SECRET, "deploy", ttl=600, now=time.time())
+        url = f"rtmp://{LOOPBACK}:{edge.rtmp_port}/live/{key}"
+        pub = asyncio.ensure_future(
+            pyav_publish(url, None, ["libopus", "aac"], [440.0, 880.0], seconds=seconds, realtime=True)
+        )
+        await until(lambda: len(old.pcm[1]) > FORMAT.sample_rate * 2, 15)  # 1 s of track 1 there
+        new = await TrackApp(tmp_path / "new").start()
+        router.target = (LOOPBACK, new.port)
+        await old.stop()
+        await until(lambda: bool(new and new.receiver.live), 5)
+        await pub
+        await asyncio.wait_for(new.read_all.wait(), 20)
+    finally:
+        await edge.stop()
+        if new is not None:
+            await new.stop()
+        await router.close()
+    assert new.streams[0].info.resumed and new.streams[0].stats.decode_errors == 0
+    for track, frequency in ((0, 440.0), (1, 880.0)):
+        before, after = bytes(old.pcm[track]), bytes(new.pcm[track])
+        assert len(after) > FORMAT.sample_rate * 2 // 2, f"track {track}: under 0.5 s after the deploy"
+        assert abs(dominant_frequency(after, FORMAT.sample_rate, 1) - frequency) < 2
+        total = (len(before) + len(after)) / 2 / FORMAT.sample_rate
+        assert abs(total - seconds) < 0.2, f"track {track}: {total:.3f} s decoded in all, published {seconds}"
 
 
 # --- Debian's ffmpeg 5.1: legacy FLV ---------------------------------------------------------
