@@ -300,6 +300,7 @@ async def test_debian_ffmpeg_legacy_flv(tmp_path: Path) -> None:
 
 
 async def test_gstreamer_rtmp2sink(tmp_path: Path) -> None:
+    """Room Composite egress's audio-only shape (the helper the rest of the suite uses)."""
     async with MatrixRelay(tmp_path) as relay:
         async with await publishers.gst_livekit(relay.url("gst"), SECONDS) as pub:
             await pub.wait_ok(30)
@@ -307,6 +308,32 @@ async def test_gstreamer_rtmp2sink(tmp_path: Path) -> None:
     assert stats["codecs"] == {"audio": "aac"}
     assert relay.frames["gst"] == []
     check_tone(relay.audio["gst"][0], SECONDS)
+
+
+async def test_gstreamer_rtmp2sink_with_video(tmp_path: Path) -> None:
+    """LiveKit egress's video branch: x264enc (zerolatency, no B-frames) and AAC into flvmux."""
+    publishers.require_gst_elements("videotestsrc", "x264enc", "h264parse", "voaacenc", "flvmux", "rtmp2sink")
+    audio_buffers = SECONDS * publishers.GST_BUFFERS_PER_SECOND
+    pipeline = [
+        "flvmux", "name=mux", "streamable=true",
+        "!", "rtmp2sink", 'location="{url}"', "sync=false", "async=false", "async-connect=false",
+        "videotestsrc", "is-live=true", f"num-buffers={SECONDS * FPS}",
+        "!", f"video/x-raw,width={SIZE[0]},height={SIZE[1]},framerate={FPS}/1",
+        "!", "x264enc", "tune=zerolatency", "speed-preset=veryfast", f"key-int-max={FPS}", "bframes=0",
+        "!", "h264parse", "!", "mux.",
+        "audiotestsrc", "freq=440", "is-live=true", f"num-buffers={audio_buffers}",
+        f"samplesperbuffer={publishers.GST_SAMPLES_PER_BUFFER}",
+        "!", "audio/x-raw,rate=44100,channels=2", "!", "voaacenc", "bitrate=128000", "!", "aacparse",
+        "!", "mux.",
+    ]  # fmt: skip
+    async with MatrixRelay(tmp_path) as relay:
+        argv = [publishers.GST_LAUNCH, "-e", *(word.format(url=relay.url("gstav")) for word in pipeline)]
+        async with await publishers.Publisher.spawn("gst_av", argv) as pub:
+            await pub.wait_ok(30)
+        stats = await relay.finished("gstav")
+    assert stats["codecs"] == {"video": "h264", "audio": "aac"}
+    check_video(relay, "gstav", SECONDS * FPS)
+    check_tone(relay.audio["gstav"][0], SECONDS)
 
 
 # --- librtmp ---------------------------------------------------------------------------------
