@@ -383,6 +383,8 @@ def test_mp3():
         ("libopus", 48000, "stereo", "opus", 960),
         ("flac", 48000, "stereo", "flac", 4608),
         ("ac3", 48000, "stereo", "ac3", 1536),
+        ("eac3", 48000, "stereo", "eac3", 1536),
+        ("libmp3lame", 44100, "stereo", "mp3", 1152),
     ],
 )
 def test_legacy_and_enhanced_audio_codecs(codec, rate, layout, label, frame):
