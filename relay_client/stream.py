@@ -477,8 +477,8 @@ class Stream(StreamEvents):
     def _finish(self, reason: str) -> None:
         self.ended = True
         self.end_reason = reason
-        if self._audio is not None:
-            self.stats.decode_errors += self._audio.errors
+        decoders = [self._audio, self._video, *self._tracks.values()]
+        self.stats.decode_errors += sum(d.errors for d in decoders if d is not None)
         if self._files is not None:
             self._files.close(self.summary())
         for queue in self._queues.values():
