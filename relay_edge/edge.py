@@ -189,7 +189,7 @@ class Edge:
         self.rtmp_port = 0
         self.http_port = 0
         self.link_state: dict[str, str] = {url: "down" for url in config.upstreams}
-        self.metrics = Metrics("relay_edge", self._gauges)
+        self.metrics = Metrics("relay_edge", self._gauges, lambda: [s.codecs for s in self.streams.values()])
 
     # --- lifecycle ----------------------------------------------------------------------
 

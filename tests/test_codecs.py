@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from relay_client.decode import AudioFormat
 from relay_client.receiver import Receiver
@@ -84,6 +85,16 @@ def coded_video_frames(path: Path) -> int:
         if tag.type == flv.VIDEO:
             count += sum(p.kind == tagbody.FRAMES and p.track == 0 for p in tagbody.parse_video(tag.data))
     return count
+
+
+def codec_gauge(text: bytes) -> dict[tuple[str, str], float]:
+    """The ``*_stream_codecs`` samples of a /metrics page: (track, codec) -> live streams."""
+    return {
+        (sample.labels["track"], sample.labels["codec"]): sample.value
+        for family in text_string_to_metric_families(text.decode())
+        if family.name.endswith("_stream_codecs")
+        for sample in family.samples
+    }
 
 
 def check_tone(pcm: bytes, seconds: float, frequency: float = 440.0) -> None:
@@ -184,6 +195,12 @@ async def test_takeover_flushes_the_first_publishers_frames(tmp_path: Path) -> N
             pyav_publish(url, "libx265", ["libopus"], [440.0], seconds=10, realtime=True, dropped=True)
         )
         await until(lambda: name in relay.streams and relay.streams[name].stats.video_tags >= 20, 30)
+        # While it is live, status and metrics on both sides name the codecs by FourCC.
+        codecs = {"video": "hevc", "audio": "opus"}
+        assert [s["codecs"] for s in relay.edge.status()["streams"]] == [codecs]
+        assert [s["codecs"] for s in relay.receiver.status()["streams"]] == [codecs]
+        for metrics in (relay.edge.metrics, relay.receiver.metrics):
+            assert codec_gauge(metrics.render()) == {("video", "hevc"): 1, ("audio", "opus"): 1}
         await pyav_publish(url, "libx265", ["libopus"], [440.0], seconds=1)
         kicked = await first
         stats = await relay.finished(name)
