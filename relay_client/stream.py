@@ -163,6 +163,7 @@ class Stream(StreamEvents):
         self._new_tracks: list[int] = []
         self._track_configs: dict[str, bytes] = {}
         self._track_backlog: deque[bytes] = deque(maxlen=TRACK_BACKLOG_TAGS)
+        self._late_feeds: set[asyncio.Future[None]] = set()
         self._files = StreamFiles(out_dir, open_frame.name, audio_format) if out_dir else None
         self._files_open = False
         # Video decoding and file I/O block: they run in a worker thread. Counting doesn't, nor does
@@ -215,7 +216,7 @@ class Stream(StreamEvents):
                 raise ValueError(f"audio track must be 0..255, got {track}")
             self._queues[kind] = asyncio.Queue(QUEUE_ITEMS)
             if self.ended:
-                self._queues[kind].put_nowait(_END)
+                self._late_track(track, self._queues[kind])
             else:  # through the inbox: the pipeline starts the decoder between two batches
                 self._inbox.put_nowait(("track", track))
         async for item in self._drain(kind):
@@ -430,6 +431,26 @@ class Stream(StreamEvents):
             for encoded in (*self._track_configs.values(), *self._track_backlog):
                 extra[n].extend(decoder.decode(flv.decode_tag(encoded)))
 
+    def _late_track(self, track: int, queue: asyncio.Queue[Any]) -> None:
+        """A track asked for once the pipeline is done: what the backlog holds of it, then the end.
+
+        Decoded here, on the loop: at most TRACK_BACKLOG_TAGS tags (a few ms), and only for a
+        short stream whose every tag was handled before the app asked.
+        """
+        decoder = AudioDecoder(self._format, track=track)
+        chunks: list[Any] = []
+        for encoded in (*self._track_configs.values(), *self._track_backlog):
+            chunks += decoder.decode(flv.decode_tag(encoded))
+        chunks += [*decoder.flush(), _END]
+
+        async def feed() -> None:
+            for item in chunks:
+                await queue.put(item)
+
+        task = asyncio.ensure_future(feed())
+        self._late_feeds.add(task)  # a reference until it is done, so it is not collected
+        task.add_done_callback(self._late_feeds.discard)
+
     def _note_track_tag(self, tag: flv.Tag, extra: dict[int, list[AudioChunk]], backlog: bool = True) -> None:
         """A multitrack audio tag: keep it if it configures a track, decode it for the tracks asked for.
 
@@ -481,8 +502,12 @@ class Stream(StreamEvents):
         self.stats.decode_errors += sum(d.errors for d in decoders if d is not None)
         if self._files is not None:
             self._files.close(self.summary())
-        for queue in self._queues.values():
-            queue.put_nowait(_END) if not queue.full() else asyncio.ensure_future(queue.put(_END))
+        for kind, queue in self._queues.items():
+            track = int(kind[6:]) if kind.startswith("audio.") else 0
+            if track and track not in self._tracks:  # asked for while the last batch was decoded
+                self._late_track(track, queue)
+            else:
+                queue.put_nowait(_END) if not queue.full() else asyncio.ensure_future(queue.put(_END))
         self._events.put_nowait(_END)
         self._ended.set()
         log.info("stream %s ended: %s", self.info.name, reason)

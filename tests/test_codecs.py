@@ -16,6 +16,7 @@ the tone. Publishers:
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import shutil
 import subprocess
@@ -24,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,6 +39,7 @@ from relay_edge import flv, keys, tagbody
 from relay_edge.edge import Edge, EdgeConfig
 from tests.support import media, publishers
 from tests.support.net import LOOPBACK, TcpProxy
+from tests.support.raw import RtmpClient
 from tests.support.relay import SECRET, Relay, until
 
 pytestmark = pytest.mark.slow
@@ -298,6 +302,68 @@ async def test_deploy_mid_stream_resumes_opus_and_every_audio_track(tmp_path: Pa
         assert abs(dominant_frequency(after, FORMAT.sample_rate, 1) - frequency) < 2
         total = (len(before) + len(after)) / 2 / FORMAT.sample_rate
         assert abs(total - seconds) < 0.2, f"track {track}: {total:.3f} s decoded in all, published {seconds}"
+
+
+def many_tracks_tags(seconds: float, frequencies: tuple[float, float]) -> list[flv.Tag]:
+    """Two Opus tones in ManyTracks bodies, built from the spec: no publisher here writes them.
+
+    PyAV's FFmpeg encodes (its FLV muxer gives one tag per track); we repack each pair of
+    frames into one tag: 0x95, ManyTracks | CodedFrames, one FourCC, then per track its id,
+    a UI24 size and the body. The SequenceStart uses ManyTracksManyCodecs (a FourCC per track).
+    """
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="flv") as out:
+        streams = [out.add_stream("libopus", rate=48000, layout="stereo") for _ in frequencies]
+        step = 960
+        for start in range(0, round(seconds * 48000), step):
+            t = np.arange(start, start + step) / 48000
+            for stream, frequency in zip(streams, frequencies, strict=True):
+                wave = (0.5 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+                frame = av.AudioFrame.from_ndarray(np.stack([wave, wave]), format="fltp", layout="stereo")
+                frame.sample_rate, frame.pts = 48000, start
+                out.mux(stream.encode(frame))
+        for stream in streams:
+            out.mux(stream.encode(None))
+    heads: dict[int, bytes] = {}
+    frames: dict[int, list[tuple[int, bytes]]] = {0: [], 1: []}
+    for tag in flv.FlvReader().feed(buf.getvalue()):
+        if tag.type == flv.AUDIO:
+            for packet in tagbody.parse_audio(tag.data):
+                if packet.kind == tagbody.CONFIG:
+                    heads[packet.track] = packet.payload
+                elif packet.kind == tagbody.FRAMES:
+                    frames[packet.track].append((tag.timestamp, packet.payload))
+
+    def track(track_id: int, body: bytes) -> bytes:
+        return bytes([track_id]) + len(body).to_bytes(3, "big") + body
+
+    config = b"\x95\x20" + b"".join(b"Opus" + track(n, heads[n]) for n in (0, 1))
+    tags = [flv.Tag(flv.AUDIO, 0, config)]
+    for (ts, a), (_, b) in zip(frames[0], frames[1], strict=True):
+        tags.append(flv.Tag(flv.AUDIO, ts, b"\x95\x11Opus" + track(0, a) + track(1, b)))
+    tags.append(flv.Tag(flv.AUDIO, tags[-1].timestamp, b"\x95\x12Opus" + track(0, b"") + track(1, b"")))
+    return tags
+
+
+async def test_many_tracks_bodies_built_from_the_spec_pass_and_decode(tmp_path: Path) -> None:
+    """ManyTracks / ManyTracksManyCodecs bodies, sent by our own RTMP client (no real publisher
+    here writes them): the edge passes them byte for byte and each track decodes on its own."""
+    tags = many_tracks_tags(SECONDS, (440.0, 880.0))
+    async with MatrixRelay(tmp_path, tracks=(0, 1)) as relay:
+        key = keys.mint_key(SECRET, "many", ttl=600, now=time.time())
+        client = await RtmpClient.publish(relay.edge.rtmp_port, key)
+        assert client.started, client.codes
+        for tag in tags:
+            await client.send_media(tag.type, tag.timestamp, tag.data)
+        client.session.unpublish()  # FCUnpublish + deleteStream: the stream ends at once
+        await client.send_raw(client.session.data_to_send())
+        stats = await relay.finished("many")
+        client.close()  # only now: a reset would drop what the edge has not read yet
+    assert stats["codecs"] == {"audio": "opus", "audio.1": "opus"}
+    received = [t.data for t in media.read_tags(tmp_path / "many.flv") if t.type == flv.AUDIO]
+    assert received == [t.data for t in tags]
+    check_tone(relay.audio["many"][0], SECONDS, 440.0)
+    check_tone(relay.audio["many"][1], SECONDS, 880.0)
 
 
 # --- Debian's ffmpeg 5.1: legacy FLV ---------------------------------------------------------
