@@ -204,6 +204,22 @@ def test_init_keeps_each_enhanced_track_configuration() -> None:
     }
 
 
+def test_replay_tracks_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    """max_replay_tracks: a publisher can't make the edge keep a header for every track id."""
+    ob = box(max_replay_tracks=3)
+    ob.push(flv.SCRIPT, 0, METADATA, 0.0)
+    for track in range(6):
+        ob.push(flv.AUDIO, 0, b"\x95\x00Opus" + bytes([track]) + b"OpusHead", 0.0)
+    assert list(ob.init) == ["metadata", "audio", "audio.1", "audio.2"]
+    renewed = b"\x95\x00Opus\x02OpusHead\x02"
+    ob.push(flv.AUDIO, 9, renewed, 0.0)  # a kept track's new header still replaces the old one
+    assert ob.init["audio.2"] == enc(flv.AUDIO, 9, renewed)
+    assert ob.next_seq == 9  # every tag passed
+    assert [r.message for r in caplog.records].count(
+        "max_replay_tracks: 3 tracks' sequence starts kept; audio.3 not kept for a resume"
+    ) == 1
+
+
 @given(
     st.lists(
         st.one_of(
