@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from relay_edge import flv, wire
+from relay_edge import flv, tagbody, wire
 
 from .decode import AudioChunk, AudioDecoder, AudioFormat, VideoDecoder
 from .output import StreamFiles, merge_stats
@@ -161,7 +161,7 @@ class Stream(StreamEvents):
         # latest SequenceStart of each such track (to start a decoder asked for later).
         self._tracks: dict[int, AudioDecoder] = {}
         self._new_tracks: list[int] = []
-        self._track_configs: dict[str, bytes] = {}
+        self._track_configs: dict[int, bytes] = {}  # track -> its latest SequenceStart tag (<= 255)
         self._track_backlog: deque[bytes] = deque(maxlen=TRACK_BACKLOG_TAGS)
         self._late_feeds: set[asyncio.Future[None]] = set()
         self._files = StreamFiles(out_dir, open_frame.name, audio_format) if out_dir else None
@@ -456,9 +456,11 @@ class Stream(StreamEvents):
 
         Replayed init tags (``backlog=False``) only configure: they are not media to play again.
         """
-        key = flv.sequence_key(flv.AUDIO, tag.data)
-        if key is not None and key != "audio":
-            self._track_configs[key] = tag.encode()
+        if flv.sequence_key(flv.AUDIO, tag.data) is not None:  # it parses (fuzz_flv checks that)
+            encoded = tag.encode()
+            for packet in tagbody.parse_audio(tag.data):
+                if packet.track and packet.kind == tagbody.CONFIG:
+                    self._track_configs[packet.track] = encoded
         for n, decoder in self._tracks.items():
             extra[n].extend(decoder.decode(tag))
         if backlog:
