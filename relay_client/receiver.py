@@ -88,7 +88,9 @@ class Receiver:
         self.links: list[ClientLink] = []
         self.closing = False  # shutdown() started: no new links
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.metrics = Metrics("relay_client", self._gauges)
+        self.metrics = Metrics(
+            "relay_client", self._gauges, lambda: [s.info.codecs for s in self.live.values()]
+        )
         self._metered: dict[str, tuple[int, int, int, int]] = {}  # uid -> tags, bytes, gaps, gap tags counted
         self._rates: dict[str, list[tuple[float, int]]] = {}  # uid -> (time, bytes) at status reads
 
