@@ -81,6 +81,11 @@ class Limits:
     # egress gives up on a stream without outbound progress; past this the edge reads
     # again and the buffer bounds drop the oldest tags (a reported gap) instead.
     max_pause: float = 2.0
+    # Sequence starts kept per stream for a resume replay, one per track (Enhanced
+    # RTMP multitrack: up to 256 audio and 256 video tracks). Publishers use a few (a
+    # mix plus one per language); past this, a new track's sequence start still
+    # passes but is not kept, so a publisher can't make the edge hoard headers.
+    max_replay_tracks: int = 16
 
     # --- The edge <-> client link -----------------------------------------------------
     # One WebSocket message: a batch of frames. Must exceed max_message_size
