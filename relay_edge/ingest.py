@@ -161,5 +161,9 @@ class RtmpConnection(asyncio.Protocol):
         limits = self.edge.limits
         if not self.handshake_done and now - self.connected_at > limits.handshake_timeout:
             self.fail(f"handshake_timeout: no handshake after {limits.handshake_timeout:g} s", "timeout")
+        elif not self.session.authorized and now - self.connected_at > limits.publish_timeout:
+            # However slowly it trickles: each byte resets idle_timeout, not this.
+            reason = f"publish_timeout: no accepted publish {limits.publish_timeout:g} s after accept"
+            self.fail(reason, "timeout")
         elif not self.paused and now - self.last_rx > limits.idle_timeout:
             self.fail(f"idle_timeout: nothing received for {limits.idle_timeout:g} s", "timeout")

@@ -29,6 +29,10 @@ class Limits:
     max_connections_per_ip: int = 50
     # Live published streams on one edge.
     max_streams: int = 500
+    # Seconds from TCP accept to an accepted publish, however slowly the bytes come:
+    # otherwise a client dripping a byte a second resets idle_timeout forever. Real
+    # publishers take one to three round trips (nginx-rtmp answers in ~175 ms).
+    publish_timeout: float = 10.0
     # Seconds a stream whose publisher vanished without unpublishing waits for
     # the same key to come back. LiveKit egress retries its RTMP sink for 30 s.
     reconnect_grace: float = 30.0
@@ -45,6 +49,16 @@ class Limits:
     # connection. Without it, 64 chunk streams each holding most of a 10 MiB
     # message would pin 640 MiB; two full messages in flight is plenty.
     max_partial_bytes: int = 20 * MIB
+    # Until a publish is accepted, the largest message (checked on the declared
+    # length, at the header) and the bytes held in unfinished messages. Before a
+    # publish only commands are legal; ffmpeg's connect is ~200 bytes, one with long
+    # tcUrl/swfUrl/pageUrl a few KiB. Unauthenticated clients can't make us buffer more.
+    preauth_max_message: int = 64 * KIB
+    preauth_partial_bytes: int = 128 * KIB
+    # Largest command message at any time: commands are decoded (AMF) on the event
+    # loop, and no real command is bigger than a few KiB, so a large one is refused
+    # at its header instead of stalling every other connection while it decodes.
+    max_command_message: int = 64 * KIB
     # Chunk stream ids in use on one connection. Publishers use 2..8.
     max_chunk_streams: int = 64
     # Message streams (createStream) on one connection. A publisher needs one.
@@ -61,6 +75,9 @@ class Limits:
     amf_max_string: int = 64 * KIB
     # Entries in one object, ECMA array or strict array.
     amf_max_items: int = 4096
+    # Values decoded from one message, all nesting levels together. A connect has
+    # ~15, publish 3; 1024 decodes in well under a millisecond.
+    amf_max_values: int = 1024
 
     # --- Per-stream buffering at the edge ------------------------------------------
     # Unacked FLV tags kept per stream, by bytes and by media seconds. 90 s of
