@@ -201,15 +201,11 @@ class Edge:
             if not (self.config.tls_cert and self.config.tls_key):
                 raise ValueError("RTMPS needs a certificate and a key (--cert, --key)")
             host, port = self.config.rtmps_listen
+            tls_context = tls.server_context(self.config.tls_cert, self.config.tls_key)
+            # Plain TCP, then start_tls in the connection: it is counted (in total and per
+            # address) from accept, not after the TLS handshake as an ssl= server would.
             self._rtmps_server = await loop.create_server(
-                lambda: RtmpConnection(self),
-                host,
-                port,
-                reuse_address=True,
-                backlog=512,
-                ssl=tls.server_context(self.config.tls_cert, self.config.tls_key),
-                # A TLS handshake happens before the RTMP connection is counted.
-                ssl_handshake_timeout=self.limits.handshake_timeout,
+                lambda: RtmpConnection(self, tls_context), host, port, reuse_address=True, backlog=512
             )
             self.rtmps_port = self._rtmps_server.sockets[0].getsockname()[1]
             log.info("RTMPS server started on port %d", self.rtmps_port)
@@ -275,21 +271,31 @@ class Edge:
     # --- RTMP side (called by RtmpConnection) ---------------------------------------------
 
     def admit(self, conn: RtmpConnection) -> str | None:
-        """Count a new connection in, or say which limit refuses it."""
+        """Count a new connection in, or say which limit refuses it.
+
+        ``max_connections_per_ip`` counts only connections not yet granted a publish
+        (see :meth:`_release_ip`): authorized publishers are bounded by ``max_streams``.
+        """
         if len(self.connections) >= self.limits.max_connections:
             return f"max_connections: {self.limits.max_connections} connections already open"
         if self._per_ip[conn.ip] >= self.limits.max_connections_per_ip:
             return f"max_connections_per_ip: {self.limits.max_connections_per_ip} from {conn.ip}"
         self.connections.add(conn)
         self._per_ip[conn.ip] += 1
+        conn.counted_ip = True
         return None
 
-    def disconnected(self, conn: RtmpConnection) -> None:
-        if conn in self.connections:
-            self.connections.discard(conn)
+    def _release_ip(self, conn: RtmpConnection) -> None:
+        """Take ``conn`` out of its address's count: it closed, or its publish was accepted."""
+        if conn.counted_ip:
+            conn.counted_ip = False
             self._per_ip[conn.ip] -= 1
             if self._per_ip[conn.ip] <= 0:
                 del self._per_ip[conn.ip]
+
+    def disconnected(self, conn: RtmpConnection) -> None:
+        self.connections.discard(conn)
+        self._release_ip(conn)
         for stream in conn.streams.values():
             if stream.conn is conn:
                 stream.conn = None
@@ -335,6 +341,7 @@ class Edge:
             stream.publisher_marks[stream.outbox.next_seq] = stream.publisher_info()
             stream.rebase_next = True
         conn.accept(event.stream_id, stream)
+        self._release_ip(conn)  # a signed publisher: bounded by max_streams, not per address
         log.info("publish %s from %s (app %s)", name, conn.peer, event.app)
         self._assign(stream)
 

@@ -388,6 +388,31 @@ async def test_rtmps_publish_and_handshake_timeout(tmp_path: Path, certs: Certs)
     print(f"RTMPS: plain RTMP closed after {seconds_plain:.2f} s, stalled TLS after {seconds_stall:.2f} s")
 
 
+async def test_rtmps_connections_count_from_tcp_accept(tmp_path: Path, certs: Certs) -> None:
+    """A TLS handshake not yet finished holds a place in max_connections_per_ip, like plain RTMP."""
+    options = {"rtmps_listen": ("127.0.0.1", 0), "tls_cert": str(certs.cert), "tls_key": str(certs.key)}
+    limits = with_limits(max_connections_per_ip=2, handshake_timeout=30.0)
+    async with Relay(tmp_path, edge_options=options, limits=limits) as relay:
+        edge = relay.edge
+        assert edge is not None
+        # Two TCP connections that never send a ClientHello.
+        held = [await asyncio.open_connection("127.0.0.1", edge.rtmps_port) for _ in range(2)]
+        await until(lambda: len(edge.connections) == 2, 5)
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.rtmps_port)
+        _, how, data = await wait_closed(reader, 5)
+        writer.close()
+        assert data == b"" and how in ("eof", "reset")  # refused at accept, before any TLS
+        for _, w in held:
+            w.close()
+        await until(lambda: not edge.connections, 5)
+        # The places are free again, and a real RTMPS publisher gets through.
+        client = await RtmpClient.publish(
+            edge.rtmps_port, key_of(relay.url("after")), host="localhost", ssl_context=certs.client_context()
+        )
+        assert client.codes == ["NetStream.Publish.Start"]
+        client.close()
+
+
 async def _tls_app(receiver: Receiver, certs: Certs) -> tuple[web.AppRunner, int]:
     app = web.Application()
     app.router.add_get("/relay", receiver.handler)

@@ -157,6 +157,7 @@ rtmp {{
         nginx = require_nginx_rtmp()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.record_dir.mkdir(exist_ok=True)  # nginx-rtmp does not create record_path
+        (self.workdir / "temp").mkdir(exist_ok=True)  # nor the parent of the http temp paths
         self.conf_path.write_text(self.config())
         # -e: the log used before the config is read (the Debian default is stderr).
         argv = [nginx, "-p", str(self.workdir), "-c", str(self.conf_path), "-e", str(self.error_log)]
