@@ -12,7 +12,14 @@ import click
 from aiohttp import web
 
 from relay_edge import cli as edge_cli
-from relay_edge.cli import limit_option, limits_from, run_until_signal, tunnels_from, with_log_options
+from relay_edge.cli import (
+    limit_option,
+    limits_from,
+    run_until_signal,
+    secret_from,
+    tunnels_from,
+    with_log_options,
+)
 from relay_edge.edge import parse_hostport
 from relay_edge.http import common_routes
 from relay_edge.logs import setup_logging
@@ -92,7 +99,7 @@ def serve(
     log_format: str,
 ) -> None:
     """Receive links pushed by edges (the edge's RELAY_UPSTREAM points here)."""
-    setup_logging(log_level, log_format, (secret,))
+    setup_logging(log_level, log_format, (secret_from(secret),))
     host, port = parse_hostport(listen or f"0.0.0.0:{os.environ.get('PORT', '8000')}", 8000)
     receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward)
     app = web.Application()
@@ -140,7 +147,7 @@ def connect(
     log_format: str,
 ) -> None:
     """Pull mode: dial the edge's /link (wss://EDGE/link) and receive its streams."""
-    setup_logging(log_level, log_format, (secret,))
+    setup_logging(log_level, log_format, (secret_from(secret),))
     receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward)
     runner: web.AppRunner | None = None
     task: asyncio.Task[None] | None = None

@@ -37,6 +37,11 @@ LINK_PROOF = "link-proof"
 ACCEPTOR_PROOF = "acceptor-proof"
 STREAM_KEY = "stream-key"
 
+# Shortest RELAY_SECRET the CLIs start with. `openssl rand -base64 32` gives 44
+# characters (256 bits); a short, human-made secret can be guessed offline from
+# one captured stream key or link proof, which are HMACs of known text.
+MIN_SECRET_CHARS = 32
+
 NONCE_SIZE = 16  # 128 random bits: collisions are not a concern
 # Proofs this long or longer are malformed before we parse them: the real
 # thing is under 100 characters.
@@ -48,6 +53,15 @@ _PROOF_RE = re.compile(
     r"1\.(?P<role>[a-z]{1,16})\.(?P<ts>0|[1-9][0-9]{0,11})"
     r"\.(?P<nonce>[A-Za-z0-9_-]{11,86})\.(?P<sig>[A-Za-z0-9_-]{43})"
 )
+
+
+def check_secret(secret: str) -> None:
+    """ValueError, saying how to make a good one, if ``secret`` is shorter than MIN_SECRET_CHARS."""
+    if len(secret) < MIN_SECRET_CHARS:
+        raise ValueError(
+            f"RELAY_SECRET has {len(secret)} characters; at least {MIN_SECRET_CHARS} are needed. "
+            "Make one with: openssl rand -base64 32 (and set the same value on the edge and the app)"
+        )
 
 
 def b64url(data: bytes) -> str:

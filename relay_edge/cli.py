@@ -12,6 +12,7 @@ import click
 
 from . import keys
 from .access import parse_allow_keys
+from .auth import check_secret
 from .edge import Edge, EdgeConfig, parse_hostport
 from .limits import Limits, parse_overrides
 from .logs import setup_logging
@@ -59,6 +60,15 @@ def limits_from(items: tuple[str, ...]) -> Limits:
         return parse_overrides(split_list(items))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--limit") from None
+
+
+def secret_from(secret: str) -> str:
+    """``secret`` if it is long enough to start with; a usage error (never echoing it) if not."""
+    try:
+        check_secret(secret)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--secret / RELAY_SECRET") from None
+    return secret
 
 
 def tunnels_from(items: tuple[str, ...], hint: str) -> dict[str, tuple[str, int]]:
@@ -164,6 +174,7 @@ def serve(
         raise click.BadParameter(str(exc), param_hint="--allow-key") from None
     if rtmps and not (cert and key_file):
         raise click.UsageError("--rtmps needs --cert and --key")
+    secret_from(secret)
     setup_logging(log_level, log_format, (secret, *allow.values()))
     config = EdgeConfig(
         secret=secret,

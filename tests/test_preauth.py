@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -108,3 +111,23 @@ async def test_the_attack_leaves_a_real_edge_small_responsive_and_the_stream_ide
     assert outcome.rss_growth_mib < 32, outcome.line()
     assert outcome.healthz["failures"] == 0 and outcome.healthz["probes"] > 100, outcome.line()
     assert outcome.identical and outcome.received_tags == outcome.sent_tags, outcome.line()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["relay-edge", "serve", "--rtmp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        ["relay-client", "serve", "--listen", "127.0.0.1:0"],
+        ["relay-client", "connect", "ws://127.0.0.1:9/link"],
+    ],
+)
+def test_a_short_secret_is_refused_at_startup(argv: list[str]) -> None:
+    short = "correct-horse-battery-staple"  # 28 characters
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "RELAY_SECRET": short}
+    argv = [str(bin_dir / argv[0]), *argv[1:]]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2, out.stderr
+    assert "RELAY_SECRET has 28 characters; at least 32 are needed" in out.stderr
+    assert "openssl rand -base64 32" in out.stderr
+    assert short not in out.stderr + out.stdout
