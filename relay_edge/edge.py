@@ -30,7 +30,7 @@ from .ingest import RtmpConnection
 from .limits import DEFAULT_LIMITS, Limits
 from .link import EdgeLink, exchange_hello
 from .metrics import Metrics
-from .outbox import Gap, Outbox
+from .outbox import Budget, Gap, Outbox
 from .rtmp.events import PublishRequested
 from .transport import WebsocketsTransport
 from .tunnel import TunnelMux, serve_tunnel
@@ -74,10 +74,10 @@ class EdgeConfig:
 class EdgeStream:
     """One published stream, alive across publisher reconnects and link changes."""
 
-    def __init__(self, uid: str, name: str, limits: Limits) -> None:
+    def __init__(self, uid: str, name: str, limits: Limits, budget: Budget | None = None) -> None:
         self.uid = uid
         self.name = name
-        self.outbox = Outbox(limits)
+        self.outbox = Outbox(limits, budget)
         self.codecs: dict[str, str] = {}
         self.has_audio = False
         self.has_video = False
@@ -168,6 +168,7 @@ class Edge:
         self.instance = secrets.token_hex(6)
         self.streams: dict[str, EdgeStream] = {}  # live, by name
         self._finishing: set[EdgeStream] = set()  # ended, tail not yet acked
+        self.budget = Budget()  # bytes all streams' buffers hold (Limits.max_buffered_total)
         self.links: list[EdgeLink] = []
         self.connections: set[RtmpConnection] = set()
         self._per_ip: Tally[str] = Tally()
@@ -325,12 +326,13 @@ class Edge:
         takeover = stream is not None and not stream.ended
         if stream is not None and takeover:
             self._take_over(stream, conn)
-        elif len(self.streams) >= self.limits.max_streams:
-            self.metrics.limit_breach("max_streams")
-            conn.reject(event.stream_id, "NetStream.Publish.BadName", "max_streams reached")
+        elif refusal := self._stream_limit(name):
+            self.metrics.limit_breach(refusal)
+            log.warning("refused publish of %r from %s: %s reached", name, conn.peer, refusal)
+            conn.reject(event.stream_id, "NetStream.Publish.BadName", f"{refusal} reached")
             return
         else:
-            stream = EdgeStream(f"{self.instance}-{next(self._uids)}", name, self.limits)
+            stream = EdgeStream(f"{self.instance}-{next(self._uids)}", name, self.limits, self.budget)
             self.streams[name] = stream
             self.metrics.streams.inc()
         stream.conn = conn
@@ -344,6 +346,18 @@ class Edge:
         self._release_ip(conn)  # a signed publisher: bounded by max_streams, not per address
         log.info("publish %s from %s (app %s)", name, conn.peer, event.app)
         self._assign(stream)
+
+    def _stream_limit(self, name: str) -> str | None:
+        """The limit a new stream called ``name`` would breach, if any.
+
+        Ended streams still flushing their tail to the app hold memory too, so they count:
+        otherwise publishing and unpublishing in a loop (one valid key) would pile them up.
+        """
+        if len(self.streams) + len(self._finishing) >= self.limits.max_streams:
+            return "max_streams"
+        if sum(s.name == name for s in self._finishing) >= self.limits.max_streams_per_key:
+            return "max_streams_per_key"
+        return None
 
     def _take_over(self, stream: EdgeStream, conn: RtmpConnection) -> None:
         """The same key again: the new publisher continues the same logical stream."""
@@ -359,11 +373,36 @@ class Edge:
         timestamp = stream.rebase(timestamp, now)
         stream.note(tag_type, timestamp, data)
         stream.outbox.push(tag_type, timestamp, data, now)
+        if self.budget.used > self.limits.max_buffered_total:
+            self._over_budget()
         metrics = self.metrics
         metrics.tags_total += 1
         metrics.bytes_total += len(data)
         if stream.link is not None and stream.ready:
             stream.link.wake(stream)
+
+    def _over_budget(self) -> None:
+        """All buffers together passed max_buffered_total: drop the oldest tags across streams.
+
+        Oldest by arrival, acked or not, each stream reporting a Gap; down to 15/16 of the
+        limit at once, so the scan over streams runs once per 1/16 of the budget, not per tag.
+        """
+        limit = self.limits.max_buffered_total
+        target = limit - limit // 16
+        held = [s.outbox for s in [*self.streams.values(), *self._finishing]]
+        dropped = 0
+        while self.budget.used > target:
+            oldest = min((o for o in held if o.buffered_tags > 1), key=Outbox.oldest_arrival, default=None)
+            if oldest is None:
+                break
+            dropped += oldest.drop_oldest()
+        self.metrics.limit_breach("max_buffered_total")
+        log.warning(
+            "max_buffered_total: %d bytes held by %d streams; dropped the oldest %d bytes",
+            self.budget.used + dropped,
+            len(held),
+            dropped,
+        )
 
     def unpublish(self, stream: EdgeStream, reason: str) -> None:
         log.info("unpublish %s (%s)", stream.name, reason)
@@ -421,6 +460,7 @@ class Edge:
         if stream.link is not None:
             stream.link.forget(stream)
             stream.link = None
+        stream.outbox.discard()
 
     def streams_for(self, link: EdgeLink) -> list[EdgeStream]:
         live = [s for s in self.streams.values() if s.link is link]
@@ -531,9 +571,17 @@ class Edge:
                 if stream.orphaned_at is not None and now - stream.orphaned_at > self.limits.reconnect_grace:
                     self._end(stream, "publisher: gone", wire.Code.PUBLISHER_LOST)
             for stream in list(self._finishing):
-                # An ended stream's tail is kept as long as the buffer would have kept it.
-                if stream.link is None and now - stream.ended_at > self.limits.buffer_seconds:
-                    self._finishing.discard(stream)
+                # An ended stream's tail is kept as long as the buffer would have kept it,
+                # also when a link is up that never acks it.
+                if now - stream.ended_at > self.limits.buffer_seconds:
+                    if stream.outbox.buffered_tags:
+                        log.warning(
+                            "%s ended %g s ago; dropping its %d unacked tags",
+                            stream.name,
+                            self.limits.buffer_seconds,
+                            stream.outbox.buffered_tags,
+                        )
+                    self._finish(stream)
 
     def status(self) -> dict[str, Any]:
         """The ``/api/rtmp/status`` document. Holds no secret and no key."""

@@ -54,7 +54,7 @@ class Limits:
     # publish only commands are legal; ffmpeg's connect is ~200 bytes, one with long
     # tcUrl/swfUrl/pageUrl a few KiB. Unauthenticated clients can't make us buffer more.
     preauth_max_message: int = 64 * KIB
-    preauth_partial_bytes: int = 128 * KIB
+    preauth_partial_bytes: int = 64 * KIB
     # Largest command message at any time: commands are decoded (AMF) on the event
     # loop, and no real command is bigger than a few KiB, so a large one is refused
     # at its header instead of stalling every other connection while it decodes.
@@ -85,6 +85,15 @@ class Limits:
     # also holds ~60 s of 1 Mbit/s video.
     buffer_bytes: int = 8 * MIB
     buffer_seconds: float = 120.0
+    # Bytes all streams' buffers hold together, counted as encoded tags plus the
+    # measured per-tag overhead (outbox.TAG_OVERHEAD). Sized for a 256 MB VM (Fly's
+    # shared-cpu-1x): the process at rest is ~45 MiB, 1000 unauthenticated
+    # connections may hold preauth_partial_bytes each (62.5 MiB), and the allocator
+    # needs slack. Past it the oldest tags of any stream go first, each a reported gap.
+    max_buffered_total: int = 96 * MIB
+    # Streams of one name ended but still flushing to the app. Publishing and
+    # unpublishing in a loop with one valid key would otherwise pile them up.
+    max_streams_per_key: int = 4
     # Unacked bytes in flight per stream on the link: the credit window.
     # Large enough for ~2 s of 4 Mbit/s video, small enough that one stalled
     # consumer can't fill the shared socket.

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -183,39 +186,31 @@ async def _closed(reader: asyncio.StreamReader) -> None:
         pass
 
 
-class Prober(threading.Thread):
-    """Times ``GET /healthz`` every ``interval`` s on one keep-alive connection, in its own thread."""
+class Prober:
+    """Times ``GET /healthz`` every ``interval`` s on one keep-alive connection, in its own process.
+
+    Its own process, so the attacker's busy event loop (and GIL) can't delay the probe's clock.
+    """
 
     def __init__(self, port: int, interval: float = 0.02, host: str = "127.0.0.1") -> None:
-        super().__init__(daemon=True)
         self.port, self.host, self.interval = port, host, interval
         self.latencies: list[float] = []
         self.failures = 0
-        self._halt = threading.Event()
+        self._proc: subprocess.Popen[str] | None = None
 
-    def run(self) -> None:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
-        while not self._halt.is_set():
-            started = time.perf_counter()
-            try:
-                conn.request("GET", "/healthz")
-                resp = conn.getresponse()
-                resp.read()
-                ok = resp.status == 200
-            except OSError:
-                ok = False
-                conn.close()
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
-            if ok:
-                self.latencies.append(time.perf_counter() - started)
-            else:
-                self.failures += 1
-            self._halt.wait(self.interval)
-        conn.close()
+    def start(self) -> None:
+        args = f"{self.host!r}, {self.port}, {self.interval}"
+        code = f"from tests.support.attack import probe_main; probe_main({args})"
+        root = str(Path(__file__).resolve().parents[2])
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
 
     def stop(self) -> None:
-        self._halt.set()
-        self.join(15)
+        assert self._proc is not None
+        out, _ = self._proc.communicate(input="", timeout=30)  # stdin's EOF: stop and report
+        report = json.loads(out)
+        self.latencies, self.failures = report["latencies"], report["failures"]
 
     def summary(self) -> dict[str, float]:
         """p50, p99 and max in ms, and the number of probes."""
@@ -230,6 +225,32 @@ class Prober(threading.Thread):
             "p99_ms": p99 * 1000,
             "max_ms": lat[-1] * 1000,
         }
+
+
+def probe_main(host: str, port: int, interval: float) -> None:
+    """The probe process: GET /healthz until stdin closes, then print the latencies as JSON."""
+    halt = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), halt.set()), daemon=True).start()
+    latencies: list[float] = []
+    failures = 0
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    while not halt.is_set():
+        started = time.perf_counter()
+        try:
+            conn.request("GET", "/healthz")
+            resp = conn.getresponse()
+            resp.read()
+            ok = resp.status == 200
+        except OSError:
+            ok = False
+            conn.close()
+            conn = http.client.HTTPConnection(host, port, timeout=10)
+        if ok:
+            latencies.append(time.perf_counter() - started)
+        else:
+            failures += 1
+        halt.wait(interval)
+    print(json.dumps({"latencies": latencies, "failures": failures}))
 
 
 def vm_rss_mib(pid: int) -> float:
@@ -311,8 +332,6 @@ async def scenario(
     ``python_path`` runs the relay from another source tree (today's main, for the "before" figure).
     """
     import os
-    import subprocess
-    import sys
 
     from relay_edge import keys
     from tests.support import media, publishers

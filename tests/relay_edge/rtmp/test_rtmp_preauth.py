@@ -78,16 +78,16 @@ def unfinished(csid: int, chunks: int = 400) -> bytes:
 
 def test_unfinished_messages_before_publish_are_capped_across_chunk_streams() -> None:
     server, _ = connected()
-    server.receive_data(unfinished(10) + unfinished(11))  # 100 KiB held: within the budget
+    server.receive_data(unfinished(10))  # 50 KiB held: within the budget
     with pytest.raises(LimitExceeded) as info:
-        server.receive_data(unfinished(12))  # three messages, each within preauth_max_message
+        server.receive_data(unfinished(11))  # two messages, each within preauth_max_message
     assert info.value.what == "preauth_partial_bytes"
-    assert info.value.limit == 128 * KIB
+    assert info.value.limit == 64 * KIB
 
 
 def test_after_publish_the_partial_cap_is_max_partial_bytes() -> None:
     _, server, _, _ = connected_pair(chunk_size=128)
-    assert server.receive_data(unfinished(10) + unfinished(11) + unfinished(12)) == []  # 150 KiB held
+    assert server.receive_data(unfinished(10) + unfinished(11) + unfinished(12)) == []  # 150 KiB held: fine
 
 
 def test_the_budget_follows_the_limits() -> None:
