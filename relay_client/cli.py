@@ -17,11 +17,12 @@ from relay_edge.cli import (
     limits_from,
     run_until_signal,
     secret_from,
+    status_token_cmd,
     tunnels_from,
     with_log_options,
 )
 from relay_edge.edge import parse_hostport
-from relay_edge.http import common_routes
+from relay_edge.http import GuardedSite, app_runner, common_routes, harden, listener_token
 from relay_edge.logs import setup_logging
 from relay_edge.loop import run
 
@@ -102,14 +103,14 @@ def serve(
     setup_logging(log_level, log_format, (secret_from(secret),))
     host, port = parse_hostport(listen or f"0.0.0.0:{os.environ.get('PORT', '8000')}", 8000)
     receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward)
-    app = web.Application()
+    app = harden(web.Application(), receiver.limits)
     app.router.add_get(path, receiver.handler)
-    common_routes(app, receiver.status, receiver.metrics.render)
-    runner = web.AppRunner(app, access_log=None)
+    common_routes(app, receiver.status, receiver.metrics.render, listener_token(host, secret))
+    runner = app_runner(app, receiver.limits)
 
     async def start() -> None:
         await runner.setup()
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await GuardedSite(runner, host, port, receiver.limits, reuse_address=True).start()
         click.echo(f"relay-client listening on {host}:{port}{path}", err=True)
 
     async def stop() -> None:
@@ -155,11 +156,12 @@ def connect(
     async def start() -> None:
         nonlocal runner, task
         if http_listen:
-            app = web.Application()
-            common_routes(app, receiver.status, receiver.metrics.render)
-            runner = web.AppRunner(app, access_log=None)
+            host, port = parse_hostport(http_listen, 8000)
+            app = harden(web.Application(), receiver.limits)
+            common_routes(app, receiver.status, receiver.metrics.render, listener_token(host, secret))
+            runner = app_runner(app, receiver.limits)
             await runner.setup()
-            await web.TCPSite(runner, *parse_hostport(http_listen, 8000), reuse_address=True).start()
+            await GuardedSite(runner, host, port, receiver.limits, reuse_address=True).start()
         task = asyncio.create_task(receiver.connect(url, ca_file=ca_file))
         click.echo(f"relay-client dialing {url.split('?')[0]}", err=True)
 
@@ -255,3 +257,6 @@ def _remote_test(
 # The same command as the edge's: one implementation.
 main.add_command(edge_cli.mint_key)
 main.add_command(livekit_cli.livekit)
+
+
+main.add_command(status_token_cmd)

@@ -14,6 +14,7 @@ from . import keys
 from .access import parse_allow_keys
 from .auth import check_secret
 from .edge import Edge, EdgeConfig, parse_hostport
+from .http import status_token
 from .limits import Limits, parse_overrides
 from .logs import setup_logging
 from .loop import loop_name, run
@@ -205,3 +206,14 @@ def mint_key(name: str, ttl: float, secret: str) -> None:
         click.echo(keys.mint_key(secret, name, ttl=ttl, now=time.time()))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="NAME") from None
+
+
+@main.command("status-token")
+@click.option("--secret", envvar="RELAY_SECRET", required=True)
+def status_token_cmd(secret: str) -> None:
+    """Print the bearer token for /api/rtmp/status, /metrics and the dashboard.
+
+    Listeners bound to a non-loopback address ask for it (RELAY_STATUS_TOKEN if set, else
+    derived from the secret): send ``Authorization: Bearer TOKEN``.
+    """
+    click.echo(status_token(secret_from(secret)))

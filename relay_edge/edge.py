@@ -67,6 +67,9 @@ class EdgeConfig:
     tls_key: str | None = field(default=None, repr=False)
     # Static keys {NAME: STATICKEY} for publishers that can't take a signed key per session.
     allow_keys: dict[str, str] = field(default_factory=dict, repr=False)
+    # Bearer token for status, metrics and the dashboard on a non-loopback --http
+    # listener; None: RELAY_STATUS_TOKEN or one derived from the secret (http.status_token).
+    status_token: str | None = field(default=None, repr=False)
     # Raw TCP tunnels {NAME: (HOST, PORT)} to listen on (``--tcp HOST:PORT=NAME``).
     tcp_tunnels: dict[str, tuple[str, int]] = field(default_factory=dict)
 
@@ -211,13 +214,13 @@ class Edge:
             self.rtmps_port = self._rtmps_server.sockets[0].getsockname()[1]
             log.info("RTMPS server started on port %d", self.rtmps_port)
         if self.config.http_listen is not None:
-            from .http import edge_app
+            from .http import GuardedSite, app_runner, edge_app
 
-            self._http_runner = web.AppRunner(edge_app(self), access_log=None)
+            self._http_runner = app_runner(edge_app(self), self.limits)
             await self._http_runner.setup()
-            site = web.TCPSite(self._http_runner, *self.config.http_listen, reuse_address=True)
+            site = GuardedSite(self._http_runner, *self.config.http_listen, self.limits, reuse_address=True)
             await site.start()
-            self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.http_port = site.port
             log.info("HTTP server started on port %d", self.http_port)
         self._tasks.append(asyncio.create_task(self._sweep()))
         for tunnel, (host, port) in self.config.tcp_tunnels.items():

@@ -104,6 +104,14 @@ class Limits:
     # instead of the buffer dropping tags. Never reached by real-time audio.
     pause_bytes: int = 2 * MIB
 
+    # --- HTTP listeners (the edge's --http, the app's) ------------------------------------
+    # Seconds from accept to a complete request head, and for a kept-alive connection
+    # to send its next one. aiohttp has no header timeout: half a request held a socket
+    # forever. Browsers and Prometheus send a head in one packet.
+    http_header_timeout: float = 10.0
+    # Seconds for a request body (at most 1 MiB, aiohttp's client_max_size) to arrive.
+    http_body_timeout: float = 30.0
+
     # --- The edge <-> client link -----------------------------------------------------
     # One WebSocket message: a batch of frames. Must exceed max_message_size
     # plus framing, since one FLV tag is never split.
