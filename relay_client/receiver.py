@@ -200,7 +200,7 @@ class Receiver:
             link = ClientLink(self, transport, peer)
             self.links.append(link)
             self.metrics.link_connects.inc()
-            log.info("link up: %s (edge %s)", transport.remote, peer.name or peer.instance)
+            log.info("link up: %s (edge %r)", transport.remote, peer.name or peer.instance)
             self._finish_gone(peer)
             try:
                 await link.run()

@@ -347,7 +347,7 @@ class Edge:
             stream.rebase_next = True
         conn.accept(event.stream_id, stream)
         self._release_ip(conn)  # a signed publisher: bounded by max_streams, not per address
-        log.info("publish %s from %s (app %s)", name, conn.peer, event.app)
+        log.info("publish %s from %s (app %r)", name, conn.peer, event.app)
         self._assign(stream)
 
     def _stream_limit(self, name: str) -> str | None:
@@ -520,7 +520,7 @@ class Edge:
         link = EdgeLink(self, transport, peer)
         self.links.append(link)
         self.metrics.link_connects.inc()
-        log.info("link up: %s (%s %s)", transport.remote, peer.role, peer.name or peer.instance)
+        log.info("link up: %s (%s %r)", transport.remote, peer.role, peer.name or peer.instance)
         for stream in [*self.streams.values(), *self._finishing]:
             resumable = stream.uid in link.resume_points or stream.outbox.acked > 0
             if stream.link is None and self._assign(stream) and stream.link is link and resumable:
