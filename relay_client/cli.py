@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from relay_edge.edge import parse_hostport
 from relay_edge.http import GuardedSite, app_runner, common_routes, harden, listener_token
 from relay_edge.logs import setup_logging
 from relay_edge.loop import run
+from relay_edge.urls import warn_if_plaintext
 
 from .decode import AudioFormat
 from .livekit import cli as livekit_cli
@@ -162,6 +164,7 @@ def connect(
             runner = app_runner(app, receiver.limits)
             await runner.setup()
             await GuardedSite(runner, host, port, receiver.limits, reuse_address=True).start()
+        warn_if_plaintext(url, logging.getLogger("relay_client"))
         task = asyncio.create_task(receiver.connect(url, ca_file=ca_file))
         click.echo(f"relay-client dialing {url.split('?')[0]}", err=True)
 

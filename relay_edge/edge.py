@@ -34,6 +34,7 @@ from .outbox import Budget, Gap, Outbox
 from .rtmp.events import PublishRequested
 from .transport import WebsocketsTransport
 from .tunnel import TunnelMux, serve_tunnel
+from .urls import warn_if_plaintext
 
 log = logging.getLogger("relay_edge")
 
@@ -228,6 +229,7 @@ class Edge:
             self._tunnel_servers.append(server)
             log.info("TCP tunnel %s listening on port %d", tunnel, server.sockets[0].getsockname()[1])
         for url in self.config.upstreams:
+            warn_if_plaintext(url, log)
             self._tasks.append(asyncio.create_task(self._dial_forever(url)))
 
     def _tunnel_link(self) -> TunnelMux | None:
