@@ -560,9 +560,9 @@ class Edge:
             on_failure=lambda kind: self.metrics.link_failures.labels(kind).inc(),
         )
 
-    def verify_link_proof(self, value: str) -> None:
-        """Pull mode: check a dialing app's proof before upgrading (raises AuthError)."""
-        self._verifier.verify(value, time.time(), role="client")
+    def verify_link_proof(self, value: str, target: str = "") -> None:
+        """Pull mode: check a dialing app's proof for ``target`` before upgrading (raises AuthError)."""
+        self._verifier.verify(value, time.time(), role="client", target=target)
 
     # --- housekeeping ---------------------------------------------------------------------
 

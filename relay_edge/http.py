@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .auth import PROOF_HEADER, b64url, derive_key
+from .auth import PROOF_HEADER, b64url, derive_key, target_of
 from .errors import AuthError, LimitExceeded, ProtocolError
 from .limits import DEFAULT_LIMITS, Limits
 from .metrics import CONTENT_TYPE
@@ -251,13 +251,29 @@ def app_runner(app: web.Application, limits: Limits = DEFAULT_LIMITS) -> web.App
     return web.AppRunner(app, access_log=None, keepalive_timeout=limits.http_header_timeout)
 
 
+PUBLIC_HOST_ENV = "RELAY_PUBLIC_HOST"
+
+
+def acceptor_target(host: str, path: str) -> str:
+    """The target an acceptor checks link proofs against: its public host and the request's path.
+
+    The host is ``RELAY_PUBLIC_HOST``, else the host of ``RENDER_EXTERNAL_URL`` (Render sets it),
+    else the request's own ``Host`` header. Only a configured host stops a proof captured at a
+    TLS-terminating proxy from being replayed to another host: a replayer chooses the Host header.
+    """
+    configured = (
+        os.environ.get(PUBLIC_HOST_ENV) or (os.environ.get("RENDER_EXTERNAL_URL") or "").partition("://")[2]
+    )
+    return target_of(configured.partition("/")[0] or host, path)
+
+
 async def accept_link(
     request: web.Request, verify: object, limits_max: int
 ) -> tuple[web.WebSocketResponse, str] | web.Response:
     """Check the dialer's proof *before* upgrading; 401 without a WebSocket otherwise."""
     proof = request.headers.get(PROOF_HEADER, "")
     try:
-        verify(proof)  # type: ignore[operator]
+        verify(proof, acceptor_target(request.host, request.path))  # type: ignore[operator]
     except AuthError as exc:
         log.warning("refused link from %s: %s", request.remote, exc)
         return web.Response(status=401, text=f"link refused: {exc}\n")

@@ -256,22 +256,28 @@ async def test_link_proofs_are_checked_before_the_upgrade(
             port, path, role, other, owner = edge.http_port, "/link", "client", "edge", edge
             metric_name = 'relay_edge_auth_failures_total{kind="link_proof"}'
         now = time.time()
-        valid = make_proof(SECRET, role, now)
+        target = f"127.0.0.1{path}"  # what ws_upgrade dials: the Host header and the path
+        valid = make_proof(SECRET, role, now, target=target)
         # (proof, the 401 body as a regex): clocks tick between minting and checking, hence 299-301.
         cases = [
             (None, r"link refused: malformed proof"),
-            ("1.edge.garbage", r"link refused: malformed proof"),
-            (make_proof("wrong-secret", role, now), r"link refused: bad signature"),
+            ("2.edge.garbage", r"link refused: malformed proof"),
+            (make_proof("wrong-secret", role, now, target=target), r"link refused: bad signature"),
+            # A proof for another host or path (captured at a proxy in front of another replica).
+            *(
+                (make_proof(SECRET, role, now, target=other_target), r"link refused: bad signature")
+                for other_target in (f"other.example.com{path}", "127.0.0.1/elsewhere", "")  # "": unbound
+            ),
             (
-                make_proof(SECRET, role, now - 300),
+                make_proof(SECRET, role, now - 300, target=target),
                 r"link refused: stale proof: (299|300|301) s from our clock, limit 60 s",
             ),
             (
-                make_proof(SECRET, role, now + 300),
+                make_proof(SECRET, role, now + 300, target=target),
                 r"link refused: stale proof: (299|300|301) s from our clock, limit 60 s",
             ),
             (
-                make_proof(SECRET, other, now),
+                make_proof(SECRET, other, now, target=target),
                 rf"link refused: proof is for role '{other}', expected '{role}'",
             ),
         ]
