@@ -122,7 +122,7 @@ def test_a_known_command_stops_decoding_at_amf_max_values() -> None:
     body = amf0.encode("createStream", 2.0, None) + amf0.encode(0.0) * 5000  # 45 KB: within the size limits
     with pytest.raises(LimitExceeded) as info:
         server.receive_data(wire.msg(3, m.COMMAND_AMF0, 0, 0, body))
-    assert str(info.value) == "amf_max_values: 1025 values exceeds limit of 1024 values"
+    assert str(info.value) == "amf_max_values: 257 values exceeds limit of 256 values"
 
 
 def test_amf_max_values_counts_nested_values() -> None:
