@@ -641,4 +641,8 @@ class Edge:
                 "Bytes waiting for an ack, all streams",
                 sum(s.outbox.buffered_bytes for s in [*self.streams.values(), *self._finishing]),
             ),
+            "held_bytes": (
+                "Bytes all stream buffers hold, per-tag overhead included (max_buffered_total)",
+                self.budget.used,
+            ),
         }

@@ -90,6 +90,7 @@ async def test_past_max_buffered_total_the_oldest_tags_of_any_stream_go_first() 
         assert gap is not None and gap.tags == old_box.dropped_tags and gap.seq == first
         metrics = edge.metrics.render().decode()
         assert 'relay_edge_limit_breaches_total{limit="max_buffered_total"}' in metrics
+        assert f"relay_edge_held_bytes {float(edge.budget.used)}" in metrics
         old.close()
         new.close()
     finally:
