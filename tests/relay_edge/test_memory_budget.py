@@ -64,7 +64,8 @@ async def publish(edge: Edge, name: str) -> RtmpClient:
 
 
 async def start_edge(**limits: float) -> Edge:
-    config = EdgeConfig(secret=SECRET, rtmp_listen=("127.0.0.1", 0), limits=replace(DEFAULT_LIMITS, **limits))
+    limits_ = replace(DEFAULT_LIMITS, **limits)
+    config = EdgeConfig(secret=SECRET, rtmp_listen=("127.0.0.1", 0), http_listen=None, limits=limits_)
     edge = Edge(config)
     await edge.start()
     return edge
