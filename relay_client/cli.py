@@ -52,6 +52,13 @@ def audio_options(f):  # type: ignore[no-untyped-def]
     )(f)
     f = click.option("--secret", envvar="RELAY_SECRET", required=True, help="shared secret (never logged)")(f)
     f = click.option(
+        "--republish",
+        envvar="RELAY_REPUBLISH",
+        default=None,
+        help="publish every stream to your own RTMP server: rtmp://127.0.0.1:1935/live (as live/NAME; "
+        "{name} places it elsewhere)",
+    )(f)
+    f = click.option(
         "--forward",
         envvar="RELAY_FORWARD",
         multiple=True,
@@ -67,16 +74,23 @@ def cli_receiver(
     channels: int,
     limit: tuple[str, ...],
     forward: tuple[str, ...],
+    republish: str | None = None,
 ) -> Receiver:
     """The Receiver that ``serve`` and ``connect`` run: files only, no in-process consumer."""
-    return Receiver(
-        secret,
-        audio_format=AudioFormat(sample_rate, channels),
-        consume=frozenset(),
-        out_dir=out_dir,
-        limits=limits_from(limit),
-        forwards=tunnels_from(forward, "--forward"),
-    )
+    from .republish import RepublishError
+
+    try:
+        return Receiver(
+            secret,
+            audio_format=AudioFormat(sample_rate, channels),
+            consume=frozenset(),
+            out_dir=out_dir,
+            limits=limits_from(limit),
+            forwards=tunnels_from(forward, "--forward"),
+            republish=republish,
+        )
+    except RepublishError as exc:
+        raise click.BadParameter(str(exc), param_hint="--republish") from None
 
 
 @main.command()
@@ -98,13 +112,14 @@ def serve(
     channels: int,
     limit: tuple[str, ...],
     forward: tuple[str, ...],
+    republish: str | None,
     log_level: str,
     log_format: str,
 ) -> None:
     """Receive links pushed by edges (the edge's RELAY_UPSTREAM points here)."""
     setup_logging(log_level, log_format, (secret_from(secret),))
     host, port = parse_hostport(listen or f"0.0.0.0:{os.environ.get('PORT', '8000')}", 8000)
-    receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward)
+    receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward, republish)
     app = harden(web.Application(), receiver.limits)
     app.router.add_get(path, receiver.handler)
     common_routes(app, receiver.status, receiver.metrics.render, listener_token(host, secret))
@@ -146,12 +161,13 @@ def connect(
     channels: int,
     limit: tuple[str, ...],
     forward: tuple[str, ...],
+    republish: str | None,
     log_level: str,
     log_format: str,
 ) -> None:
     """Pull mode: dial the edge's /link (wss://EDGE/link) and receive its streams."""
     setup_logging(log_level, log_format, (secret_from(secret),))
-    receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward)
+    receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward, republish)
     runner: web.AppRunner | None = None
     task: asyncio.Task[None] | None = None
 

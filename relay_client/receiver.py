@@ -35,6 +35,7 @@ from relay_edge.transport import AiohttpTransport, Transport, TransportClosed
 from relay_edge.tunnel import TunnelMux
 
 from .decode import AudioFormat
+from .republish import DEFAULT_REPUBLISH_LIMITS, LocalPublish, RepublishLimits, Target
 from .stream import GapEvent, Stream
 
 log = logging.getLogger("relay_client")
@@ -44,7 +45,12 @@ AcceptHook = Callable[[Stream], "Awaitable[str | None] | str | None"]
 
 
 class Receiver:
-    """Receives streams from one or more edges and hands them to the app."""
+    """Receives streams from one or more edges and hands them to the app.
+
+    ``republish="rtmp://127.0.0.1:1935/live"`` also publishes every stream NAME to that RTMP server
+    as ``live/NAME`` (``{name}`` places it elsewhere), for apps that read from their own server;
+    see :mod:`relay_client.republish`.
+    """
 
     def __init__(
         self,
@@ -59,6 +65,8 @@ class Receiver:
         name: str | None = None,
         forwards: dict[str, tuple[str, int]] | None = None,
         patterns: tuple[str, ...] = (),
+        republish: str | None = None,
+        republish_limits: RepublishLimits = DEFAULT_REPUBLISH_LIMITS,
     ) -> None:
         self._secret = secret
         self.audio_format = audio_format or AudioFormat()
@@ -69,6 +77,9 @@ class Receiver:
         self.instance = secrets.token_hex(6)
         self.patterns = tuple(patterns)  # stream-name globs this app wants from edges (empty: all)
         self.forwards = dict(forwards or {})  # raw TCP tunnels: name -> local (host, port)
+        # The app's own RTMP server: every stream is published there as NAME (RepublishError if bad).
+        self.republish = Target.parse(republish) if republish else None
+        self.republish_limits = republish_limits
         self._on_stream = on_stream
         self._accept = accept
         self._verifier = ProofVerifier(secret, limits.auth_max_skew, limits.auth_max_remembered)
@@ -77,7 +88,9 @@ class Receiver:
         self.links: list[ClientLink] = []
         self.closing = False  # shutdown() started: no new links
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.metrics = Metrics("relay_client", self._gauges)
+        self.metrics = Metrics(
+            "relay_client", self._gauges, lambda: [s.info.codecs for s in self.live.values()]
+        )
         self._metered: dict[str, tuple[int, int, int, int]] = {}  # uid -> tags, bytes, gaps, gap tags counted
         self._rates: dict[str, list[tuple[float, int]]] = {}  # uid -> (time, bytes) at status reads
 
@@ -233,8 +246,14 @@ class Receiver:
             self.metrics.resumes.inc()
             log.info("stream %s resumed on a new link from seq %d", frame.name, frame.seq)
             return stream, None
+        local = LocalPublish(self.republish, frame.name, self.republish_limits) if self.republish else None
         stream = Stream(
-            frame, audio_format=self.audio_format, consume=self.consume, out_dir=self.out_dir, ack=self._ack
+            frame,
+            audio_format=self.audio_format,
+            consume=self.consume,
+            out_dir=self.out_dir,
+            ack=self._ack,
+            republish=local,
         )
         refusal = await self._ask_accept(stream)
         if refusal is not None:
@@ -285,6 +304,9 @@ class Receiver:
 
     async def _reap(self, stream: Stream) -> None:
         await stream.wait_ended()
+        local = getattr(stream, "republish", None)
+        if local is not None:
+            await local.close()
         self._meter(stream)
         self._metered.pop(stream.info.uid, None)
         self._rates.pop(stream.info.uid, None)
@@ -330,6 +352,7 @@ class Receiver:
                     "queued_batches": s.queued,
                     "link": "up" if any(s.info.uid in ln.sids for ln in self.links) else "down",
                     "resumed": s.info.resumed,
+                    "republish": s.republish.status() if getattr(s, "republish", None) else None,
                 }
                 for s in self.live.values()
             ],
@@ -339,7 +362,12 @@ class Receiver:
         return {
             "live_streams": ("Streams currently received", len(self.live)),
             "links": ("Links up", len(self.links)),
+            "republish_retrying": ("Streams whose --republish server is unreachable", self._retrying()),
         }
+
+    def _retrying(self) -> int:
+        publishes = (getattr(s, "republish", None) for s in self.live.values())
+        return sum(1 for p in publishes if p is not None and p.state == "retrying")
 
 
 class ClientLink:

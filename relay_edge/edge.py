@@ -135,6 +135,10 @@ class EdgeStream:
                 self.codecs["video"] = flv.video_codec(data)
         else:
             return
+        if flv.is_multitrack(tag_type, data) and flv.sequence_key(tag_type, data):
+            # Enhanced RTMP v2: a track's SequenceStart names its codec ("audio.1": "aac").
+            for key, codec in flv.track_codecs(tag_type, data).items():
+                self.codecs.setdefault(key, codec)
         if not self.ready and not flv.is_sequence_header(tag_type, data):
             self.ready = True
 
@@ -191,7 +195,7 @@ class Edge:
         self.rtmp_port = 0
         self.http_port = 0
         self.link_state: dict[str, str] = {url: "down" for url in config.upstreams}
-        self.metrics = Metrics("relay_edge", self._gauges)
+        self.metrics = Metrics("relay_edge", self._gauges, lambda: [s.codecs for s in self.streams.values()])
 
     # --- lifecycle ----------------------------------------------------------------------
 

@@ -105,6 +105,11 @@ class Limits:
     # reading that publisher until half has left, so TCP slows the publisher
     # instead of the buffer dropping tags. Never reached by real-time audio.
     pause_bytes: int = 2 * MIB
+    # Sequence starts kept per stream for a resume replay, one per track (Enhanced
+    # RTMP multitrack: up to 256 audio and 256 video tracks). Publishers use a few (a
+    # mix plus one per language); past this, a new track's sequence start still
+    # passes but is not kept, so a publisher can't make the edge hoard headers.
+    max_replay_tracks: int = 16
 
     # --- HTTP listeners (the edge's --http, the app's) ------------------------------------
     # Seconds from accept to a complete request head, and for a kept-alive connection

@@ -14,11 +14,14 @@ are kept aside (:attr:`Outbox.init`) so a fresh decoder can start mid-stream.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass
 
 from . import flv
 from .limits import DEFAULT_LIMITS, Limits
+
+log = logging.getLogger("relay_edge.outbox")
 
 # What one buffered tag costs beyond its encoded bytes (header + body): its _Entry, the
 # bytes object's own header, the arrival float, the seq and timestamp ints and its deque
@@ -88,6 +91,7 @@ class Outbox:
         self.dropped_bytes = 0
         # Latest metadata and codec configuration, replayed to a fresh decoder.
         self.init: dict[str, bytes] = {}
+        self.replay_tracks_full = False  # max_replay_tracks reached (logged once)
         self._tags: deque[_Entry] = deque()
         self._drops: deque[_Drop] = deque()
 
@@ -108,8 +112,17 @@ class Outbox:
     def _remember_init(self, tag_type: int, data: bytes, encoded: bytes) -> None:
         if tag_type == flv.SCRIPT and data[3:13] == b"onMetaData":
             self.init["metadata"] = encoded
-        elif flv.is_sequence_header(tag_type, data):
-            self.init["audio" if tag_type == flv.AUDIO else "video"] = encoded
+        elif key := flv.sequence_key(tag_type, data):  # one per track: "audio", "audio.1", "video"
+            tracks = len(self.init) - ("metadata" in self.init)
+            if key in self.init or tracks < self.limits.max_replay_tracks:
+                self.init[key] = encoded
+            elif not self.replay_tracks_full:
+                self.replay_tracks_full = True
+                log.warning(
+                    "max_replay_tracks: %d tracks' sequence starts kept; %s not kept for a resume",
+                    self.limits.max_replay_tracks,
+                    key,
+                )
 
     def _trim(self, now: float) -> None:
         """Drop the oldest whole tags while the buffer is over its bounds."""

@@ -56,6 +56,30 @@ CSID_STREAM_COMMAND = 8  # NetStream commands (publish, ...) from our client
 # What our connect answer claims; FMS 3 values, as nginx-rtmp and MediaMTX send.
 FMS_VERSION = "FMS/3,0,1,123"
 CAPABILITIES = 31
+
+# Enhanced RTMP v2, "Enhancing NetConnection connect Command". The edge forwards every
+# codec's bytes untouched, so it answers the wildcard with CanForward; it passes multitrack
+# bodies and parses ModEx, and sends no reconnect requests (capsEx bits 0x02 | 0x04).
+ENHANCED_KEYS = ("fourCcList", "videoFourCcInfoMap", "audioFourCcInfoMap", "capsEx")
+FOURCC_CAN_FORWARD = 0x04
+CAPS_EX = 0x02 | 0x04
+
+
+def enhanced_rtmp_answer(connect_props: dict[str, Any]) -> dict[str, Any]:
+    """What ``_result`` adds for a publisher that declared Enhanced RTMP in ``connect``; {} otherwise.
+
+    A legacy publisher gets the legacy answer, unchanged.
+    """
+    if not any(key in connect_props for key in ENHANCED_KEYS):
+        return {}
+    forward = {"*": float(FOURCC_CAN_FORWARD)}
+    answer: dict[str, Any] = {"videoFourCcInfoMap": forward, "audioFourCcInfoMap": dict(forward)}
+    answer["capsEx"] = float(CAPS_EX)
+    if "fourCcList" in connect_props:  # v1 clients read this one
+        answer["fourCcList"] = ["*"]
+    return answer
+
+
 OUT_CHUNK_SIZE = 4096  # what we ask peers to read our chunks with; nginx-rtmp's default
 
 SET_DATA_FRAME = "@setDataFrame"

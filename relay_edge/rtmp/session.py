@@ -304,6 +304,7 @@ class ServerSession:
         self._send(m.CSID_PROTOCOL, m.SET_CHUNK_SIZE, 0, m.u32(m.OUT_CHUNK_SIZE))
         self._writer.chunk_size = m.OUT_CHUNK_SIZE  # applies from the next message on
         properties = {"fmsVer": m.FMS_VERSION, "capabilities": float(m.CAPABILITIES)}
+        properties |= m.enhanced_rtmp_answer(props)
         info = m.status_info(
             "status", "NetConnection.Connect.Success", "Connection succeeded.", objectEncoding=encoding
         )

@@ -101,6 +101,36 @@ def test_connect_answer_is_what_ffmpeg_and_gstreamer_expect() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("declared", "answer"),
+    [
+        ({}, {}),  # legacy publishers get the legacy answer
+        (
+            {"fourCcList": ["av01", "hvc1", "Opus"]},
+            {
+                "fourCcList": ["*"],
+                "videoFourCcInfoMap": {"*": 4.0},
+                "audioFourCcInfoMap": {"*": 4.0},
+                "capsEx": 6.0,
+            },
+        ),
+        (
+            {"videoFourCcInfoMap": {"hvc1": 1.0}, "capsEx": 2.0},
+            {"videoFourCcInfoMap": {"*": 4.0}, "audioFourCcInfoMap": {"*": 4.0}, "capsEx": 6.0},
+        ),
+    ],
+)
+def test_connect_answers_enhanced_rtmp_with_forward_everything(
+    declared: dict[str, Any], answer: dict[str, Any]
+) -> None:
+    """Enhanced RTMP v2: the edge can forward any FourCC, passes multitrack and parses ModEx."""
+    server = ServerSession()
+    connect = Wire().command("connect", 1.0, {"app": "live", **declared})
+    server.receive_data(client_handshake() + connect)
+    result = commands(Tap()(server.data_to_send()))[0]
+    assert result.command_object == {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0, **answer}
+
+
 def test_release_fcpublish_create_and_publish_answers() -> None:
     server = ServerSession()
     wire = Wire()
