@@ -173,17 +173,18 @@ class Receiver:
         for link in list(self.links):
             await link.close()
 
-    def _verify(self, proof: str) -> None:
-        self._verifier.verify(proof, time.time(), role="edge")
+    def _verify(self, proof: str, target: str = "") -> None:
+        self._verifier.verify(proof, time.time(), role="edge", target=target)
 
     async def open_forward(self, name: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Raw TCP mode: connect a tunneled connection to the local address named ``name``."""
         host, port = self.forwards[name]
         return await asyncio.open_connection(host, port)
 
-    def verify_proof(self, proof: str) -> None:
-        """Check a dialing edge's proof header (raises AuthError): for endpoints on other servers."""
-        self._verify(proof)
+    def verify_proof(self, proof: str, target: str = "") -> None:
+        """Check a dialing edge's proof header for ``target`` (raises AuthError): for endpoints on
+        other servers; ``target`` is :func:`relay_edge.http.acceptor_target` of the request."""
+        self._verify(proof, target)
 
     # --- links ------------------------------------------------------------------------------
 
@@ -213,7 +214,7 @@ class Receiver:
             link = ClientLink(self, transport, peer)
             self.links.append(link)
             self.metrics.link_connects.inc()
-            log.info("link up: %s (edge %s)", transport.remote, peer.name or peer.instance)
+            log.info("link up: %s (edge %r)", transport.remote, peer.name or peer.instance)
             self._finish_gone(peer)
             try:
                 await link.run()

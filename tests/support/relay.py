@@ -25,7 +25,7 @@ from relay_edge.edge import Edge, EdgeConfig
 from relay_edge.http import common_routes
 from relay_edge.limits import DEFAULT_LIMITS, Limits
 
-SECRET = "test-secret-5f0c2a9e81d4"
+SECRET = "test-secret-5f0c2a9e81d4-3b7e6a1c90d2f4"  # at least 32 characters, as the CLIs require
 
 
 class Relay:
