@@ -102,7 +102,7 @@ class Proc:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.proc.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self.kill()
         assert self.proc.returncode is not None
         return self.proc.returncode
