@@ -56,6 +56,8 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
 # Async tests whose subject is not the event loop: one run on the stdlib loop is enough.
 SINGLE_LOOP = {
     "test_dashboard.py": "the subject is the page in chromium; its edge runs on both loops elsewhere",
+    "test_deploy.py": "the services are subprocesses, which pick their own loop (RELAY_LOOP)",
+    "test_cli_pull.py": "the CLIs are subprocesses, parametrized over RELAY_LOOP=uvloop/asyncio",
 }
 
 
