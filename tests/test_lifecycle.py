@@ -219,3 +219,27 @@ async def test_an_edge_restarted_mid_stream_ends_the_streams_it_lost(tmp_path: P
     assert stats["end_reason"] == "gone from the edge"
     assert stats["tags"] == 21
     assert stream.ended and len(app.opened) == 1
+
+
+async def test_an_app_shutting_down_refuses_new_links_in_both_modes(tmp_path: Path) -> None:
+    """After Receiver.shutdown() no link comes up: the edge's dial (push) and the app's own (pull)."""
+    async with App(tmp_path) as app:
+        await app.receiver.shutdown(timeout=0)
+        # Push: the edge dials the closing app through a proxy that counts connections.
+        async with TcpProxy(app.port) as proxy:
+            edge = Edge(config(upstreams=(app.url(proxy.port),), http_listen=("127.0.0.1", 0)))
+            await edge.start()
+            try:
+                await until(lambda: proxy.accepted and not proxy.connections, 10, "a push dial, closed")
+                assert not edge.links and not app.receiver.links
+                # Pull: the closing app dials the edge's /link; the link is dropped before any Hello.
+                async with TcpProxy(edge.http_port) as pull:
+                    dialer = asyncio.create_task(app.receiver.connect(f"ws://127.0.0.1:{pull.port}/link"))
+                    try:
+                        await until(lambda: pull.accepted and not pull.connections, 10, "a pull dial, closed")
+                        assert not edge.links and not app.receiver.links
+                    finally:
+                        dialer.cancel()
+                        await asyncio.gather(dialer, return_exceptions=True)
+            finally:
+                await edge.stop()
