@@ -74,6 +74,10 @@ class Receiver:
         self._verifier = ProofVerifier(secret, limits.auth_max_skew, limits.auth_max_remembered)
         self._new: asyncio.Queue[Stream] = asyncio.Queue()
         self.live: dict[str, Stream] = {}  # by uid
+        # Uids of streams that ended here, oldest first. An edge that lost the last acks with its
+        # link offers such a stream again; it must not start over (files hold it once). An edge
+        # holds at most max_streams streams, so that many recent ends cover what it can offer.
+        self.ended_uids: dict[str, None] = {}
         self.links: list[ClientLink] = []
         self.closing = False  # shutdown() started: no new links
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -284,6 +288,9 @@ class Receiver:
 
     async def _reap(self, stream: Stream) -> None:
         await stream.wait_ended()
+        self.ended_uids[stream.info.uid] = None
+        while len(self.ended_uids) > self.limits.max_streams:
+            del self.ended_uids[next(iter(self.ended_uids))]
         self._meter(stream)
         self._metered.pop(stream.info.uid, None)
         self._rates.pop(stream.info.uid, None)
@@ -441,6 +448,12 @@ class ClientLink:
     async def _open(self, frame: wire.Open) -> None:
         if frame.sid in self._streams:
             raise WireError(f"open for sid {frame.sid}, which is already open")
+        if frame.uid in self.receiver.ended_uids:
+            # Ended here; the edge missed our last acks. Done with it, not a new stream.
+            self._refused.add(frame.sid)
+            reject = wire.Reject(sid=frame.sid, code=wire.Code.DONE, reason="stream already ended here")
+            await self.transport.send(wire.encode(reject))
+            return
         stream, refusal = await self.receiver.open_stream(frame, self)
         if refusal is not None:
             log.warning("refused stream %s: %s", frame.name, refusal)

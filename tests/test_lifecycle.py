@@ -6,6 +6,7 @@ Each runs a real edge (and, where it matters, a real app) on loopback, on both e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -14,11 +15,16 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from websockets.asyncio.client import connect
 
 from relay_client import Receiver, Stream
-from relay_edge import flv, keys
+from relay_edge import flv, keys, wire
+from relay_edge.auth import PROOF_HEADER, make_proof
 from relay_edge.edge import Edge, EdgeConfig
 from relay_edge.http import common_routes
+from relay_edge.link import exchange_hello
+from relay_edge.transport import SUBPROTOCOL, WebsocketsTransport
+from tests.support import media
 from tests.support.net import TcpProxy, free_port, port_is_open
 from tests.support.raw import RtmpClient, wait_closed
 from tests.support.relay import SECRET, until, with_limits
@@ -243,3 +249,53 @@ async def test_an_app_shutting_down_refuses_new_links_in_both_modes(tmp_path: Pa
                         await asyncio.gather(dialer, return_exceptions=True)
             finally:
                 await edge.stop()
+
+
+async def fake_edge_link(app: App, uid: str, first_seq: int, tags: tuple[bytes, ...]) -> list[object]:
+    """One link from a hand-driven edge: Open ``uid`` at ``first_seq``, its tags from there, Close.
+
+    Returns the frames the app answered with, until it has nothing more to say (1 s of silence).
+    """
+    proof = make_proof(SECRET, "edge", time.time())
+    headers = {PROOF_HEADER: proof}
+    async with connect(app.url(), additional_headers=headers, subprotocols=[SUBPROTOCOL]) as conn:  # type: ignore[list-item]
+        link = WebsocketsTransport(conn, "fake edge")
+        held = (wire.ResumePoint(uid=uid, seq=len(tags)),)
+        hello = wire.Hello(wire.PROTOCOL_VERSION, "edge", "fake", streams=held, name="fake-edge")
+        await exchange_hello(link, hello, secret=SECRET, dialer_proof=proof, dialed=True, timeout=5)
+        header = flv.file_header(audio=True, video=False)
+        init = (flv.Tag(flv.AUDIO, 0, AAC_HEADER).encode(),)
+        frames: list[object] = [
+            wire.Open(
+                1, uid, "again", {}, {"audio": "aac"}, first_seq, first_seq > 1, header, "fake-edge", init
+            ),
+            wire.Data(1, first_seq, tags[first_seq - 1 :]),
+            wire.Close(1, "publisher: FCUnpublish", wire.Code.UNPUBLISHED),
+        ]
+        for frame in frames:
+            await link.send(wire.encode(frame))
+        answers: list[object] = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                answers += wire.decode_message(await asyncio.wait_for(link.recv(), 1.0))
+        return answers
+
+
+async def test_an_ended_uid_reopened_after_a_lost_ack_is_not_written_twice(tmp_path: Path) -> None:
+    """The app ended a stream and acked its tail, but the ack was lost with the link: the edge offers
+    the uid again from an older seq. The app must say it is done with it, not start it over and
+    append the tail to the files a second time."""
+    tags = tuple(flv.Tag(flv.AUDIO, 23 * i, aac(i)).encode() for i in range(10))
+    async with App(tmp_path) as app:
+        first = await fake_edge_link(app, "fake-1", 1, tags)
+        assert first == [wire.Accept(1), wire.Ack(1, 10)]
+        await until(lambda: app.stats("again") is not None, 5, "again.json")
+        before = app.stats("again")
+        # The edge never saw that Ack: it offers the last three tags again, then the Close.
+        again = await fake_edge_link(app, "fake-1", 8, tags)
+        assert [type(f).__name__ for f in again] == ["Reject"]
+        assert (again[0].sid, again[0].code) == (1, wire.Code.DONE)  # type: ignore[attr-defined]
+        assert len(app.opened) == 1
+    assert app.stats("again") == before  # NAME.json untouched: one stream, 10 tags
+    assert before is not None and (before["tags"], before["streams"]) == (10, 1)
+    assert media.audio_payloads(tmp_path / "again.flv") == [AAC_HEADER, *(aac(i) for i in range(10))]
