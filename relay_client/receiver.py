@@ -74,7 +74,7 @@ class Receiver:
         self._verifier = ProofVerifier(secret, limits.auth_max_skew, limits.auth_max_remembered)
         self._new: asyncio.Queue[Stream] = asyncio.Queue()
         self.live: dict[str, Stream] = {}  # by uid
-        # Uids of streams that ended here, oldest first. An edge that lost the last acks with its
+        # Uids of streams the edge closed, oldest first. An edge that lost the last acks with its
         # link offers such a stream again; it must not start over (files hold it once). An edge
         # holds at most max_streams streams, so that many recent ends cover what it can offer.
         self.ended_uids: dict[str, None] = {}
@@ -228,6 +228,12 @@ class Receiver:
                 log.warning("stream %s: edge %s no longer has it; ending it", stream.info.name, peer.name)
                 stream.end("gone from the edge")
 
+    def _ended_at_edge(self, uid: str) -> None:
+        """The edge closed stream ``uid``: remember it, so an Open for it again is answered "done"."""
+        self.ended_uids[uid] = None
+        while len(self.ended_uids) > self.limits.max_streams:
+            del self.ended_uids[next(iter(self.ended_uids))]
+
     async def open_stream(self, frame: wire.Open, link: ClientLink) -> tuple[Stream, str | None]:
         """A stream opened on ``link``: the existing object on a resume, else a new one."""
         stream = self.live.get(frame.uid)
@@ -288,9 +294,6 @@ class Receiver:
 
     async def _reap(self, stream: Stream) -> None:
         await stream.wait_ended()
-        self.ended_uids[stream.info.uid] = None
-        while len(self.ended_uids) > self.limits.max_streams:
-            del self.ended_uids[next(iter(self.ended_uids))]
         self._meter(stream)
         self._metered.pop(stream.info.uid, None)
         self._rates.pop(stream.info.uid, None)
@@ -434,6 +437,7 @@ class ClientLink:
             stream = self._streams.pop(frame.sid, None)
             if stream is not None:
                 stream.end(frame.reason)
+                self.receiver._ended_at_edge(stream.info.uid)
                 # Keep the sid until the pipeline has acked the tail: the edge frees an
                 # ended stream only once everything up to its Close is acknowledged.
                 self.receiver._spawn(self._forget_when_ended(stream, frame.sid))
