@@ -85,6 +85,10 @@ class Receiver:
         self._verifier = ProofVerifier(secret, limits.auth_max_skew, limits.auth_max_remembered)
         self._new: asyncio.Queue[Stream] = asyncio.Queue()
         self.live: dict[str, Stream] = {}  # by uid
+        # Uids of streams the edge closed, oldest first. An edge that lost the last acks with its
+        # link offers such a stream again; it must not start over (files hold it once). An edge
+        # holds at most max_streams streams, so that many recent ends cover what it can offer.
+        self.ended_uids: dict[str, None] = {}
         self.links: list[ClientLink] = []
         self.closing = False  # shutdown() started: no new links
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -237,6 +241,12 @@ class Receiver:
             if stream.info.edge == peer.name and stream.info.uid not in listed and not stream.ended:
                 log.warning("stream %s: edge %s no longer has it; ending it", stream.info.name, peer.name)
                 stream.end("gone from the edge")
+
+    def _ended_at_edge(self, uid: str) -> None:
+        """The edge closed stream ``uid``: remember it, so an Open for it again is answered "done"."""
+        self.ended_uids[uid] = None
+        while len(self.ended_uids) > self.limits.max_streams:
+            del self.ended_uids[next(iter(self.ended_uids))]
 
     async def open_stream(self, frame: wire.Open, link: ClientLink) -> tuple[Stream, str | None]:
         """A stream opened on ``link``: the existing object on a resume, else a new one."""
@@ -456,6 +466,7 @@ class ClientLink:
             stream = self._streams.pop(frame.sid, None)
             if stream is not None:
                 stream.end(frame.reason)
+                self.receiver._ended_at_edge(stream.info.uid)
                 # Keep the sid until the pipeline has acked the tail: the edge frees an
                 # ended stream only once everything up to its Close is acknowledged.
                 self.receiver._spawn(self._forget_when_ended(stream, frame.sid))
@@ -470,6 +481,12 @@ class ClientLink:
     async def _open(self, frame: wire.Open) -> None:
         if frame.sid in self._streams:
             raise WireError(f"open for sid {frame.sid}, which is already open")
+        if frame.uid in self.receiver.ended_uids:
+            # Ended here; the edge missed our last acks. Done with it, not a new stream.
+            self._refused.add(frame.sid)
+            reject = wire.Reject(sid=frame.sid, code=wire.Code.DONE, reason="stream already ended here")
+            await self.transport.send(wire.encode(reject))
+            return
         stream, refusal = await self.receiver.open_stream(frame, self)
         if refusal is not None:
             log.warning("refused stream %s: %s", frame.name, refusal)

@@ -201,6 +201,16 @@ class Edge:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Listen and dial; if any step fails, close what the earlier steps opened, then raise."""
+        try:
+            await self._start()
+        except BaseException:
+            # A half-started edge would keep its RTMP port bound: publishers would connect to
+            # an edge with no link and the next start in this process could not bind.
+            await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         host, port = self.config.rtmp_listen
         self._rtmp_server = await loop.create_server(
