@@ -97,7 +97,7 @@ def serve(
     receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward)
     app = web.Application()
     app.router.add_get(path, receiver.handler)
-    common_routes(app, receiver.status, receiver.metrics.render)
+    common_routes(app, receiver.status, receiver.metrics.render, receiver.unhealthy)
     runner = web.AppRunner(app, access_log=None)
 
     async def start() -> None:
@@ -149,7 +149,7 @@ def connect(
         nonlocal runner, task
         if http_listen:
             app = web.Application()
-            common_routes(app, receiver.status, receiver.metrics.render)
+            common_routes(app, receiver.status, receiver.metrics.render, receiver.unhealthy)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, *parse_hostport(http_listen, 8000), reuse_address=True).start()

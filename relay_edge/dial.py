@@ -4,6 +4,17 @@ Same loop for both: prove the secret in a header, hand the connection to the
 caller's ``run_link``, and when it ends redial with exponential backoff and
 jitter, at once if the peer said it is restarting (close codes 1001/1012, what
 Render and Fly proxies send on a deploy).
+
+No exception from one attempt ends the loop. Failures the network and platform
+fronts produce (refused, reset, 502/503, a close during the opening handshake, a
+timeout) are logged once per kind with what to do, counted in
+``link_failures_total{reason}``, and retried. Anything else is a bug: it goes to
+``on_error`` (the process's :class:`~relay_edge.supervise.Supervisor`: ERROR with
+traceback, ``task_failures_total``, /healthz) and is retried with backoff too.
+
+Redirects are not followed by websockets; this loop reports them as what they are,
+and follows only one that upgrades ``ws://`` to ``wss://`` on the same host and path
+(Render answers ``301`` to ``https://`` for every ``ws://`` request).
 """
 
 from __future__ import annotations
@@ -11,27 +22,55 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import ssl
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, WebSocketException
 
 from . import tls
 from .auth import PROOF_HEADER, make_proof
 from .errors import AuthError, ProtocolError
 from .limits import Limits
+from .supervise import BACKOFF_FIRST, BACKOFF_MAX, Backoff, Rand, Sleep
 from .transport import SUBPROTOCOL, TransportClosed, WebsocketsTransport
 
 log = logging.getLogger("relay_edge.dial")
 
 # Close codes for "going away / service restart": redial at once.
 RESTART_CODES = (1001, 1012)
-BACKOFF_FIRST = 0.25
-BACKOFF_MAX = 10.0
+__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "RESTART_CODES", "classify", "dial_forever", "upgrade_target"]
+
+# A link that stayed up this long was sound: the next redial starts the backoff over. Shorter
+# links (accepted, then dropped or failed at once) keep the backoff growing, so a peer that
+# flaps, or a bug that ends every link, is not redialled in a hot loop.
+STABLE_LINK = 5.0
 
 RunLink = Callable[[WebsocketsTransport, str], Awaitable[None]]
+
+# What one attempt may fail with that is the network's or the peer's doing, not a bug.
+# asyncio.TimeoutError is not the builtin TimeoutError before Python 3.11.
+EXPECTED = (
+    OSError,
+    EOFError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    WebSocketException,
+    TransportClosed,
+    ProtocolError,
+    AuthError,
+)
+
+
+class _connect(connect):
+    """websockets' ``connect`` minus its own redirect following (which would carry the proof
+    header to wherever a front points); :func:`dial_forever` decides what a redirect means."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
 
 
 def safe_url(url: str) -> str:
@@ -44,6 +83,99 @@ def ssl_context(url: str, ca_file: str | None) -> ssl.SSLContext | None:
     return tls.client_context(ca_file) if url.startswith("wss://") else None
 
 
+def redirect_location(exc: BaseException) -> tuple[int, str] | None:
+    """(status, absolute Location) if ``exc`` is a 3xx answer to the upgrade, else None."""
+    if not isinstance(exc, InvalidStatus) or not 300 <= exc.response.status_code < 400:
+        return None
+    return exc.response.status_code, exc.response.headers.get("Location", "")
+
+
+def upgrade_target(url: str, location: str) -> str | None:
+    """The wss:// URL to follow a redirect to, if it only upgrades ``url`` from ws:// to TLS.
+
+    Same host and path (the port may change: 80 becomes 443); our query string is kept.
+    Anything else (another host or path, a downgrade) is None: not followed.
+    """
+    ours = urllib.parse.urlsplit(url)
+    theirs = urllib.parse.urlsplit(urllib.parse.urljoin(url.replace("ws", "http", 1), location))
+    if ours.scheme != "ws" or theirs.scheme not in ("https", "wss"):
+        return None
+    if theirs.hostname != ours.hostname or theirs.path != ours.path:
+        return None
+    return urllib.parse.urlunsplit(("wss", theirs.netloc, ours.path, ours.query, ""))
+
+
+def _as_ws(location: str) -> str:
+    """``https://app/relay`` → ``wss://app/relay``: what to put in the URL setting instead."""
+    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
+        if location.startswith(http):
+            return ws + location[len(http) :]
+    return location
+
+
+def classify(exc: BaseException, limits: Limits) -> tuple[str, str]:
+    """(``link_failures_total`` reason, what happened and what to do) for an expected failure."""
+    if (redirect := redirect_location(exc)) is not None:
+        status, location = redirect
+        where = safe_url(_as_ws(location)) or "?"
+        return (
+            "redirect",
+            f"the app answered {status} to {safe_url(location) or '(no Location)'}: use {where}",
+        )
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        hint = {
+            401: "the secrets differ: give both sides the same RELAY_SECRET",
+            403: "refused by the app or a firewall in front of it",
+            404: "wrong path: the URL must end in the app's --path (default /relay) or the edge's /link",
+            502: "the platform's proxy has no app behind it (deploying, restarting or waking: normal for "
+            "up to a minute)",
+            503: "the app is not ready (deploying, restarting or waking: normal for up to a minute)",
+        }.get(status, "not an rtmp-relay endpoint, or one in trouble")
+        return f"http_{status}", f"server rejected WebSocket connection: HTTP {status} ({hint})"
+    if isinstance(exc, TransportClosed):
+        return "closed", str(exc)
+    if isinstance(exc, (ConnectionClosed, EOFError)) or (
+        isinstance(exc, InvalidHandshake) and "did not receive a valid HTTP response" in str(exc)
+    ):
+        # uvloop raises ConnectionClosedError here, asyncio InvalidMessage: the same event.
+        return "closed_in_handshake", (
+            f"the connection closed before the WebSocket upgrade was answered ({exc}): a front with no "
+            "app behind it (restarting), or not an rtmp-relay endpoint"
+        )
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return "timeout", (
+            f"no answer within handshake_timeout={limits.handshake_timeout:g} s ({exc or 'timed out'}): "
+            "the app or a front is stalled, or a firewall drops the traffic"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            "tls",
+            f"{exc}: the app's certificate is not trusted (--ca-file / RELAY_CA_FILE for a private CA)",
+        )
+    if isinstance(exc, ssl.SSLError):
+        return "tls", f"TLS failed: {exc} (is the URL's port really TLS? ws:// vs wss://)"
+    if isinstance(exc, socket.gaierror):
+        return "dns", f"{exc}: the host name in the URL does not resolve"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused", f"{exc}: nothing listens there (app down or restarting, or a wrong port)"
+    if isinstance(exc, ConnectionResetError):
+        return "reset", f"{exc}: the connection was reset (a proxy or the app dropped it)"
+    if isinstance(exc, AuthError):
+        return "auth", f"{exc}: the secrets differ (RELAY_SECRET) or a clock is off"
+    if isinstance(exc, ProtocolError):
+        return "protocol", str(exc)
+    if isinstance(exc, InvalidHandshake):
+        return "handshake", f"{exc}: not an rtmp-relay endpoint"
+    if isinstance(exc, WebSocketException):
+        return "websocket", str(exc)
+    return "network", str(exc) or type(exc).__name__
+
+
+def _log_unexpected(exc: Exception) -> None:
+    log.error("link attempt failed unexpectedly: %r", exc, exc_info=exc)
+
+
 async def dial_forever(
     url: str,
     *,
@@ -54,18 +186,28 @@ async def dial_forever(
     ca_file: str | None = None,
     on_state: Callable[[str], None] = lambda state: None,
     on_failure: Callable[[str], None] = lambda kind: None,
+    on_error: Callable[[Exception], None] = _log_unexpected,
+    sleep: Sleep = asyncio.sleep,
+    rand: Rand = random.uniform,
 ) -> None:
-    """Dial ``url`` until cancelled; ``run_link(transport, proof)`` pumps each connected link."""
-    delay = 0.0
+    """Dial ``url`` until cancelled; ``run_link(transport, proof)`` pumps each connected link.
+
+    ``on_failure(reason)`` is called for every failed attempt or ended link, ``on_error(exc)``
+    for an exception that is nobody's expected failure (a bug). ``sleep`` and ``rand`` are
+    the backoff's clock and jitter, injectable for tests.
+    """
+    backoff = Backoff(rand=rand)
     ctx = ssl_context(url, ca_file)
     shown = safe_url(url)
+    said: set[str] = set()  # failure kinds logged since the link was last up
+    failed = 0
     while True:
-        if delay:
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
         on_state("connecting")
         proof = make_proof(secret, role, time.time())
+        redial_now = False
+        up_at: float | None = None
         try:
-            async with connect(
+            async with _connect(
                 url,
                 additional_headers={PROOF_HEADER: proof},
                 subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
@@ -77,19 +219,45 @@ async def dial_forever(
                 proxy=None,
             ) as conn:
                 on_state("up")
-                delay = 0.0
+                up_at = time.monotonic()
+                if failed:
+                    log.info("link to %s connected after %d failed attempts", shown, failed)
+                said.clear()
+                failed = 0
                 await run_link(WebsocketsTransport(conn, shown), proof)
         except asyncio.CancelledError:
             raise
-        except TransportClosed as exc:
-            log.warning("link to %s closed: %s", shown, exc)
-            on_failure("closed")
-            if exc.code in RESTART_CODES:
-                delay = 0.0
-                continue
-        except (OSError, InvalidHandshake, InvalidStatus, ProtocolError, AuthError, TimeoutError) as exc:
-            log.warning("link to %s failed: %s", shown, exc)
-            on_failure(type(exc).__name__)
+        except EXPECTED as exc:
+            location = redirect_location(exc)
+            target = upgrade_target(url, location[1]) if location else None
+            if target is not None:
+                log.warning(
+                    "the app answered %d to %s: following it, dialing %s from now on "
+                    "(set the URL to it to skip the redirect)",
+                    location[0],  # type: ignore[index]
+                    safe_url(location[1]),  # type: ignore[index]
+                    safe_url(target),
+                )
+                url, ctx, shown = target, ssl_context(target, ca_file), safe_url(target)
+                redial_now = True
+            else:
+                kind, text = classify(exc, limits)
+                on_failure(kind)
+                if isinstance(exc, TransportClosed):
+                    log.warning("link to %s closed: %s", shown, exc)
+                    redial_now = exc.code in RESTART_CODES
+                else:
+                    failed += 1
+                    level = logging.WARNING if kind not in said else logging.DEBUG
+                    said.add(kind)
+                    log.log(level, "link to %s failed: %s; retrying", shown, text)
+        except Exception as exc:
+            failed += 1
+            on_failure("unexpected")
+            on_error(exc)
         finally:
             on_state("down")
-        delay = min(max(delay * 2, BACKOFF_FIRST), BACKOFF_MAX)
+        if up_at is not None and time.monotonic() - up_at >= STABLE_LINK:
+            backoff.reset()
+        if not redial_now:
+            await sleep(backoff.next())

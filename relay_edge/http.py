@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -37,10 +39,23 @@ async def dashboard_handler(_: web.Request) -> web.Response:
     )
 
 
-def common_routes(app: web.Application, status: object, metrics: object) -> None:
-    """``/healthz``, ``/api/rtmp/status``, ``/metrics`` and the dashboard at ``/``, the same on both sides."""
+def common_routes(
+    app: web.Application,
+    status: object,
+    metrics: object,
+    health: Callable[[], list[str]] | None = None,
+) -> None:
+    """``/healthz``, ``/api/rtmp/status``, ``/metrics`` and the dashboard at ``/``, the same on both sides.
+
+    ``/healthz`` answers 200 ``ok``, or 503 with one line per problem while ``health()``
+    lists any (a background task that keeps failing): Fly, Render and systemd then restart
+    the process.
+    """
 
     async def healthz(_: web.Request) -> web.Response:
+        problems = health() if health is not None else []
+        if problems:
+            return web.Response(status=503, text="unhealthy\n" + "".join(f"{p}\n" for p in problems))
         return web.Response(text="ok\n")
 
     async def status_handler(_: web.Request) -> web.Response:
@@ -73,6 +88,10 @@ async def accept_link(
     return ws, proof
 
 
+# How a link ends without anyone's bug. asyncio.TimeoutError is not TimeoutError before 3.11.
+LINK_ENDED = (TransportClosed, ProtocolError, AuthError, TimeoutError, asyncio.TimeoutError, ConnectionError)
+
+
 def close_code_for(exc: BaseException) -> int:
     """The WebSocket status a link ended by ``exc`` closes with (docs/PROTOCOL.md, Transport).
 
@@ -90,7 +109,7 @@ def close_code_for(exc: BaseException) -> int:
 
 def edge_app(edge: Edge) -> web.Application:
     app = web.Application()
-    common_routes(app, edge.status, edge.metrics.render)
+    common_routes(app, edge.status, edge.metrics.render, edge.unhealthy)
 
     async def link(request: web.Request) -> web.StreamResponse:
         accepted = await accept_link(request, edge.verify_link_proof, edge.limits.ws_max_message)
@@ -101,10 +120,14 @@ def edge_app(edge: Edge) -> web.Application:
         transport = AiohttpTransport(ws, f"{request.remote} (pull)")
         try:
             await edge.run_link(transport, dialer_proof=proof, dialed=False)
-        except (TransportClosed, ProtocolError, AuthError, TimeoutError, ConnectionError) as exc:
+        except LINK_ENDED as exc:
             log.warning("link from %s ended: %s", request.remote, exc)
             with contextlib.suppress(Exception):
                 await transport.close(close_code_for(exc), str(exc))
+        except Exception as exc:  # a bug: logged with its traceback and counted; only this link ends
+            edge.supervisor.report("link (pull)", exc)
+            with contextlib.suppress(Exception):
+                await transport.close(1011, f"internal error: {type(exc).__name__}")
         finally:
             await ws.close()
         return ws

@@ -94,6 +94,15 @@ class Limits:
     # second for the 2 * auth_max_skew window is 120 entries.
     auth_max_remembered: int = 4096
 
+    # --- Background tasks (dialers, the pull-mode connect loop, the sweep) ------------------
+    # /healthz answers 503 once a task has failed unexpectedly more than
+    # task_failures_unhealthy times within task_failure_window seconds, so the platform
+    # restarts the process. Restarts back off to 10 s, so a task failing on every try fails
+    # ~9 times a minute and trips this within ~10 s; one odd exception never restarts an
+    # edge that holds streams. Expected link failures (app asleep, 502) never count.
+    task_failures_unhealthy: int = 5
+    task_failure_window: float = 60.0
+
     # --- msgpack frames on the link ----------------------------------------------------
     # Longest string anywhere in a frame. Strings carry ids, names, reasons and the
     # publisher's connect fields, which the edge read as AMF strings, so this

@@ -65,6 +65,11 @@ class Metrics:
         self.protocol_errors = counter(
             "protocol_errors", "Connections closed for a protocol error", ("kind",)
         )
+        self.task_failures = counter(
+            "task_failures",
+            "Unexpected exceptions in long-lived tasks (logged, task restarted)",
+            ("task", "kind"),
+        )
         r.register(_Gauges(prefix, gauges))
 
     def limit_breach(self, limit: str) -> None:
