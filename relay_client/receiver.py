@@ -26,6 +26,7 @@ from aiohttp import web
 
 from relay_edge import wire
 from relay_edge.auth import ProofVerifier
+from relay_edge.dial import classify
 from relay_edge.errors import WireError
 from relay_edge.http import LINK_ENDED, accept_link, close_code_for
 from relay_edge.limits import DEFAULT_LIMITS, Limits
@@ -224,7 +225,7 @@ class Receiver:
                 self.links.remove(link)
         except LINK_ENDED as exc:
             log.warning("link %s ended: %s", transport.remote, exc)
-            self.metrics.link_failures.labels(type(exc).__name__).inc()
+            self.metrics.link_failures.labels(classify(exc, self.limits)[0]).inc()
             with contextlib.suppress(Exception):  # tell the peer why: 1002/1009 with the error
                 await transport.close(close_code_for(exc), str(exc))
         except Exception as exc:  # a bug (the app's accept hook, ours): this link ends, the next one comes

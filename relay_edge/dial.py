@@ -113,14 +113,17 @@ def _as_ws(location: str) -> str:
     return location
 
 
-def classify(exc: BaseException, limits: Limits) -> tuple[str, str]:
-    """(``link_failures_total`` reason, what happened and what to do) for an expected failure."""
+def classify(exc: BaseException, limits: Limits, peer: str = "the app") -> tuple[str, str]:
+    """(``link_failures_total`` reason, what happened and what to do) for an expected failure.
+
+    ``peer`` names who was dialed in the message: "the app" (push) or "the edge" (pull).
+    """
     if (redirect := redirect_location(exc)) is not None:
         status, location = redirect
         where = safe_url(_as_ws(location)) or "?"
         return (
             "redirect",
-            f"the app answered {status} to {safe_url(location) or '(no Location)'}: use {where}",
+            f"{peer} answered {status} to {safe_url(location) or '(no Location)'}: use {where}",
         )
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
@@ -128,11 +131,11 @@ def classify(exc: BaseException, limits: Limits) -> tuple[str, str]:
             401: "the secrets differ: give both sides the same RELAY_SECRET",
             403: "refused by the app or a firewall in front of it",
             404: "wrong path: the URL must end in the app's --path (default /relay) or the edge's /link",
-            502: "the platform's proxy has no app behind it (deploying, restarting or waking: normal for "
-            "up to a minute)",
+            502: "the platform's proxy has no app behind it (deploying, restarting or waking: normal "
+            "for up to a minute)",
             503: "the app is not ready (deploying, restarting or waking: normal for up to a minute)",
         }.get(status, "not an rtmp-relay endpoint, or one in trouble")
-        return f"http_{status}", f"server rejected WebSocket connection: HTTP {status} ({hint})"
+        return f"http_{status}", f"server rejected WebSocket connection: HTTP {status}: {hint}"
     if isinstance(exc, TransportClosed):
         return "closed", str(exc)
     if isinstance(exc, (ConnectionClosed, EOFError)) or (
@@ -143,6 +146,8 @@ def classify(exc: BaseException, limits: Limits) -> tuple[str, str]:
             f"the connection closed before the WebSocket upgrade was answered ({exc}): a front with no "
             "app behind it (restarting), or not an rtmp-relay endpoint"
         )
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and str(exc).startswith("ping_timeout"):
+        return "timeout", f"{exc}: the link went silent (half-open: a NAT, proxy or peer dropped it)"
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return "timeout", (
             f"no answer within handshake_timeout={limits.handshake_timeout:g} s ({exc or 'timed out'}): "
@@ -197,6 +202,7 @@ async def dial_forever(
     the backoff's clock and jitter, injectable for tests.
     """
     backoff = Backoff(rand=rand)
+    peer = "the app" if role == "edge" else "the edge"
     ctx = ssl_context(url, ca_file)
     shown = safe_url(url)
     said: set[str] = set()  # failure kinds logged since the link was last up
@@ -215,6 +221,7 @@ async def dial_forever(
                 compression=None,
                 ping_interval=None,  # our own ping frames carry liveness, on both sides
                 open_timeout=limits.handshake_timeout,
+                close_timeout=limits.close_timeout,
                 ssl=ctx,
                 proxy=None,
             ) as conn:
@@ -224,7 +231,11 @@ async def dial_forever(
                     log.info("link to %s connected after %d failed attempts", shown, failed)
                 said.clear()
                 failed = 0
-                await run_link(WebsocketsTransport(conn, shown), proof)
+                try:
+                    await run_link(WebsocketsTransport(conn, shown), proof)
+                except (TimeoutError, asyncio.TimeoutError):
+                    conn.transport.abort()  # silent past ping_timeout: a dead peer never answers a close
+                    raise
         except asyncio.CancelledError:
             raise
         except EXPECTED as exc:
@@ -232,8 +243,9 @@ async def dial_forever(
             target = upgrade_target(url, location[1]) if location else None
             if target is not None:
                 log.warning(
-                    "the app answered %d to %s: following it, dialing %s from now on "
+                    "%s answered %d to %s: following it, dialing %s from now on "
                     "(set the URL to it to skip the redirect)",
+                    peer,
                     location[0],  # type: ignore[index]
                     safe_url(location[1]),  # type: ignore[index]
                     safe_url(target),
@@ -241,7 +253,7 @@ async def dial_forever(
                 url, ctx, shown = target, ssl_context(target, ca_file), safe_url(target)
                 redial_now = True
             else:
-                kind, text = classify(exc, limits)
+                kind, text = classify(exc, limits, peer)
                 on_failure(kind)
                 if isinstance(exc, TransportClosed):
                     log.warning("link to %s closed: %s", shown, exc)

@@ -89,6 +89,10 @@ class Limits:
     # Application-level ping interval and the silence after which a link is dead.
     ping_interval: float = 5.0
     ping_timeout: float = 15.0
+    # Seconds the dialer waits for the peer's answer to its WebSocket close. A live peer answers
+    # within a round trip; a dead one (half-open) never does, and the redial waits for this
+    # (the websockets default, 10 s, added that much to every half-open recovery).
+    close_timeout: float = 2.0
     # Link proofs remembered for replay detection at once. Only proofs with a
     # good signature are stored, so filling this takes the secret; a link every
     # second for the 2 * auth_max_skew window is 120 entries.

@@ -155,6 +155,8 @@ class FaultFront(TcpProxy):
                 self.bytes_up += len(data)
             else:
                 self.bytes_down += len(data)
+        if conn.black_hole:
+            return  # nor does a FIN get through
         if writer.can_write_eof() and not writer.transport.is_closing():
             writer.write_eof()
 
