@@ -44,11 +44,6 @@ log = logging.getLogger("relay_edge.dial")
 RESTART_CODES = (1001, 1012)
 __all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "RESTART_CODES", "classify", "dial_forever", "upgrade_target"]
 
-# A link that stayed up this long was sound: the next redial starts the backoff over. Shorter
-# links (accepted, then dropped or failed at once) keep the backoff growing, so a peer that
-# flaps, or a bug that ends every link, is not redialled in a hot loop.
-STABLE_LINK = 5.0
-
 RunLink = Callable[[WebsocketsTransport, str], Awaitable[None]]
 
 # What one attempt may fail with that is the network's or the peer's doing, not a bug.
@@ -269,7 +264,10 @@ async def dial_forever(
             on_error(exc)
         finally:
             on_state("down")
-        if up_at is not None and time.monotonic() - up_at >= STABLE_LINK:
+        # A link that lived through a ping interval was sound: the backoff starts over. Shorter
+        # ones (accepted, then dropped or failed at once) keep it growing, so a peer that flaps,
+        # or a bug that ends every link, is not redialled in a hot loop.
+        if up_at is not None and time.monotonic() - up_at >= limits.ping_interval:
             backoff.reset()
         if not redial_now:
             await sleep(backoff.next())
