@@ -176,6 +176,55 @@ def _log_unexpected(exc: Exception) -> None:
     log.error("link attempt failed unexpectedly: %r", exc, exc_info=exc)
 
 
+class _Target:
+    """What the dial loop carries between attempts: where it dials (after a followed redirect),
+    and which failure kinds it already logged since the link was last up."""
+
+    def __init__(self, url: str, ca_file: str | None, role: str, limits: Limits) -> None:
+        self.ca_file = ca_file
+        self.peer = "the app" if role == "edge" else "the edge"
+        self.limits = limits
+        self.said: set[str] = set()
+        self.failed = 0
+        self.go(url)
+
+    def go(self, url: str) -> None:
+        self.url, self.ctx, self.shown = url, ssl_context(url, ca_file=self.ca_file), safe_url(url)
+
+    def connected(self) -> None:
+        if self.failed:
+            log.info("link to %s connected after %d failed attempts", self.shown, self.failed)
+        self.said.clear()
+        self.failed = 0
+
+    def failed_with(self, exc: BaseException, on_failure: Callable[[str], None]) -> bool:
+        """Log and count an expected failure; True to redial at once (restart close, followed redirect)."""
+        location = redirect_location(exc)
+        target = upgrade_target(self.url, location[1]) if location else None
+        if location and target:
+            status, where = location
+            log.warning(
+                "%s answered %d to %s: following it, dialing %s from now on (set the URL to it to skip "
+                "the redirect)",
+                self.peer,
+                status,
+                safe_url(where),
+                safe_url(target),
+            )
+            self.go(target)
+            return True
+        kind, text = classify(exc, self.limits, self.peer)
+        on_failure(kind)
+        if isinstance(exc, TransportClosed):
+            log.warning("link to %s closed: %s", self.shown, exc)
+            return exc.code in RESTART_CODES
+        self.failed += 1
+        log.log(logging.DEBUG if kind in self.said else logging.WARNING,
+                "link to %s failed: %s; retrying", self.shown, text)  # fmt: skip
+        self.said.add(kind)
+        return False
+
+
 async def dial_forever(
     url: str,
     *,
@@ -197,19 +246,15 @@ async def dial_forever(
     the backoff's clock and jitter, injectable for tests.
     """
     backoff = Backoff(rand=rand)
-    peer = "the app" if role == "edge" else "the edge"
-    ctx = ssl_context(url, ca_file)
-    shown = safe_url(url)
-    said: set[str] = set()  # failure kinds logged since the link was last up
-    failed = 0
+    target = _Target(url, ca_file, role, limits)
     while True:
         on_state("connecting")
-        proof = make_proof(secret, role, time.time())
         redial_now = False
         up_at: float | None = None
         try:
+            proof = make_proof(secret, role, time.time())
             async with _connect(
-                url,
+                target.url,
                 additional_headers={PROOF_HEADER: proof},
                 subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                 max_size=limits.ws_max_message,
@@ -217,49 +262,23 @@ async def dial_forever(
                 ping_interval=None,  # our own ping frames carry liveness, on both sides
                 open_timeout=limits.handshake_timeout,
                 close_timeout=limits.close_timeout,
-                ssl=ctx,
+                ssl=target.ctx,
                 proxy=None,
             ) as conn:
                 on_state("up")
                 up_at = time.monotonic()
-                if failed:
-                    log.info("link to %s connected after %d failed attempts", shown, failed)
-                said.clear()
-                failed = 0
+                target.connected()
                 try:
-                    await run_link(WebsocketsTransport(conn, shown), proof)
+                    await run_link(WebsocketsTransport(conn, target.shown), proof)
                 except (TimeoutError, asyncio.TimeoutError):
                     conn.transport.abort()  # silent past ping_timeout: a dead peer never answers a close
                     raise
         except asyncio.CancelledError:
             raise
         except EXPECTED as exc:
-            location = redirect_location(exc)
-            target = upgrade_target(url, location[1]) if location else None
-            if target is not None:
-                log.warning(
-                    "%s answered %d to %s: following it, dialing %s from now on "
-                    "(set the URL to it to skip the redirect)",
-                    peer,
-                    location[0],  # type: ignore[index]
-                    safe_url(location[1]),  # type: ignore[index]
-                    safe_url(target),
-                )
-                url, ctx, shown = target, ssl_context(target, ca_file), safe_url(target)
-                redial_now = True
-            else:
-                kind, text = classify(exc, limits, peer)
-                on_failure(kind)
-                if isinstance(exc, TransportClosed):
-                    log.warning("link to %s closed: %s", shown, exc)
-                    redial_now = exc.code in RESTART_CODES
-                else:
-                    failed += 1
-                    level = logging.WARNING if kind not in said else logging.DEBUG
-                    said.add(kind)
-                    log.log(level, "link to %s failed: %s; retrying", shown, text)
+            redial_now = target.failed_with(exc, on_failure)
         except Exception as exc:
-            failed += 1
+            target.failed += 1
             on_failure("unexpected")
             on_error(exc)
         finally:
