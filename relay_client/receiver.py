@@ -230,7 +230,7 @@ class Receiver:
                 await transport.close(close_code_for(exc), str(exc))
         except Exception as exc:  # a bug (the app's accept hook, ours): this link ends, the next one comes
             self.metrics.link_failures.labels("unexpected").inc()
-            self.supervisor.report("link (push)" if not dialed else "link (pull)", exc)
+            self.supervisor.report(f"link ({'pull' if dialed else 'push'})", exc, then="dropping that link")
             with contextlib.suppress(Exception):
                 await transport.close(1011, f"internal error: {type(exc).__name__}")
 
@@ -315,7 +315,13 @@ class Receiver:
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Future[Any]) -> None:
+        """A per-stream task ended: an exception in it (the app's ``on_stream``, say) is logged, not lost."""
+        self._tasks.discard(task)  # type: ignore[arg-type]
+        if not task.cancelled() and isinstance(exc := task.exception(), Exception):
+            self.supervisor.report("stream task", exc, then="that stream's task ended", weigh=False)
 
     def _ack(self, stream: Stream, seq: int) -> None:
         self._meter(stream)

@@ -125,7 +125,7 @@ def edge_app(edge: Edge) -> web.Application:
             with contextlib.suppress(Exception):
                 await transport.close(close_code_for(exc), str(exc))
         except Exception as exc:  # a bug: logged with its traceback and counted; only this link ends
-            edge.supervisor.report("link (pull)", exc)
+            edge.supervisor.report("link (pull)", exc, then="dropping that link")
             with contextlib.suppress(Exception):
                 await transport.close(1011, f"internal error: {type(exc).__name__}")
         finally:

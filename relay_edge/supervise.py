@@ -114,25 +114,29 @@ class Supervisor:
                 backoff.reset()
             await self._sleep(backoff.next())
 
-    def report(self, name: str, exc: BaseException) -> None:
-        """Log (traceback once per task and kind), count and remember one unexpected failure."""
+    def report(
+        self, name: str, exc: BaseException, *, then: str = "restarting it", weigh: bool = True
+    ) -> None:
+        """Log (traceback once per task and kind), count and remember one unexpected failure.
+
+        ``then`` says in the log what happens next. ``weigh=False`` for short-lived tasks (one
+        per stream): logged and counted, but they never make the process unhealthy, which a
+        restart would not cure.
+        """
         kind = type(exc).__name__
         self._metrics.task_failures.labels(name, kind).inc()
-        times = self._failures.setdefault(name, deque())
-        times.append(self._clock())
-        self._last[name] = f"{kind}: {exc}"
+        if weigh:
+            self._failures.setdefault(name, deque()).append(self._clock())
+            self._last[name] = f"{kind}: {exc}"
         if (name, kind) not in self._logged:
             self._logged.add((name, kind))
-            log.error("task %s failed: %s: %s; restarting it", name, kind, exc, exc_info=exc)
+            log.error("task %s failed: %s: %s; %s", name, kind, exc, then, exc_info=exc)
+        elif weigh:
+            window = self._limits.task_failure_window
+            log.warning("task %s failed again: %s: %s (%d times in the last %g s); %s",
+                        name, kind, exc, self._recent(name), window, then)  # fmt: skip
         else:
-            log.warning(
-                "task %s failed again: %s: %s (%d times in the last %g s)",
-                name,
-                kind,
-                exc,
-                self._recent(name),
-                self._limits.task_failure_window,
-            )
+            log.warning("task %s failed again: %s: %s; %s", name, kind, exc, then)
 
     def _recent(self, name: str) -> int:
         """Failures of ``name`` within the window (older ones are forgotten)."""

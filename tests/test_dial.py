@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidMessage
 from relay_client import cli as client_cli
 from relay_client.receiver import Receiver
 from relay_edge import cli as edge_cli
-from relay_edge import dial
+from relay_edge import dial, keys
 from relay_edge.dial import classify, dial_forever, upgrade_target
 from relay_edge.edge import Edge, EdgeConfig
 from relay_edge.http import common_routes
@@ -56,8 +56,10 @@ def run_on(loop: str, main: Coroutine[Any, Any, Any]) -> Any:
 class App:
     """A real app (Receiver on aiohttp) behind a :class:`FaultFront`, and an edge dialing the front."""
 
-    def __init__(self, tmp_path: Path, **edge: Any) -> None:
-        self.receiver = Receiver(SECRET, out_dir=str(tmp_path), name="app", consume=frozenset())
+    def __init__(self, tmp_path: Path, *, on_stream: Any = None, **edge: Any) -> None:
+        self.receiver = Receiver(
+            SECRET, out_dir=str(tmp_path), name="app", consume=frozenset(), on_stream=on_stream
+        )
         self.edge_options = edge
         self.runner: web.AppRunner | None = None
         self.front: FaultFront | None = None
@@ -374,6 +376,42 @@ def test_pull_mode_accept_hook_raising_does_not_end_connect(
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None, [r.getMessage() for r in errors]
     assert "task link (pull) failed: ValueError: the accept hook's database is down" in errors[0].getMessage()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_an_on_stream_callback_that_raises_is_logged_not_lost(
+    loop: str, tmp_path: Path, tone_flv_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The app's on_stream raising used to vanish ("Task exception was never retrieved" at best)."""
+    caplog.set_level(logging.WARNING)
+
+    async def on_stream(stream: Any) -> None:
+        raise RuntimeError("on_stream bug")
+
+    async def main() -> tuple[float, list[str]]:
+        app = await App(tmp_path, on_stream=on_stream).start()
+        try:
+            assert app.edge is not None
+            await until(app.linked, 15, "no link")
+            key = keys.mint_key(SECRET, "called", ttl=600, now=time.time())
+            url = f"rtmp://{LOOPBACK}:{app.edge.rtmp_port}/live/{key}"
+            async with await publishers.ffmpeg_copy(url, tone_flv_file, realtime=False) as pub:
+                await pub.wait_ok(30)
+            await until((tmp_path / "called.json").exists, 20, "the stream did not end")
+            failures = app.receiver.metrics.task_failures.labels("stream task", "RuntimeError")
+            return failures._value.get(), app.receiver.unhealthy()  # type: ignore[attr-defined]
+        finally:
+            await app.stop()
+
+    failures, unhealthy = run_on(loop, main())
+    assert failures == 1 and unhealthy == []  # counted, but a per-stream bug never restarts the app
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "task stream task failed: RuntimeError: on_stream bug; that stream's task ended"
+    ]
+    assert errors[0].exc_info is not None
+    # The stream itself went on: every tag reached the files.
+    assert media.audio_payloads(tmp_path / "called.flv") == media.audio_payloads(tone_flv_file)
 
 
 # --- the supervisor and /healthz ----------------------------------------------------------------
