@@ -67,7 +67,7 @@ class Metrics:
         )
         self.task_failures = counter(
             "task_failures",
-            "Unexpected exceptions in long-lived tasks (logged, task restarted)",
+            "Unexpected exceptions in background tasks, each logged with its traceback",
             ("task", "kind"),
         )
         r.register(_Gauges(prefix, gauges))
