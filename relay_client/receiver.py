@@ -26,14 +26,14 @@ from aiohttp import web
 
 from relay_edge import wire
 from relay_edge.auth import ProofVerifier
-from relay_edge.dial import classify
+from relay_edge.dial import RESTART_CODES, classify
 from relay_edge.errors import WireError
 from relay_edge.http import LINK_ENDED, accept_link, close_code_for
 from relay_edge.limits import DEFAULT_LIMITS, Limits
 from relay_edge.link import exchange_hello, run_until_first
 from relay_edge.metrics import Metrics
 from relay_edge.supervise import Supervisor
-from relay_edge.transport import AiohttpTransport, Transport
+from relay_edge.transport import AiohttpTransport, Transport, TransportClosed
 from relay_edge.tunnel import TunnelMux
 
 from .decode import AudioFormat
@@ -224,6 +224,8 @@ class Receiver:
             finally:
                 self.links.remove(link)
         except LINK_ENDED as exc:
+            if dialed and isinstance(exc, TransportClosed) and exc.code in RESTART_CODES:
+                raise  # the edge is restarting: dial_forever logs, counts and redials at once
             log.warning("link %s ended: %s", transport.remote, exc)
             self.metrics.link_failures.labels(classify(exc, self.limits)[0]).inc()
             with contextlib.suppress(Exception):  # tell the peer why: 1002/1009 with the error

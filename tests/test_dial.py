@@ -552,3 +552,32 @@ def test_a_close_during_the_opening_handshake_is_expected_under_either_loops_exc
         assert kind == "closed_in_handshake" and "closed before the WebSocket upgrade" in text
     assert classify(asyncio.TimeoutError(), limits)[0] == "timeout"  # not TimeoutError before 3.11
     assert classify(ConnectionRefusedError(111, "Connection refused"), limits)[0] == "refused"
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_pull_mode_hands_a_restart_close_to_the_dialer(loop: str, caplog: pytest.LogCaptureFixture) -> None:
+    """An edge closing with 1012 (restart) reaches Receiver.connect's dialer, which redials at once;
+    any other close is the receiver's to log, and the dialer backs off."""
+    caplog.set_level(logging.INFO)
+
+    async def main() -> tuple[int, dict[str, float]]:
+        codes = [1012, 1000]
+        runner, port = await _closing_server(codes)
+        receiver = Receiver(SECRET, consume=frozenset(), limits=with_limits(handshake_timeout=5.0))
+        task = asyncio.create_task(receiver.connect(f"ws://{LOOPBACK}:{port}/relay"))
+        try:
+            await until(lambda: not codes and "link closed (1000" in caplog.text, 15, "no second close")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await runner.cleanup()
+        samples = receiver.metrics.link_failures._metrics  # type: ignore[attr-defined]
+        return len(codes), {k[0]: v._value.get() for k, v in samples.items()}
+
+    left, reasons = run_on(loop, main())
+    assert left == 0 and reasons.get("closed") == 2, reasons
+    dialer = [r.getMessage() for r in caplog.records if r.name == "relay_edge.dial"]
+    receiver = [r.getMessage() for r in caplog.records if r.name == "relay_client"]
+    assert any("closed: link closed (1012: bye)" in m for m in dialer), dialer  # the dialer saw the restart
+    assert any("ended: link closed (1000: bye)" in m for m in receiver), receiver
+    assert not any("1012" in m for m in receiver)
