@@ -32,7 +32,7 @@ from tests.support.nginx import NginxRtmp
 
 from .procs import BIN, running, spawn, wait_listening
 
-SECRET = "bench-secret-0123456789"
+SECRET = "bench-secret-0123456789-abcdef0123456789"  # the CLIs need at least 32 characters
 Args = tuple[str, ...]  # extra consumer arguments, e.g. ("--window", "W0,W1")
 EDGE_ENV = {
     "RELAY_SECRET": SECRET,
@@ -72,6 +72,24 @@ class Consumer:
 
     def ready(self) -> None:
         self.wait(lambda lines: any("ready" in x for x in lines), 30, "ready")
+
+    def settle(self, quiet: float = 0.6, timeout: float = 10.0) -> None:
+        """Wait until the byte count (``count`` mode) has stopped growing for ``quiet`` seconds.
+
+        A tunnel or a probing decoder may still be delivering the flood's tail when the publisher
+        is done; under load that can be seconds. Gives up quietly after ``timeout``: the figures
+        then show what arrived.
+        """
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            counts = [x["bytes"] for x in self.lines if "bytes" in x]
+            now = time.monotonic()
+            if not counts or counts[-1] != last:
+                last, since = (counts[-1] if counts else -1), now
+            elif last > 0 and now - since >= quiet:
+                return
+            time.sleep(0.05)
 
     def finish(self, timeout: float = 30) -> list[dict[str, Any]]:
         """SIGTERM, then everything it printed."""

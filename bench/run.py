@@ -239,7 +239,7 @@ def throughput_once(name: str, chunk: int, tags: list[Any], seconds: float) -> d
 
         pub = asyncio.run(drive())
         figures = meter.stop()
-        time.sleep(0.3)
+        setup.consumer.settle()
         counts = [(x["t"], x["bytes"]) for x in setup.consumer.finish() if "bytes" in x]
     inside = [(t, b) for t, b in counts if pub.started_at + 0.5 <= t <= pub.started_at + seconds]
     rate = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]) if len(inside) > 1 else 0.0

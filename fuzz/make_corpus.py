@@ -103,6 +103,19 @@ def main() -> None:
     save("flv", bytes(file))
     save("flv", tags[-1].encode())
     save("flv", flv.Tag(flv.VIDEO, 0xFFFFFFFF, b"\x17\x00\x00\x00\x00").encode())
+    # Enhanced RTMP bodies (tagbody): FourCC start, multitrack ManyTracks, ModEx, cts, metadata.
+    enhanced = [
+        (flv.AUDIO, b"\x90OpusOpusHead\x01\x02\x38\x01\x80\xbb\x00\x00\x00\x00\x00"),
+        (flv.AUDIO, b"\x95\x11Opus\x00\x00\x00\x02AA\x01\x00\x00\x03BBB"),
+        (flv.AUDIO, b"\x95\x21Opus\x00\x00\x00\x01Amp4a\x01\x00\x00\x02BB"),
+        (flv.AUDIO, b"\x97\x02\x00\x01\x00\x01Opus\xfc"),
+        (flv.VIDEO, b"\x91hvc1\x00\x00\x50nal"),
+        (flv.VIDEO, b"\x96\x11avc1\x00\x00\x00\x05\x00\x00\x28AB\x01\x00\x00\x04\x00\x00\x00C"),
+        (flv.VIDEO, b"\xd4vp09\x02\x00\x09colorInfo"),
+    ]
+    for tag_type, body in enhanced:
+        save("flv", flv.Tag(tag_type, 40, body).encode())
+        save("flv", body)
     # wire
     frames = [
         wire.Hello(version=1, role="edge", instance="e1", name="edge", streams=(wire.ResumePoint("u", 3),)),

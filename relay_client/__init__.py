@@ -6,7 +6,8 @@
     app.router.add_get("/relay", receiver.handler)          # push: the edge dials the app
 
 Each :class:`Stream` offers ``audio()``, ``video()``, ``flv()`` and ``events()``
-as async iterators, ``info`` (name, codecs, publisher) and ``wait_ended()``.
+as async iterators, ``info`` (name, codecs, publisher) and ``wait_ended()``;
+``audio(track=N)`` reads one track of an Enhanced RTMP multitrack stream (docs/CODECS.md).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -12,11 +13,20 @@ import click
 from aiohttp import web
 
 from relay_edge import cli as edge_cli
-from relay_edge.cli import limit_option, limits_from, run_until_signal, tunnels_from, with_log_options
+from relay_edge.cli import (
+    limit_option,
+    limits_from,
+    run_until_signal,
+    secret_from,
+    status_token_cmd,
+    tunnels_from,
+    with_log_options,
+)
 from relay_edge.edge import parse_hostport
-from relay_edge.http import common_routes
+from relay_edge.http import GuardedSite, app_runner, common_routes, harden, listener_token
 from relay_edge.logs import setup_logging
 from relay_edge.loop import run
+from relay_edge.urls import warn_if_plaintext
 
 from .decode import AudioFormat
 from .livekit import cli as livekit_cli
@@ -42,6 +52,13 @@ def audio_options(f):  # type: ignore[no-untyped-def]
     )(f)
     f = click.option("--secret", envvar="RELAY_SECRET", required=True, help="shared secret (never logged)")(f)
     f = click.option(
+        "--republish",
+        envvar="RELAY_REPUBLISH",
+        default=None,
+        help="publish every stream to your own RTMP server: rtmp://127.0.0.1:1935/live (as live/NAME; "
+        "{name} places it elsewhere)",
+    )(f)
+    f = click.option(
         "--forward",
         envvar="RELAY_FORWARD",
         multiple=True,
@@ -57,16 +74,23 @@ def cli_receiver(
     channels: int,
     limit: tuple[str, ...],
     forward: tuple[str, ...],
+    republish: str | None = None,
 ) -> Receiver:
     """The Receiver that ``serve`` and ``connect`` run: files only, no in-process consumer."""
-    return Receiver(
-        secret,
-        audio_format=AudioFormat(sample_rate, channels),
-        consume=frozenset(),
-        out_dir=out_dir,
-        limits=limits_from(limit),
-        forwards=tunnels_from(forward, "--forward"),
-    )
+    from .republish import RepublishError
+
+    try:
+        return Receiver(
+            secret,
+            audio_format=AudioFormat(sample_rate, channels),
+            consume=frozenset(),
+            out_dir=out_dir,
+            limits=limits_from(limit),
+            forwards=tunnels_from(forward, "--forward"),
+            republish=republish,
+        )
+    except RepublishError as exc:
+        raise click.BadParameter(str(exc), param_hint="--republish") from None
 
 
 @main.command()
@@ -88,21 +112,23 @@ def serve(
     channels: int,
     limit: tuple[str, ...],
     forward: tuple[str, ...],
+    republish: str | None,
     log_level: str,
     log_format: str,
 ) -> None:
     """Receive links pushed by edges (the edge's RELAY_UPSTREAM points here)."""
-    setup_logging(log_level, log_format, (secret,))
+    setup_logging(log_level, log_format, (secret_from(secret),))
     host, port = parse_hostport(listen or f"0.0.0.0:{os.environ.get('PORT', '8000')}", 8000)
-    receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward)
-    app = web.Application()
+    receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward, republish)
+    app = harden(web.Application(), receiver.limits)
     app.router.add_get(path, receiver.handler)
-    common_routes(app, receiver.status, receiver.metrics.render, receiver.unhealthy)
-    runner = web.AppRunner(app, access_log=None)
+    token = listener_token(host, secret)
+    common_routes(app, receiver.status, receiver.metrics.render, token, health=receiver.unhealthy)
+    runner = app_runner(app, receiver.limits)
 
     async def start() -> None:
         await runner.setup()
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await GuardedSite(runner, host, port, receiver.limits, reuse_address=True).start()
         click.echo(f"relay-client listening on {host}:{port}{path}", err=True)
 
     async def stop() -> None:
@@ -136,23 +162,27 @@ def connect(
     channels: int,
     limit: tuple[str, ...],
     forward: tuple[str, ...],
+    republish: str | None,
     log_level: str,
     log_format: str,
 ) -> None:
     """Pull mode: dial the edge's /link (wss://EDGE/link) and receive its streams."""
-    setup_logging(log_level, log_format, (secret,))
-    receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward)
+    setup_logging(log_level, log_format, (secret_from(secret),))
+    receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward, republish)
     runner: web.AppRunner | None = None
     task: asyncio.Task[None] | None = None
 
     async def start() -> None:
         nonlocal runner, task
         if http_listen:
-            app = web.Application()
-            common_routes(app, receiver.status, receiver.metrics.render, receiver.unhealthy)
-            runner = web.AppRunner(app, access_log=None)
+            host, port = parse_hostport(http_listen, 8000)
+            app = harden(web.Application(), receiver.limits)
+            token = listener_token(host, secret)
+            common_routes(app, receiver.status, receiver.metrics.render, token, health=receiver.unhealthy)
+            runner = app_runner(app, receiver.limits)
             await runner.setup()
-            await web.TCPSite(runner, *parse_hostport(http_listen, 8000), reuse_address=True).start()
+            await GuardedSite(runner, host, port, receiver.limits, reuse_address=True).start()
+        warn_if_plaintext(url, logging.getLogger("relay_client"))
         task = asyncio.create_task(receiver.connect(url, ca_file=ca_file))
         click.echo(f"relay-client dialing {url.split('?')[0]}", err=True)
 
@@ -206,7 +236,8 @@ def test_cmd(
         click.echo(f"\n{'PASS' if report.ok else 'FAIL'}: {passed}/{len(d['steps'])} steps")
         if report.ok:
             lat = d["latency_ms"]
-            click.echo(f"  first decoded frame: {d['first_frame_ms']} ms after publish started")
+            click.echo(f"  first decoded frame: {d['first_frame_ms']} ms after the publisher's first write")
+            click.echo(f"  ({d['publisher_start_ms']} ms after the publisher process started)")
             click.echo(f"  latency publisher → decoded audio: p50 {lat['p50']} ms, p99 {lat['p99']} ms")
             click.echo(
                 f"  {d['frames']} chunks, {d['duration_s']} s, tone {d['frequency_hz']} Hz, {d['gaps']} gaps"
@@ -248,3 +279,6 @@ def _remote_test(
 # The same command as the edge's: one implementation.
 main.add_command(edge_cli.mint_key)
 main.add_command(livekit_cli.livekit)
+
+
+main.add_command(status_token_cmd)

@@ -27,6 +27,8 @@ from typing import NamedTuple
 import av
 import numpy as np
 
+from relay_edge import tagbody
+from relay_edge.errors import FLVError
 from relay_edge.flv import AUDIO, VIDEO, Tag
 
 __all__ = ["AudioChunk", "AudioDecoder", "AudioFormat", "VideoDecoder"]
@@ -144,102 +146,77 @@ class _AudioUnit(NamedTuple):
     lazy: bool = False  # config is a fallback: any open decoder of the same codec will do
 
 
-# SoundFormat values of legacy FLV audio (FLV spec v10.1, E.4.2.1).
-_SF_PCM, _SF_ADPCM, _SF_MP3, _SF_PCM_LE = 0, 1, 2, 3
-_SF_NELLY16, _SF_NELLY8, _SF_NELLY = 4, 5, 6
-_SF_ALAW, _SF_MULAW, _SF_EX_HEADER, _SF_AAC, _SF_SPEEX, _SF_MP3_8K = 7, 8, 9, 10, 11, 14
-
-# Enhanced RTMP v2 audio FourCCs -> FFmpeg decoder. Those without a sequence header
-# (MP3, AC-3) open on their first coded frame.
-_AUDIO_FOURCCS = {
-    b"Opus": "opus",
-    b"fLaC": "flac",
-    b"ac-3": "ac3",
-    b"ec-3": "eac3",
-    b".mp3": "mp3",
-    b"mp4a": "aac",
-}
+# Enhanced RTMP audio codecs (tagbody names are FFmpeg's decoder names). Those without
+# a sequence header (MP3, AC-3, E-AC-3) open on their first coded frame.
 _AUDIO_NEEDS_HEADER = {"opus", "flac", "aac"}
 
+# Legacy SoundFormat codecs (tagbody names) -> FFmpeg decoder.
+_LEGACY_AUDIO_DECODERS = {
+    "pcm": "pcm",
+    "pcm_le": "pcm",
+    "adpcm": "adpcm_swf",
+    "mp3": "mp3",
+    "mp3_8k": "mp3",
+    "nellymoser16": "nellymoser",
+    "nellymoser8": "nellymoser",
+    "nellymoser": "nellymoser",
+    "alaw": "pcm_alaw",
+    "mulaw": "pcm_mulaw",
+    "speex": "speex",
+}
+# Codecs with a fixed rate (the rate bits are ignored) and those defined as mono.
+_FIXED_RATES = {"nellymoser16": 16000, "nellymoser8": 8000, "alaw": 8000, "mulaw": 8000, "speex": 16000}
+_MONO = {"nellymoser16", "nellymoser8", "speex"}
 
-def _legacy_audio_config(flags: int) -> _AudioConfig:
-    """Decoder settings for a non-AAC legacy audio tag, from its first byte.
+
+def _legacy_audio_config(codec: str, flags: int) -> _AudioConfig:
+    """Decoder settings for a non-AAC legacy audio tag: ``codec`` and its first byte.
 
     Mirrors libavformat's flvdec: rate index 0..3 is 5512/11025/22050/44100 Hz, and the
     codecs with a fixed rate (Nellymoser 8/16 kHz, G.711, Speex) ignore the rate bits.
     """
-    fmt = flags >> 4
+    decoder = _LEGACY_AUDIO_DECODERS.get(codec)
+    if decoder is None:
+        raise _BadMedia(f"unsupported audio SoundFormat {flags >> 4}")
     rate = 44100 << ((flags >> 2) & 3) >> 3
     channels = 2 if flags & 1 else 1
-    if fmt in (_SF_PCM, _SF_PCM_LE):
+    if decoder == "pcm":
         # "Platform endian" PCM (0) is little-endian in practice: every Flash-era
         # authoring host was x86, and flvdec reads it as s16le too.
         return _AudioConfig("pcm_s16le" if flags & 2 else "pcm_u8", b"", rate, channels)
-    fixed = {_SF_NELLY16: 16000, _SF_NELLY8: 8000, _SF_ALAW: 8000, _SF_MULAW: 8000, _SF_SPEEX: 16000}
-    codec = {
-        _SF_ADPCM: "adpcm_swf",
-        _SF_MP3: "mp3",
-        _SF_MP3_8K: "mp3",
-        _SF_NELLY16: "nellymoser",
-        _SF_NELLY8: "nellymoser",
-        _SF_NELLY: "nellymoser",
-        _SF_ALAW: "pcm_alaw",
-        _SF_MULAW: "pcm_mulaw",
-        _SF_SPEEX: "speex",
-    }.get(fmt)
-    if codec is None:
-        raise _BadMedia(f"unsupported audio SoundFormat {fmt}")
-    if codec == "mp3":  # the MP3 frame headers carry rate and channels
-        return _AudioConfig("mp3", b"", 8000 if fmt == _SF_MP3_8K else 0, 0)
-    if fmt in (_SF_NELLY16, _SF_NELLY8, _SF_SPEEX):
-        channels = 1  # defined as mono by the FLV spec
-    return _AudioConfig(codec, b"", fixed.get(fmt, rate), channels)
+    if decoder == "mp3":  # the MP3 frame headers carry rate and channels
+        return _AudioConfig("mp3", b"", 8000 if codec == "mp3_8k" else 0, 0)
+    return _AudioConfig(decoder, b"", _FIXED_RATES.get(codec, rate), 1 if codec in _MONO else channels)
 
 
-def _parse_audio(data: bytes) -> _AudioUnit:
-    """Split an audio tag body into configuration and payload. Raises :class:`_BadMedia`."""
-    if not data:
-        raise _BadMedia("empty audio tag")
-    fmt = data[0] >> 4
-    if fmt == _SF_AAC:
-        if len(data) < 2:
-            raise _BadMedia("AAC tag without AACPacketType")
-        if data[1] == 0:
-            if len(data) < 4:
-                raise _BadMedia(f"AAC sequence header with a {len(data) - 2}-byte AudioSpecificConfig")
-            return _AudioUnit(_AudioConfig("aac", data[2:]), b"")
-        if data[1] == 1:
-            return _AudioUnit(None, data[2:], "aac")
-        raise _BadMedia(f"unknown AACPacketType {data[1]}")
-    if fmt == _SF_EX_HEADER:
-        return _parse_ex_audio(data)
-    return _AudioUnit(_legacy_audio_config(data[0]), data[1:])
+def _parse_audio(data: bytes, track: int = 0) -> _AudioUnit | None:
+    """What an audio tag asks of the decoder of ``track``; None if it has nothing for it.
 
-
-def _parse_ex_audio(data: bytes) -> _AudioUnit:
-    """Enhanced RTMP v2 audio: SoundFormat 9, AudioPacketType in the low nibble, FourCC."""
-    packet_type = data[0] & 0x0F
-    if len(data) < 5:
-        raise _BadMedia(f"enhanced audio tag of {len(data)} bytes has no FourCC")
-    fourcc = data[1:5]
-    codec = _AUDIO_FOURCCS.get(fourcc)
-    if packet_type == 4:  # MultichannelConfig: the decoders read channels from the bitstream
+    Raises :class:`_BadMedia`.
+    """
+    try:
+        packets = tagbody.parse_audio(data)
+    except FLVError as exc:
+        raise _BadMedia(str(exc)) from exc
+    packet = next((p for p in packets if p.track == track), None)
+    if packet is None:
+        return None
+    codec, kind, payload = packet.codec, packet.kind, packet.payload
+    if kind == tagbody.MULTICHANNEL:  # the decoders read channels from the bitstream
         return _AudioUnit(None, b"")
-    if packet_type in (5, 7):
-        raise _BadMedia(f"enhanced audio {'multitrack' if packet_type == 5 else 'ModEx'} is not supported")
-    if codec is None:
-        raise _BadMedia(f"unsupported audio FourCC {fourcc!r}")
-    if packet_type == 0:  # SequenceStart
-        if codec in _AUDIO_NEEDS_HEADER and len(data) == 5:
-            raise _BadMedia(f"{codec} SequenceStart without a configuration record")
-        return _AudioUnit(_AudioConfig(codec, data[5:]), b"")
-    if packet_type == 1:  # CodedFrames
-        if codec in _AUDIO_NEEDS_HEADER:
-            return _AudioUnit(None, data[5:], codec)
-        return _AudioUnit(_AudioConfig(codec), data[5:], codec, lazy=True)
-    if packet_type == 2:
+    if kind == tagbody.END:
         return _AudioUnit(None, b"", end=True)
-    raise _BadMedia(f"unknown AudioPacketType {packet_type}")
+    if not packet.known:
+        raise _BadMedia(f"unsupported audio codec {codec!r}")
+    if not packet.enhanced and codec != "aac":
+        return _AudioUnit(_legacy_audio_config(codec, packet.flags), payload)
+    if kind == tagbody.CONFIG:
+        if codec in _AUDIO_NEEDS_HEADER and len(payload) < 2:
+            raise _BadMedia(f"{codec} sequence header with a {len(payload)}-byte configuration record")
+        return _AudioUnit(_AudioConfig(codec, payload), b"")
+    if codec in _AUDIO_NEEDS_HEADER:
+        return _AudioUnit(None, payload, codec)
+    return _AudioUnit(_AudioConfig(codec), payload, codec, lazy=True)
 
 
 class _Timeline:
@@ -309,8 +286,9 @@ class AudioDecoder:
     Speex, ADPCM and the enhanced-RTMP FourCCs Opus, FLAC, AC-3, E-AC-3.
     """
 
-    def __init__(self, out: AudioFormat = AudioFormat()) -> None:  # frozen, so a shared default is safe
+    def __init__(self, out: AudioFormat = AudioFormat(), track: int = 0) -> None:  # frozen: safe default
         self.out = out
+        self.track = track  # Enhanced RTMP v2 multitrack: the track decoded; legacy tags are track 0
         self.codec: str | None = None
         self.input_rate: int | None = None
         self.input_channels: int | None = None
@@ -330,7 +308,9 @@ class AudioDecoder:
             raise ValueError(f"AudioDecoder.decode takes audio tags (type {AUDIO}), got type {tag.type}")
         chunks: list[AudioChunk] = []
         try:
-            unit = _parse_audio(tag.data)
+            unit = _parse_audio(tag.data, self.track)
+            if unit is None:
+                return chunks
             config = self._new_config(unit)
             if config is not None:
                 chunks += self._drain()
@@ -493,10 +473,6 @@ def _log_bad(kind: str, tag: Tag, reason: str, errors: int) -> None:
 
 # --- video -------------------------------------------------------------------------
 
-# Legacy FLV CodecID -> our codec name (FLV spec v10.1, E.4.3.1; 12 is the common
-# HEVC extension used before enhanced RTMP).
-_VIDEO_CODEC_IDS = {2: "h263", 3: "screen", 4: "vp6", 5: "vp6a", 6: "screen2", 7: "h264", 12: "hevc"}
-_VIDEO_FOURCCS = {b"avc1": "h264", b"hvc1": "hevc", b"av01": "av1", b"vp09": "vp9"}
 # FFmpeg decoders to try, best first. FFmpeg's native "av1" decoder only drives
 # hardware; software AV1 is libdav1d.
 _VIDEO_DECODERS = {
@@ -504,6 +480,7 @@ _VIDEO_DECODERS = {
     "hevc": ("hevc",),
     "av1": ("libdav1d", "av1"),
     "vp9": ("vp9", "libvpx-vp9"),
+    "vp8": ("vp8", "libvpx"),
     "h263": ("flv",),
     "vp6": ("vp6f",),
     "vp6a": ("vp6a",),
@@ -512,8 +489,6 @@ _VIDEO_DECODERS = {
 }
 # These can't decode a frame without the configuration record from SequenceStart.
 _VIDEO_NEEDS_HEADER = {"h264", "hevc", "av1"}
-
-_FRAME_KEY, _FRAME_GENERATED_KEY, _FRAME_COMMAND = 1, 4, 5
 
 
 class _VideoUnit(NamedTuple):
@@ -524,68 +499,28 @@ class _VideoUnit(NamedTuple):
     keyframe: bool = False
 
 
-def _si24(data: bytes) -> int:
-    return int.from_bytes(data[:3], "big", signed=True)
-
-
-def _parse_video(data: bytes) -> _VideoUnit:
-    """Classify a video tag body. Raises :class:`_BadMedia`."""
-    if not data:
-        raise _BadMedia("empty video tag")
-    if data[0] & 0x80:
-        return _parse_ex_video(data)
-    frame_type, codec_id = data[0] >> 4, data[0] & 0x0F
-    if frame_type == _FRAME_COMMAND:  # video info / command frame: no picture
-        return _VideoUnit("skip")
-    codec = _VIDEO_CODEC_IDS.get(codec_id)
-    if codec is None:
-        raise _BadMedia(f"unsupported video CodecID {codec_id}")
-    keyframe = frame_type in (_FRAME_KEY, _FRAME_GENERATED_KEY)
-    if codec in ("h264", "hevc"):
-        if len(data) < 5:
-            raise _BadMedia(f"{codec} tag of {len(data)} bytes is shorter than its 5-byte header")
-        packet_type = data[1]
-        if packet_type == 0:
-            return _VideoUnit("config", codec, data[5:])
-        if packet_type == 1:
-            return _VideoUnit("frame", codec, data[5:], _si24(data[2:5]), keyframe)
-        if packet_type == 2:
-            return _VideoUnit("end", codec)
-        raise _BadMedia(f"unknown AVCPacketType {packet_type}")
+def _parse_video(data: bytes, track: int = 0) -> _VideoUnit:
+    """Classify a video tag body for the decoder of ``track``. Raises :class:`_BadMedia`."""
+    try:
+        packets = tagbody.parse_video(data)
+    except FLVError as exc:
+        raise _BadMedia(str(exc)) from exc
+    packet = next((p for p in packets if p.track == track), None)
+    if packet is None or packet.kind not in (tagbody.CONFIG, tagbody.FRAMES, tagbody.END):
+        return _VideoUnit("skip")  # another track, Metadata, a command frame
+    if not packet.known:
+        raise _BadMedia(f"unsupported video codec {packet.codec!r}")
+    codec, payload = packet.codec, packet.payload
+    if packet.kind == tagbody.CONFIG:
+        return _VideoUnit("config", codec, payload)
+    if packet.kind == tagbody.END:
+        return _VideoUnit("end", codec)
     if codec in ("vp6", "vp6a"):
         # One leading byte of crop adjustment, which flvdec hands the decoder as extradata.
-        return _VideoUnit("frame", codec, data[2:], 0, keyframe) if len(data) > 2 else _VideoUnit("skip")
-    return _VideoUnit("frame", codec, data[1:], 0, keyframe)
-
-
-def _parse_ex_video(data: bytes) -> _VideoUnit:
-    """Enhanced RTMP: IsExHeader, FrameType, PacketType, then a FourCC."""
-    frame_type, packet_type = (data[0] >> 4) & 0x07, data[0] & 0x0F
-    if len(data) < 5:
-        raise _BadMedia(f"enhanced video tag of {len(data)} bytes has no FourCC")
-    if packet_type == 4:  # Metadata (colorInfo, AMF): nothing to decode
-        return _VideoUnit("skip")
-    if frame_type == _FRAME_COMMAND:
-        return _VideoUnit("skip")
-    if packet_type in (5, 6, 7):
-        name = {5: "MPEG2TSSequenceStart", 6: "multitrack", 7: "ModEx"}[packet_type]
-        raise _BadMedia(f"enhanced video {name} is not supported")
-    fourcc = data[1:5]
-    codec = _VIDEO_FOURCCS.get(fourcc)
-    if codec is None:
-        raise _BadMedia(f"unsupported video FourCC {fourcc!r}")
-    keyframe = frame_type in (_FRAME_KEY, _FRAME_GENERATED_KEY)
-    if packet_type == 0:
-        return _VideoUnit("config", codec, data[5:])
-    if packet_type == 2:
-        return _VideoUnit("end", codec)
-    if packet_type == 1 and codec in ("h264", "hevc"):  # CodedFrames with a composition time
-        if len(data) < 8:
-            raise _BadMedia(f"{codec} CodedFrames tag of {len(data)} bytes has no composition time")
-        return _VideoUnit("frame", codec, data[8:], _si24(data[5:8]), keyframe)
-    if packet_type in (1, 3):  # CodedFramesX: composition time 0
-        return _VideoUnit("frame", codec, data[5:], 0, keyframe)
-    raise _BadMedia(f"unknown VideoPacketType {packet_type}")
+        if len(payload) < 2:
+            return _VideoUnit("skip")
+        return _VideoUnit("frame", codec, payload[1:], 0, packet.keyframe)
+    return _VideoUnit("frame", codec, payload, packet.cts, packet.keyframe)
 
 
 _decoder_names: dict[str, str | None] = {}
@@ -616,7 +551,8 @@ class VideoDecoder:
     corrupt pictures. ``pixel_format`` converts every frame, e.g. ``"rgb24"``.
     """
 
-    def __init__(self, pixel_format: str | None = None) -> None:
+    def __init__(self, pixel_format: str | None = None, track: int = 0) -> None:
+        self.track = track  # Enhanced RTMP v2 multitrack: the track decoded; legacy tags are track 0
         if pixel_format is not None:
             av.VideoFormat(pixel_format)  # raises ValueError for an unknown name, now rather than per frame
         self.pixel_format = pixel_format
@@ -636,7 +572,7 @@ class VideoDecoder:
             raise ValueError(f"VideoDecoder.decode takes video tags (type {VIDEO}), got type {tag.type}")
         frames: list[av.VideoFrame] = []
         try:
-            unit = _parse_video(tag.data)
+            unit = _parse_video(tag.data, self.track)
             if unit.kind == "config":
                 frames += self._configure(unit.codec, unit.payload)
             elif unit.kind == "end":

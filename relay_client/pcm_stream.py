@@ -26,7 +26,7 @@ import numpy as np
 
 from .decode import AudioChunk, AudioFormat
 from .output import StreamFiles
-from .stream import _END, QUEUE_ITEMS, StreamEvents, StreamInfo, StreamStats
+from .stream import _END, QUEUE_ITEMS, GapEvent, StreamEvents, StreamInfo, StreamStats
 
 log = logging.getLogger("relay_client.pcm_stream")
 
@@ -146,6 +146,12 @@ class PcmStream(StreamEvents):
             for chunk in chunks:
                 await self._audio.put(chunk)
         self.delivered += 1
+
+    def gap(self, ms: int) -> None:
+        """Audio lost for ``ms`` (the egress was restarted): counted and passed on as a :class:`GapEvent`."""
+        self.stats.gaps += 1
+        self._events.put_nowait(GapEvent(seq=self.stats.tags, tags=0, bytes=0, ms=ms))
+        log.warning("stream %s: %d ms of audio lost while its track egress restarted", self.info.name, ms)
 
     def set_muted(self, muted: bool) -> None:
         """A ``{"muted": ...}`` message: recorded and passed on as a :class:`MuteEvent`."""

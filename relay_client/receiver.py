@@ -37,6 +37,7 @@ from relay_edge.transport import AiohttpTransport, Transport, TransportClosed
 from relay_edge.tunnel import TunnelMux
 
 from .decode import AudioFormat
+from .republish import DEFAULT_REPUBLISH_LIMITS, LocalPublish, RepublishLimits, Target
 from .stream import GapEvent, Stream
 
 log = logging.getLogger("relay_client")
@@ -46,7 +47,12 @@ AcceptHook = Callable[[Stream], "Awaitable[str | None] | str | None"]
 
 
 class Receiver:
-    """Receives streams from one or more edges and hands them to the app."""
+    """Receives streams from one or more edges and hands them to the app.
+
+    ``republish="rtmp://127.0.0.1:1935/live"`` also publishes every stream NAME to that RTMP server
+    as ``live/NAME`` (``{name}`` places it elsewhere), for apps that read from their own server;
+    see :mod:`relay_client.republish`.
+    """
 
     def __init__(
         self,
@@ -61,6 +67,8 @@ class Receiver:
         name: str | None = None,
         forwards: dict[str, tuple[str, int]] | None = None,
         patterns: tuple[str, ...] = (),
+        republish: str | None = None,
+        republish_limits: RepublishLimits = DEFAULT_REPUBLISH_LIMITS,
     ) -> None:
         self._secret = secret
         self.audio_format = audio_format or AudioFormat()
@@ -71,6 +79,9 @@ class Receiver:
         self.instance = secrets.token_hex(6)
         self.patterns = tuple(patterns)  # stream-name globs this app wants from edges (empty: all)
         self.forwards = dict(forwards or {})  # raw TCP tunnels: name -> local (host, port)
+        # The app's own RTMP server: every stream is published there as NAME (RepublishError if bad).
+        self.republish = Target.parse(republish) if republish else None
+        self.republish_limits = republish_limits
         self._on_stream = on_stream
         self._accept = accept
         self._verifier = ProofVerifier(secret, limits.auth_max_skew, limits.auth_max_remembered)
@@ -79,7 +90,9 @@ class Receiver:
         self.links: list[ClientLink] = []
         self.closing = False  # shutdown() started: no new links
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.metrics = Metrics("relay_client", self._gauges)
+        self.metrics = Metrics(
+            "relay_client", self._gauges, lambda: [s.info.codecs for s in self.live.values()]
+        )
         # The pull-mode dialer runs supervised; a bug in one link (an accept hook that raises)
         # is logged, counted and weighed for /healthz, and ends only that link.
         self.supervisor = Supervisor(self.metrics, limits)
@@ -177,17 +190,18 @@ class Receiver:
         for link in list(self.links):
             await link.close()
 
-    def _verify(self, proof: str) -> None:
-        self._verifier.verify(proof, time.time(), role="edge")
+    def _verify(self, proof: str, target: str = "") -> None:
+        self._verifier.verify(proof, time.time(), role="edge", target=target)
 
     async def open_forward(self, name: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Raw TCP mode: connect a tunneled connection to the local address named ``name``."""
         host, port = self.forwards[name]
         return await asyncio.open_connection(host, port)
 
-    def verify_proof(self, proof: str) -> None:
-        """Check a dialing edge's proof header (raises AuthError): for endpoints on other servers."""
-        self._verify(proof)
+    def verify_proof(self, proof: str, target: str = "") -> None:
+        """Check a dialing edge's proof header for ``target`` (raises AuthError): for endpoints on
+        other servers; ``target`` is :func:`relay_edge.http.acceptor_target` of the request."""
+        self._verify(proof, target)
 
     # --- links ------------------------------------------------------------------------------
 
@@ -217,7 +231,7 @@ class Receiver:
             link = ClientLink(self, transport, peer)
             self.links.append(link)
             self.metrics.link_connects.inc()
-            log.info("link up: %s (edge %s)", transport.remote, peer.name or peer.instance)
+            log.info("link up: %s (edge %r)", transport.remote, peer.name or peer.instance)
             self._finish_gone(peer)
             try:
                 await link.run()
@@ -256,8 +270,14 @@ class Receiver:
             self.metrics.resumes.inc()
             log.info("stream %s resumed on a new link from seq %d", frame.name, frame.seq)
             return stream, None
+        local = LocalPublish(self.republish, frame.name, self.republish_limits) if self.republish else None
         stream = Stream(
-            frame, audio_format=self.audio_format, consume=self.consume, out_dir=self.out_dir, ack=self._ack
+            frame,
+            audio_format=self.audio_format,
+            consume=self.consume,
+            out_dir=self.out_dir,
+            ack=self._ack,
+            republish=local,
         )
         refusal = await self._ask_accept(stream)
         if refusal is not None:
@@ -308,6 +328,9 @@ class Receiver:
 
     async def _reap(self, stream: Stream) -> None:
         await stream.wait_ended()
+        local = getattr(stream, "republish", None)
+        if local is not None:
+            await local.close()
         self._meter(stream)
         self._metered.pop(stream.info.uid, None)
         self._rates.pop(stream.info.uid, None)
@@ -359,6 +382,7 @@ class Receiver:
                     "queued_batches": s.queued,
                     "link": "up" if any(s.info.uid in ln.sids for ln in self.links) else "down",
                     "resumed": s.info.resumed,
+                    "republish": s.republish.status() if getattr(s, "republish", None) else None,
                 }
                 for s in self.live.values()
             ],
@@ -368,7 +392,12 @@ class Receiver:
         return {
             "live_streams": ("Streams currently received", len(self.live)),
             "links": ("Links up", len(self.links)),
+            "republish_retrying": ("Streams whose --republish server is unreachable", self._retrying()),
         }
+
+    def _retrying(self) -> int:
+        publishes = (getattr(s, "republish", None) for s in self.live.values())
+        return sum(1 for p in publishes if p is not None and p.state == "retrying")
 
 
 class ClientLink:

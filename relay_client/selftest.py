@@ -4,7 +4,9 @@ An edge and a client start on free loopback ports in this process, the edge
 dials the client (push mode), a generated tone is published over real RTMP
 (PyAV's own RTMP output: no system ffmpeg needed), and the app side checks what
 it decodes. Each step prints as it runs; the report says what passed, the time
-to the first decoded frame and the end-to-end latency.
+to the first decoded frame and the end-to-end latency. ``first_frame_ms`` counts
+from the publisher's first media write (the relay's own figure);
+``publisher_start_ms`` from spawning the publisher (adds its start, ~400 ms).
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ class Report:
     steps: list[Step] = field(default_factory=list)
     frames: int = 0
     gaps: int = 0
-    first_frame_ms: float | None = None
+    first_frame_ms: float | None = None  # first decoded frame after the publisher's first media write
+    publisher_start_ms: float | None = None  # first decoded frame after the publisher was spawned
+    first_write_ms: float | None = None  # spawn to first media write (the publisher's own start)
     latency_ms: dict[str, float | None] = field(default_factory=lambda: {"p50": None, "p99": None})
     frequency_hz: float | None = None
     duration_s: float | None = None
@@ -63,11 +67,16 @@ class Report:
             ],
             "frames": self.frames,
             "gaps": self.gaps,
-            "first_frame_ms": None if self.first_frame_ms is None else round(self.first_frame_ms, 1),
+            "first_frame_ms": _round(self.first_frame_ms, 1),
+            "publisher_start_ms": _round(self.publisher_start_ms, 1),
             "latency_ms": {k: None if v is None else round(v, 2) for k, v in self.latency_ms.items()},
             "frequency_hz": None if self.frequency_hz is None else round(self.frequency_hz, 2),
             "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
         }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 class StepFailed(Exception):
@@ -194,8 +203,9 @@ async def _publish_and_check(
         await _until(lambda: bool(chunks) or reader.done(), 5.0, "no decoded audio within 5 s")
         if not chunks:
             raise StepFailed("stream ended without decoded audio")
-        report.first_frame_ms = (chunks[0][0] - t_publish) * 1000
-        return f"first {fmt.sample_rate} Hz frame {report.first_frame_ms:.0f} ms after publish started"
+        report.publisher_start_ms = (chunks[0][0] - t_publish) * 1000
+        ms = report.publisher_start_ms
+        return f"first {fmt.sample_rate} Hz frame {ms:.0f} ms after the publisher process started"
 
     await run.step("first decoded frame", first_frame)
 
@@ -207,9 +217,17 @@ async def _publish_and_check(
         samples = sum(c.samples for _, c in chunks)
         report.duration_s = samples / fmt.sample_rate
         report.latency_ms = _latency(chunks, result.written_at)
+        if result.written_at:  # the child's monotonic clock is ours (see publish_tone)
+            first_write = min(result.written_at.values())
+            report.first_write_ms = (first_write - t_publish) * 1000
+            report.first_frame_ms = (chunks[0][0] - first_write) * 1000
         if abs(report.duration_s - seconds) > 0.2:
             raise StepFailed(f"decoded {report.duration_s:.3f} s of audio, published {seconds:g} s")
-        return f"{report.frames} chunks, {report.duration_s:.3f} s of audio, publisher exited cleanly"
+        first = "" if report.first_frame_ms is None else f"; first frame {report.first_frame_ms:.1f} ms"
+        return (
+            f"{report.frames} chunks, {report.duration_s:.3f} s of audio, publisher exited cleanly"
+            f"{first} after the publisher's first write"
+        )
 
     await run.step("stream received", whole_stream)
 

@@ -12,20 +12,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from relay_edge import flv, wire
+from relay_edge import flv, tagbody, wire
 
 from .decode import AudioChunk, AudioDecoder, AudioFormat, VideoDecoder
 from .output import StreamFiles, merge_stats
+from .republish import LocalPublish
 
 log = logging.getLogger("relay_client.stream")
 
 _END = object()
 # Items the app may leave unread per iterator before the stream waits for it.
 QUEUE_ITEMS = 256
+# Multitrack audio tags kept for tracks the app has not asked for yet (~5 s of AAC or Opus at
+# 40-50 tags/s, a few hundred KB at most): a track asked for in on_stream, while the first
+# batches are already being decoded, still starts at the beginning.
+TRACK_BACKLOG_TAGS = 256
 # Up to this many tags of audio are decoded on the event loop (~30 µs each, so under 1 ms);
 # bigger batches (a replay after a resume) go to a worker thread.
 INLINE_TAGS = 16
@@ -131,8 +137,10 @@ class Stream(StreamEvents):
         consume: frozenset[str],
         out_dir: str | None,
         ack: Callable[[Stream, int], None],
+        republish: LocalPublish | None = None,
     ) -> None:
         super().__init__()
+        self.republish = republish  # the app's own RTMP server gets every tag before it is acked
         self.info = StreamInfo(
             name=open_frame.name,
             uid=open_frame.uid,
@@ -152,6 +160,13 @@ class Stream(StreamEvents):
         self._want_audio = "audio" in consume or out_dir is not None
         self._audio = AudioDecoder(audio_format) if self._want_audio else None
         self._video = VideoDecoder() if "video" in consume else None
+        # Enhanced RTMP multitrack: decoders of the other audio tracks the app asked for, and the
+        # latest SequenceStart of each such track (to start a decoder asked for later).
+        self._tracks: dict[int, AudioDecoder] = {}
+        self._new_tracks: list[int] = []
+        self._track_configs: dict[int, bytes] = {}  # track -> its latest SequenceStart tag (<= 255)
+        self._track_backlog: deque[bytes] = deque(maxlen=TRACK_BACKLOG_TAGS)
+        self._late_feeds: set[asyncio.Future[None]] = set()
         self._files = StreamFiles(out_dir, open_frame.name, audio_format) if out_dir else None
         self._files_open = False
         # Video decoding and file I/O block: they run in a worker thread. Counting doesn't, nor does
@@ -188,9 +203,26 @@ class Stream(StreamEvents):
 
     # --- the app's side -------------------------------------------------------------------
 
-    async def audio(self) -> AsyncIterator[AudioChunk]:
-        """Decoded audio in the receiver's :class:`AudioFormat`, until the stream ends."""
-        async for item in self._drain("audio"):
+    async def audio(self, track: int = 0) -> AsyncIterator[AudioChunk]:
+        """Decoded audio in the receiver's :class:`AudioFormat`, until the stream ends.
+
+        ``track`` picks one track of an Enhanced RTMP multitrack stream (0, the default,
+        is also the only track of every other stream). A track other than 0 starts with
+        its latest SequenceStart and the last :data:`TRACK_BACKLOG_TAGS` multitrack tags
+        before this call: from the beginning when asked for in ``on_stream``.
+        """
+        kind = "audio" if track == 0 else f"audio.{track}"
+        if track and kind not in self._queues:
+            if "audio" not in self._queues:
+                raise RuntimeError("this receiver does not produce 'audio': add it to consume=")
+            if not 0 < track < 256:  # a UI8 in the spec
+                raise ValueError(f"audio track must be 0..255, got {track}")
+            self._queues[kind] = asyncio.Queue(QUEUE_ITEMS)
+            if self.ended:
+                self._late_track(track, self._queues[kind])
+            else:  # through the inbox: the pipeline starts the decoder between two batches
+                self._inbox.put_nowait(("track", track))
+        async for item in self._drain(kind):
             yield item
 
     async def video(self) -> AsyncIterator[Any]:
@@ -229,6 +261,8 @@ class Stream(StreamEvents):
         self.stats.resumes += 1
 
     def end(self, reason: str) -> None:
+        if self.republish is not None:
+            self.republish.stop_retrying()  # no more waiting for a local server that is down
         self._inbox.put_nowait(("end", reason))
 
     @property
@@ -254,14 +288,17 @@ class Stream(StreamEvents):
                 self._working = True
                 while not self._inbox.empty():
                     batch.append(self._inbox.get_nowait())
-                init, tags, last_seq, end = self._select(batch)
+                init, tags, last_seq, end, cuts = self._select(batch)
                 if init or tags or end is not None or last_seq > self.delivered:
-                    args = (init, tags, end is not None, last_seq)
+                    if self.republish is not None and (init or tags):
+                        # Before files and the ack: the edge keeps what the local server did not take.
+                        await self.republish.write(init + tags)
+                    args = (init, tags, end is not None, last_seq, cuts)
                     if self._blocking or len(tags) > INLINE_TAGS:
-                        chunks, frames = await loop.run_in_executor(None, self._process, *args)
+                        chunks, frames, extra = await loop.run_in_executor(None, self._process, *args)
                     else:  # counting, or a few audio frames: a thread hop costs more than the work
-                        chunks, frames = self._process(*args)
-                    await self._deliver(tags, chunks, frames)
+                        chunks, frames, extra = self._process(*args)
+                    await self._deliver(tags, chunks, frames, extra)
                 if last_seq > self.delivered:
                     self.delivered = last_seq
                     self._ack(self, last_seq)
@@ -273,10 +310,15 @@ class Stream(StreamEvents):
             self._finish("client error")
             raise
 
-    def _select(self, batch: list[Any]) -> tuple[list[bytes], list[bytes], int, str | None]:
-        """Replayed init tags and new tags from a batch, skipping any already delivered."""
+    def _select(self, batch: list[Any]) -> tuple[list[bytes], list[bytes], int, str | None, list[int]]:
+        """Replayed init tags and new tags from a batch, skipping any already delivered.
+
+        The last item lists where in the new tags a new publisher starts: the decoders
+        are flushed there, so the old publisher's last frames come out before the new ones.
+        """
         init: list[bytes] = []
         tags: list[bytes] = []
+        cuts: list[int] = []
         last = self.delivered
         end = None
         for item in batch:
@@ -285,6 +327,7 @@ class Stream(StreamEvents):
                 _, seq, data, publisher = item
                 if publisher is not None and seq > last:  # first delivery, not a replay
                     self._note_publisher(seq, publisher)
+                    cuts.append(len(tags))
                 skip = max(0, last + 1 - seq)
                 tags.extend(data[skip:])
                 last = max(last, seq + len(data) - 1)
@@ -295,7 +338,10 @@ class Stream(StreamEvents):
                 last = max(last, item[1].seq - 1)
             elif kind == "end":
                 end = item[1]
-        return init, tags, last, end
+            elif kind == "track" and item[1] not in self._tracks:
+                self._tracks[item[1]] = AudioDecoder(self._format, track=item[1])
+                self._new_tracks.append(item[1])
+        return init, tags, last, end, cuts
 
     def _note_publisher(self, seq: int, publisher: dict[str, Any]) -> None:
         self.stats.publisher_reconnects += 1
@@ -310,29 +356,39 @@ class Stream(StreamEvents):
         self.stats.gap_tags += gap.tags
         self.stats.gap_bytes += gap.bytes
         self.stats.gap_ms += gap.ms
+        if self.republish is not None:
+            self.republish.note_gap(gap.ms)
         log.warning(
             "stream %s: gap of %d tags (%d ms) before seq %d", self.info.name, gap.tags, gap.ms, gap.seq
         )
         self._events.put_nowait(gap)
 
     def _process(
-        self, init: list[bytes], tags: list[bytes], ending: bool, last_seq: int
-    ) -> tuple[list[AudioChunk], list[Any]]:
+        self, init: list[bytes], tags: list[bytes], ending: bool, last_seq: int, cuts: list[int]
+    ) -> tuple[list[AudioChunk], list[Any], dict[int, list[AudioChunk]]]:
         """Worker thread: files and decoding for one batch.
 
         ``init`` (metadata and codec configuration replayed on a resume) primes
-        the decoders only: the files already hold them from before.
+        the decoders only: the files already hold them from before. At each index in
+        ``cuts`` (a new publisher) and at the end of the stream the decoders are flushed.
+        Returns track 0's audio, the video frames, and the audio of other tracks.
         """
         chunks: list[AudioChunk] = []
         frames: list[Any] = []
+        extra: dict[int, list[AudioChunk]] = {n: [] for n in self._tracks}
+        self._start_tracks(extra)
         for encoded in init:
             tag = flv.decode_tag(encoded)
             if tag.type == flv.AUDIO and self._audio is not None:
                 chunks.extend(self._audio.decode(tag))
+                if flv.is_multitrack(flv.AUDIO, tag.data):
+                    self._note_track_tag(tag, extra, backlog=False)
             elif tag.type == flv.VIDEO and self._video is not None:
                 frames.extend(self._video.decode(tag))
         stats = self.stats
-        for encoded in tags:
+        for index, encoded in enumerate(tags):
+            if cuts and index in cuts:
+                self._flush_decoders(chunks, frames, extra)
             # The header is enough for the stats; a Tag (a copy of the body) only for a decoder.
             tag_type, _, timestamp = flv.parse_tag_header(encoded)
             stats.tags += 1
@@ -343,13 +399,16 @@ class Stream(StreamEvents):
             if tag_type == flv.AUDIO:
                 stats.audio_tags += 1
                 if self._audio is not None:
-                    chunks.extend(self._audio.decode(flv.decode_tag(encoded)))
+                    tag = flv.decode_tag(encoded)
+                    chunks.extend(self._audio.decode(tag))
+                    if flv.is_multitrack(flv.AUDIO, tag.data):
+                        self._note_track_tag(tag, extra)
             elif tag_type == flv.VIDEO:
                 stats.video_tags += 1
                 if self._video is not None:
                     frames.extend(self._video.decode(flv.decode_tag(encoded)))
-        if ending and self._audio is not None:
-            chunks.extend(self._audio.flush())
+        if ending:  # every frame published comes out: decoders hold some back (reordering, priming)
+            self._flush_decoders(chunks, frames, extra)
         if self._files is not None:
             if not self._files_open:
                 self._files.open_flv(self.header, init)
@@ -372,13 +431,75 @@ class Stream(StreamEvents):
         if chunks:
             stats.audio_level_dbfs = audio_level_dbfs(chunks[-1])
         stats.video_frames += len(frames)
-        return chunks, frames
+        return chunks, frames, extra
 
-    async def _deliver(self, tags: list[bytes], chunks: list[AudioChunk], frames: list[Any]) -> None:
+    def _start_tracks(self, extra: dict[int, list[AudioChunk]]) -> None:
+        """Start the decoders the app just asked for: the track's configuration, then its backlog."""
+        while self._new_tracks:
+            n = self._new_tracks.pop()
+            decoder = self._tracks[n]
+            for encoded in (*self._track_configs.values(), *self._track_backlog):
+                extra[n].extend(decoder.decode(flv.decode_tag(encoded)))
+
+    def _late_track(self, track: int, queue: asyncio.Queue[Any]) -> None:
+        """A track asked for once the pipeline is done: what the backlog holds of it, then the end.
+
+        Decoded here, on the loop: at most TRACK_BACKLOG_TAGS tags (a few ms), and only for a
+        short stream whose every tag was handled before the app asked.
+        """
+        decoder = AudioDecoder(self._format, track=track)
+        chunks: list[Any] = []
+        for encoded in (*self._track_configs.values(), *self._track_backlog):
+            chunks += decoder.decode(flv.decode_tag(encoded))
+        chunks += [*decoder.flush(), _END]
+
+        async def feed() -> None:
+            for item in chunks:
+                await queue.put(item)
+
+        task = asyncio.ensure_future(feed())
+        self._late_feeds.add(task)  # a reference until it is done, so it is not collected
+        task.add_done_callback(self._late_feeds.discard)
+
+    def _note_track_tag(self, tag: flv.Tag, extra: dict[int, list[AudioChunk]], backlog: bool = True) -> None:
+        """A multitrack audio tag: keep it if it configures a track, decode it for the tracks asked for.
+
+        Replayed init tags (``backlog=False``) only configure: they are not media to play again.
+        """
+        if flv.sequence_key(flv.AUDIO, tag.data) is not None:  # it parses (fuzz_flv checks that)
+            encoded = tag.encode()
+            for packet in tagbody.parse_audio(tag.data):
+                if packet.track and packet.kind == tagbody.CONFIG:
+                    self._track_configs[packet.track] = encoded
+        for n, decoder in self._tracks.items():
+            extra[n].extend(decoder.decode(tag))
+        if backlog:
+            self._track_backlog.append(tag.encode())
+
+    def _flush_decoders(
+        self, chunks: list[AudioChunk], frames: list[Any], extra: dict[int, list[AudioChunk]]
+    ) -> None:
+        if self._audio is not None:
+            chunks.extend(self._audio.flush())
+        if self._video is not None:
+            frames.extend(self._video.flush())
+        for n, decoder in self._tracks.items():
+            extra[n].extend(decoder.flush())
+
+    async def _deliver(
+        self,
+        tags: list[bytes],
+        chunks: list[AudioChunk],
+        frames: list[Any],
+        extra: dict[int, list[AudioChunk]],
+    ) -> None:
         queues = self._queues
         if "audio" in queues:
             for chunk in chunks:
                 await queues["audio"].put(chunk)
+        for track, track_chunks in extra.items():
+            for chunk in track_chunks:
+                await queues[f"audio.{track}"].put(chunk)
         if "video" in queues:
             for frame in frames:
                 await queues["video"].put(frame)
@@ -389,12 +510,16 @@ class Stream(StreamEvents):
     def _finish(self, reason: str) -> None:
         self.ended = True
         self.end_reason = reason
-        if self._audio is not None:
-            self.stats.decode_errors += self._audio.errors
+        decoders = [self._audio, self._video, *self._tracks.values()]
+        self.stats.decode_errors += sum(d.errors for d in decoders if d is not None)
         if self._files is not None:
             self._files.close(self.summary())
-        for queue in self._queues.values():
-            queue.put_nowait(_END) if not queue.full() else asyncio.ensure_future(queue.put(_END))
+        for kind, queue in self._queues.items():
+            track = int(kind[6:]) if kind.startswith("audio.") else 0
+            if track and track not in self._tracks:  # asked for while the last batch was decoded
+                self._late_track(track, queue)
+            else:
+                queue.put_nowait(_END) if not queue.full() else asyncio.ensure_future(queue.put(_END))
         self._events.put_nowait(_END)
         self._ended.set()
         log.info("stream %s ended: %s", self.info.name, reason)

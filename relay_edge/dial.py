@@ -32,7 +32,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, WebSocketException
 
 from . import tls
-from .auth import PROOF_HEADER, make_proof
+from .auth import PROOF_HEADER, link_target, make_proof
 from .errors import AuthError, ProtocolError
 from .limits import Limits
 from .supervise import BACKOFF_FIRST, BACKOFF_MAX, Backoff, Rand, Sleep
@@ -252,7 +252,8 @@ async def dial_forever(
         redial_now = False
         up_at: float | None = None
         try:
-            proof = make_proof(secret, role, time.time())
+            # Bound to where it goes (the URL after a followed redirect), so a front can't replay it.
+            proof = make_proof(secret, role, time.time(), target=link_target(target.url))
             async with _connect(
                 target.url,
                 additional_headers={PROOF_HEADER: proof},

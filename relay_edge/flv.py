@@ -8,8 +8,10 @@ PreviousTagSize, which is derivable). A file is :func:`file_header` followed by
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import tagbody
 from .errors import FLVError, LimitExceeded
 
 AUDIO = 8
@@ -21,25 +23,11 @@ TAG_HEADER_SIZE = 11
 FILE_HEADER_SIZE = 13  # 9-byte header + PreviousTagSize0
 _TIMESTAMP_MASK = 0xFFFFFFFF
 
-# SoundFormat (upper 4 bits of an audio tag's first byte).
-AUDIO_CODECS = {
-    0: "pcm",
-    1: "adpcm",
-    2: "mp3",
-    3: "pcm_le",
-    4: "nellymoser16",
-    5: "nellymoser8",
-    6: "nellymoser",
-    7: "alaw",
-    8: "mulaw",
-    10: "aac",
-    11: "speex",
-    14: "mp3_8k",
-}
-# CodecID (lower 4 bits of a video tag's first byte), legacy FLV.
-VIDEO_CODECS = {2: "h263", 3: "screen", 4: "vp6", 5: "vp6a", 6: "screen2", 7: "h264", 12: "hevc"}
-# Enhanced RTMP FourCCs (video tags whose first byte has 0x80 set).
-VIDEO_FOURCCS = {b"avc1": "h264", b"hvc1": "hevc", b"av01": "av1", b"vp09": "vp9"}
+# Codec tables live with the tag-body parser; re-exported here for older imports.
+AUDIO_CODECS = tagbody.AUDIO_CODECS
+VIDEO_CODECS = tagbody.VIDEO_CODECS
+VIDEO_FOURCCS = tagbody.VIDEO_FOURCCS
+AUDIO_FOURCCS = tagbody.AUDIO_FOURCCS
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,17 +137,71 @@ class FlvReader:
 
 
 # --- codec facts from a tag's first bytes -------------------------------------------
+# These run per tag on the edge, so the common cases read a byte or two; only the rare
+# multitrack (ManyTracks) and ModEx bodies go through the full parser in tagbody.
+
+_EX_AUDIO = tagbody.SOUND_FORMAT_EX_HEADER
+_A_MULTITRACK, _A_MODEX = 5, 7  # AudioPacketType
+_V_MULTITRACK, _V_MODEX = 6, 7  # VideoPacketType
+
+
+def sequence_key(tag_type: int, data: bytes | memoryview) -> str | None:
+    """Where a decoder configuration tag is kept for a replay, else None.
+
+    ``"audio"`` / ``"video"`` for track 0 (legacy AAC/AVC/HEVC sequence headers and
+    enhanced SequenceStart), ``"audio.N"`` for track N of a multitrack stream (one
+    key per track, so every track's decoder can start after a resume).
+    """
+    if not data:
+        return None
+    b0 = data[0]
+    if tag_type == AUDIO:
+        name = "audio"
+        fmt, ptype = b0 >> 4, b0 & 0x0F
+        if fmt == tagbody.SOUND_FORMAT_AAC:
+            return name if len(data) >= 2 and data[1] == 0 else None
+        if fmt != _EX_AUDIO or ptype not in (0, _A_MULTITRACK, _A_MODEX) or len(data) < 5:
+            return None
+        multitrack = _A_MULTITRACK
+    elif tag_type == VIDEO:
+        name = "video"
+        ptype = b0 & 0x0F
+        if (b0 >> 4) & 0x07 == 5:  # a command frame, never a header
+            return None
+        if not b0 & 0x80:
+            return name if len(data) >= 5 and ptype in (7, 12) and data[1] == 0 else None
+        if ptype not in (0, _V_MULTITRACK, _V_MODEX) or len(data) < 5:
+            return None
+        multitrack = _V_MULTITRACK
+    else:
+        return None
+    if ptype == 0:
+        return name
+    if ptype == multitrack and len(data) >= 7 and data[1] >> 4 == 0:  # OneTrack: id after the FourCC
+        return (f"{name}.{data[6]}" if data[6] else name) if data[1] & 0x0F == 0 else None
+    # ManyTracks or ModEx: rare, parse it all.
+    try:
+        packets = (tagbody.parse_audio if tag_type == AUDIO else tagbody.parse_video)(bytes(data))
+    except FLVError:
+        return None
+    tracks = sorted({p.track for p in packets if p.kind == tagbody.CONFIG})
+    if not tracks:
+        return None
+    return name if tracks == [0] else f"{name}." + ".".join(map(str, tracks))
 
 
 def is_sequence_header(tag_type: int, data: bytes | memoryview) -> bool:
-    """True for an AAC AudioSpecificConfig or a video decoder configuration record."""
+    """True for a decoder configuration tag (AAC/AVC sequence header, enhanced SequenceStart)."""
+    return sequence_key(tag_type, data) is not None
+
+
+def is_multitrack(tag_type: int, data: bytes | memoryview) -> bool:
+    """True for an Enhanced RTMP v2 multitrack body (without ModEx prefixes)."""
+    if not data:
+        return False
     if tag_type == AUDIO:
-        return len(data) >= 2 and data[0] >> 4 == 10 and data[1] == 0
-    if tag_type == VIDEO and data:
-        if data[0] & 0x80:  # enhanced RTMP: PacketType 0 = SequenceStart
-            return data[0] & 0x0F == 0
-        return len(data) >= 2 and data[0] & 0x0F in (7, 12) and data[1] == 0
-    return False
+        return data[0] == (_EX_AUDIO << 4) | _A_MULTITRACK
+    return tag_type == VIDEO and data[0] & 0x8F == 0x80 | _V_MULTITRACK
 
 
 def is_keyframe(data: bytes | memoryview) -> bool:
@@ -168,16 +210,29 @@ def is_keyframe(data: bytes | memoryview) -> bool:
 
 
 def audio_codec(data: bytes | memoryview) -> str:
-    """Codec name of an audio tag body, e.g. ``"aac"``."""
-    if not data:
-        return "unknown"
-    return AUDIO_CODECS.get(data[0] >> 4, f"audio{data[0] >> 4}")
+    """Codec name of an audio tag body (its first track), e.g. ``"aac"``, ``"opus"``."""
+    return _first_codec(tagbody.parse_audio, data)
 
 
 def video_codec(data: bytes | memoryview) -> str:
-    """Codec name of a video tag body, e.g. ``"h264"``."""
-    if not data:
+    """Codec name of a video tag body (its first track), e.g. ``"h264"``, ``"av1"``."""
+    return _first_codec(tagbody.parse_video, data)
+
+
+def track_codecs(tag_type: int, data: bytes | memoryview) -> dict[str, str]:
+    """``{"audio": codec, "audio.N": codec, ...}``: the codec of each track a tag carries."""
+    name = "audio" if tag_type == AUDIO else "video"
+    parse = tagbody.parse_audio if tag_type == AUDIO else tagbody.parse_video
+    try:
+        packets = parse(bytes(data))
+    except FLVError:
+        return {}
+    return {(f"{name}.{p.track}" if p.track else name): p.codec for p in packets}
+
+
+def _first_codec(parse: Callable[[bytes], list[tagbody.MediaPacket]], data: bytes | memoryview) -> str:
+    try:
+        packets = parse(bytes(data))
+    except FLVError:
         return "unknown"
-    if data[0] & 0x80:
-        return VIDEO_FOURCCS.get(bytes(data[1:5]), "unknown")
-    return VIDEO_CODECS.get(data[0] & 0x0F, f"video{data[0] & 0x0F}")
+    return packets[0].codec if packets else "unknown"

@@ -1,8 +1,9 @@
 """The asyncio pump around :class:`~relay_edge.rtmp.session.ServerSession`.
 
 One :class:`RtmpConnection` per publisher socket: bytes in → session → events to
-the edge, bytes due → socket. It never pauses reading: the edge must keep
-draining the publisher whatever the link does (the outbox bounds memory).
+the edge, bytes due → socket. It pauses reading only while a stream's link (not
+the app's acks) is behind, and for at most ``limits.max_pause``: then it reads
+again and the outbox's bounds drop the oldest tags, reported as a gap.
 Timeouts are checked by one sweep over all connections, not a timer per read.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -26,8 +28,9 @@ log = logging.getLogger("relay_edge.ingest")
 class RtmpConnection(asyncio.Protocol):
     """One publisher's TCP (or TLS) connection."""
 
-    def __init__(self, edge: Edge) -> None:
+    def __init__(self, edge: Edge, tls_context: ssl.SSLContext | None = None) -> None:
         self.edge = edge
+        self.tls_context = tls_context  # RTMPS: TLS starts after accept, once counted
         self.session = ServerSession(edge.limits)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
@@ -40,6 +43,12 @@ class RtmpConnection(asyncio.Protocol):
         self.streams: dict[int, EdgeStream] = {}  # RTMP message stream id -> stream
         self.closed = False
         self.paused = False  # reading stopped: a stream's link is behind (limits.pause_bytes)
+        # Paused for limits.max_pause: reading again, dropping instead, until the link catches up.
+        self.overrun = False
+        self._pause_timer: asyncio.TimerHandle | None = None
+        self.counted_ip = False  # in the edge's per-address count (until closed or authorized)
+        self._tls: asyncio.Task[None] | None = None
+        self._early: list[bytes] | None = None  # RTMPS: data decrypted before start_tls returned
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -55,9 +64,33 @@ class RtmpConnection(asyncio.Protocol):
             log.warning("refused RTMP connection from %s: %s", self.peer, refusal)
             self.edge.metrics.limit_breach(refusal.split(":")[0])
             transport.abort()
+        elif self.tls_context is not None:
+            self.transport.pause_reading()  # not a byte of the ClientHello may reach the RTMP session
+            self._early = []
+            self._tls = asyncio.ensure_future(self._start_tls(self.transport, self.tls_context))
+
+    async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        """RTMPS: the TLS handshake, bounded by handshake_timeout like the RTMP one (the sweep)."""
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(raw, self, context, server_side=True)
+        except Exception as exc:  # any failure is the peer's: close this one connection
+            if not self.closed:
+                log.info("RTMPS handshake with %s failed: %s", self.peer, type(exc).__name__)
+                self.abort()
+            return
+        early, self._early = self._early or [], None
+        if tls is None or self.closed:
+            return
+        self.transport = tls
+        for data in early:  # RTMP bytes that came with the end of the TLS handshake
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
+            return
+        if self._early is not None:  # decrypted, but start_tls has not handed us its transport yet
+            self._early.append(data)
             return
         self.last_rx = time.monotonic()
         try:
@@ -71,12 +104,33 @@ class RtmpConnection(asyncio.Protocol):
         for event in events:
             self._dispatch(event)
         self._flush()
-        if self._behind(self.edge.limits.pause_bytes) and self.transport is not None and not self.closed:
-            self.paused = True
-            self.transport.pause_reading()
-            log.debug(
-                "paused reading %s: its link is %d+ bytes behind", self.peer, self.edge.limits.pause_bytes
-            )
+        if self.overrun:  # reading through a backlog: pause again only once the link caught up
+            self.overrun = self._behind(self.edge.limits.pause_bytes // 2)
+        elif self._behind(self.edge.limits.pause_bytes):
+            self._pause()
+
+    def _pause(self) -> None:
+        if self.transport is None or self.closed:
+            return
+        self.paused = True
+        self.transport.pause_reading()
+        # Rare (the link is behind), so one timer per pause costs nothing on the read path.
+        self._pause_timer = asyncio.get_running_loop().call_later(self.edge.limits.max_pause, self._overrun)
+        log.debug("paused reading %s: its link is %d+ bytes behind", self.peer, self.edge.limits.pause_bytes)
+
+    def _overrun(self) -> None:
+        """Paused for ``max_pause``: read again, so the publisher never stalls; the outbox drops."""
+        self._pause_timer = None
+        if not self.paused:
+            return
+        log.warning(
+            "reading %s again after max_pause %g s: its link is still behind; "
+            "the oldest tags will be dropped (a reported gap)",
+            self.peer,
+            self.edge.limits.max_pause,
+        )
+        self.overrun = True
+        self._resume()
 
     def _behind(self, threshold: int) -> bool:
         for s in self.streams.values():  # every read: the cheap test first, no generator
@@ -92,14 +146,24 @@ class RtmpConnection(asyncio.Protocol):
     def resume_if_caught_up(self) -> None:
         """Read the publisher again once its streams' links have sent half the backlog (or went away)."""
         if self.paused and not self._behind(self.edge.limits.pause_bytes // 2):
-            self.paused = False
-            self.last_rx = time.monotonic()  # paused time is not the publisher's silence
-            if self.transport is not None and not self.closed:
-                self.transport.resume_reading()
-                log.debug("resumed reading %s", self.peer)
+            if self._pause_timer is not None:
+                self._pause_timer.cancel()
+                self._pause_timer = None
+            self._resume()
+
+    def _resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        self.last_rx = time.monotonic()  # paused time is not the publisher's silence
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+            log.debug("resumed reading %s", self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
         self.edge.disconnected(self)
 
     # --- events -------------------------------------------------------------------------
@@ -161,5 +225,9 @@ class RtmpConnection(asyncio.Protocol):
         limits = self.edge.limits
         if not self.handshake_done and now - self.connected_at > limits.handshake_timeout:
             self.fail(f"handshake_timeout: no handshake after {limits.handshake_timeout:g} s", "timeout")
+        elif not self.session.authorized and now - self.connected_at > limits.publish_timeout:
+            # However slowly it trickles: each byte resets idle_timeout, not this.
+            reason = f"publish_timeout: no accepted publish {limits.publish_timeout:g} s after accept"
+            self.fail(reason, "timeout")
         elif not self.paused and now - self.last_rx > limits.idle_timeout:
             self.fail(f"idle_timeout: nothing received for {limits.idle_timeout:g} s", "timeout")

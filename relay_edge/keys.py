@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import re
 import unicodedata
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from .auth import STREAM_KEY, b64url, derive_key
@@ -64,11 +65,16 @@ def mint_key(secret: str, name: str, ttl: float = DEFAULT_TTL, *, now: float) ->
     return f"{name}.{expiry}.{_signature(secret, name, expiry)}"
 
 
-def verify_key(secret: str, key: str, now: float) -> str:
+def verify_key(secret: str, key: str, now: float, *, live: Callable[[str], int | None] | None = None) -> str:
     """The NAME of a valid, unexpired ``key``; raises :class:`AuthError` saying why not.
 
     Checked in this order: form, signature, expiry, so a tampered expiry
     reads "bad signature". Messages name the stream but never the signature.
+
+    ``live(NAME)`` gives the EXPIRY of the key NAME's live stream was published
+    with (None if none is live): that same key is accepted even once expired, as
+    it continues the stream. LiveKit's egress retries with the URL it started
+    with for as long as its session lasts; a new stream still needs a valid key.
     """
     match = _KEY_RE.fullmatch(key) if isinstance(key, str) and len(key) <= _MAX_KEY_CHARS else None
     if match is None:
@@ -77,9 +83,15 @@ def verify_key(secret: str, key: str, now: float) -> str:
     expected = _signature(secret, name, expiry)
     if not hmac.compare_digest(expected.encode("ascii"), match["sig"].encode("ascii")):
         raise AuthError(f"bad signature on stream key for {name!r}")
-    if now >= expiry:
+    if now >= expiry and (live is None or live(name) != expiry):
         raise AuthError(f"stream key for {name!r} expired {now - expiry:.0f} s ago")
     return name
+
+
+def key_expiry(key: str) -> int | None:
+    """EXPIRY of a ``NAME.EXPIRY.SIGNATURE`` key (unverified), None for anything else."""
+    match = _KEY_RE.fullmatch(key) if len(key) <= _MAX_KEY_CHARS else None
+    return int(match["expiry"]) if match else None
 
 
 def _malformed(key: object) -> AuthError:

@@ -68,7 +68,7 @@ class App:
     async def start(self, fault: str | None = None, **front: Any) -> App:
         app = web.Application()
         app.router.add_get("/relay", self.receiver.handler)
-        common_routes(app, self.receiver.status, self.receiver.metrics.render, self.receiver.unhealthy)
+        common_routes(app, self.receiver.status, self.receiver.metrics.render, health=self.receiver.unhealthy)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, LOOPBACK, 0)

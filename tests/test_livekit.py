@@ -8,6 +8,8 @@ publishing through a real edge and app; Track Egress PCM over WebSocket; signed 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 import sys
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
+import numpy as np
 import pytest
 from aiohttp import web
 from google.protobuf import json_format
@@ -31,14 +35,18 @@ from relay_client import AudioFormat, Receiver
 from relay_client.livekit import (
     EgressManager,
     LiveKitConfig,
+    RoomNotFound,
     TrackAudioEndpoint,
     WebhookHandler,
     stream_name,
 )
 from relay_client.pcm_stream import MuteEvent, PcmStream
+from relay_client.stream import GapEvent
 from relay_client.tone import dominant_frequency
+from relay_edge.ingest import RtmpConnection
 from relay_edge.keys import verify_key
 from tests.support import livekit_standin as lk
+from tests.support import publishers
 from tests.support.relay import SECRET, Relay, until
 
 AUDIO, VIDEO = pm.TrackType.AUDIO, pm.TrackType.VIDEO
@@ -55,7 +63,7 @@ class App:
 
     def __init__(self, receiver: Receiver, manager_config: LiveKitConfig | None = None) -> None:
         self.receiver = receiver
-        self.endpoint = TrackAudioEndpoint(SECRET, receiver, reconnect_grace=0)
+        self.endpoint = TrackAudioEndpoint(SECRET, receiver)
         self.manager: EgressManager | None = None
         self.webhook: WebhookHandler | None = None
         self.url = ""
@@ -88,7 +96,7 @@ class App:
 
 async def test_room_composite_request_fields_dedup_and_stop(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "relay_client")
-    async with lk.LiveKitStandIn() as standin:
+    async with lk.LiveKitStandIn(rooms=("room-1",)) as standin:
         cfg = config(standin, rtmp_host="edge.example.net", rtmp_port=1935)
         async with EgressManager(cfg) as manager:
             session = await manager.start("room-1", slug="Session 42!")
@@ -123,8 +131,80 @@ async def test_room_composite_request_fields_dedup_and_stop(caplog: pytest.LogCa
         assert standin.refused == []
 
 
-async def test_twirp_refuses_a_wrong_secret_and_takes_json() -> None:
+# livekit/protocol utils/redact.go, read there: what ListEgress shows of each URL.
+REDACTIONS = [
+    ("rtmp://edge:1935/live/abcdefghijkl", "rtmp://edge:1935/live/{abc...jkl}"),
+    ("rtmps://a.example/x/app/abcdefgh", "rtmps://a.example/x/app/{ab...gh}"),
+    ("rtmp://h/live/abcde", "rtmp://h/live/{a...e}"),
+    ("rtmp://h/live/ab", "rtmp://h/live/{...}"),
+    ("rtmp://h/live/abcdefghi live=1", "rtmp://h/live/{abc...ghi} live=1"),
+    ("rtmp://h/live/n.1.sig?x=1", "rtmp://h/live/{n.1...x=1}"),  # the query is part of the key
+    ("mux://abcdefghij", "mux://{abc...hij}"),
+    ("rtmp://h/key", "rtmp://h/key"),  # no app: not a stream URL, no query: unchanged
+    ("wss://app/livekit/track?name=n&room=r&flag&empty=&token=t", "wss://app/livekit/track?name={...}&room={...}&flag&empty=&token={...}"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("url", "listed"), REDACTIONS)
+def test_standin_redacts_as_livekit_does(url: str, listed: str) -> None:
+    redact = lk.redact_url_query_values if url.startswith("wss") else lk.redact_stream_key
+    assert redact(url) == listed
+
+
+async def test_start_and_stop_find_the_running_egress_under_redaction() -> None:
+    """Issue 12 item 1: ListEgress shows ``{abc...xyz}`` for the key, so match on what survives."""
+    async with lk.LiveKitStandIn(rooms=("room-x",)) as standin:
+        cfg = config(standin, rtmp_host="edge.example.net", rtmp_port=1935)
+        async with EgressManager(cfg) as first:
+            session = await first.start("room-x", slug="slug-x")
+        (listed,) = (await api_list(standin, "room-x")).items
+        (url,) = listed.room_composite.stream_outputs[0].urls
+        key = standin.requests("StartRoomCompositeEgress")[0].stream_outputs[0].urls[0].rsplit("/", 1)[1]
+        assert url == f"rtmp://edge.example.net:1935/live/{{{key[:3]}...{key[-3:]}}}"
+        async with EgressManager(cfg) as restarted:  # an app restart, a second instance
+            again = await restarted.start("room-x", slug="slug-x")
+            assert again.adopted and again.egress_ids == session.egress_ids and again.name == "slug-x"
+            assert len(standin.requests("StartRoomCompositeEgress")) == 1
+        elsewhere = config(standin, rtmp_host="other-edge.example.net", rtmp_port=1935)
+        async with EgressManager(elsewhere) as other:  # another edge's egress is not ours
+            assert not (await other.start("room-x")).adopted
+        assert len(standin.requests("StartRoomCompositeEgress")) == 2
+        async with EgressManager(cfg) as fresh:  # knows nothing in memory: stop_room asks LiveKit
+            stopped = await fresh.stop_room("room-x")
+        assert stopped is not None and stopped.egress_ids == session.egress_ids
+        assert [r.egress_id for r in standin.requests("StopEgress")] == [session.egress_id]
+
+
+async def test_room_that_does_not_exist_yet_starts_on_webhooks() -> None:
+    """Issue 12 item 6: StartRoomCompositeEgress fails for a room nobody joined yet."""
+    receiver = Receiver(SECRET)
     async with lk.LiveKitStandIn() as standin:
+        async with EgressManager(config(standin, rtmp_host="edge", rtmp_port=1935)) as plain:
+            with pytest.raises(RoomNotFound, match=r"room-e does not exist yet.*room_started"):
+                await plain.start("room-e")  # no webhooks: say so, start nothing
+        async with App(receiver).run(standin, rtmp_host="edge", rtmp_port=1935) as app:
+            assert app.manager is not None and app.manager.webhooks  # the handler is mounted
+            session = await app.manager.start("room-e", slug="early")
+            assert session.waiting and session.egress_ids == [] and not session.ended
+            assert (await app.manager.start("room-e", slug="early")) is session
+            assert standin.egresses == {}
+            await standin.join("room-e", lk.participant("first"))  # room_started, participant_joined
+            await until(lambda: bool(session.egress_ids), 5, "room_started did not start the egress")
+            await standin.join("room-e", lk.participant("second"))  # participant_joined only
+            assert not session.waiting and len(standin.egresses) == 1
+            (egress,) = standin.egresses.values()
+            assert session.egress_ids == [egress.info.egress_id]
+            assert verify_key(SECRET, egress.url.rsplit("/", 1)[1], time.time()) == "early"
+    assert standin.webhook_answers == [200, 200, 200]
+
+
+async def api_list(standin: lk.LiveKitStandIn, room: str) -> pe.ListEgressResponse:
+    async with api.LiveKitAPI(standin.url, lk.API_KEY, lk.API_SECRET) as lkapi:
+        return await lkapi.egress.list_egress(pe.ListEgressRequest(room_name=room))
+
+
+async def test_twirp_refuses_a_wrong_secret_and_takes_json() -> None:
+    async with lk.LiveKitStandIn(rooms=("room-x", "room-j")) as standin:
         bad = LiveKitConfig(
             standin.url, lk.API_KEY, "not-the-secret-but-just-as-long-0123456789", SECRET, "h", 1935
         )
@@ -156,7 +236,7 @@ async def test_twirp_refuses_a_wrong_secret_and_takes_json() -> None:
 async def test_room_composite_egress_audio_reaches_the_app(tmp_path: Path) -> None:
     async with (
         Relay(tmp_path) as relay,
-        lk.LiveKitStandIn(worker=lk.rtmp_worker(lk.Part(3.0, 440))) as standin,
+        lk.LiveKitStandIn(worker=lk.rtmp_worker(lk.Part(3.0, 440)), rooms=("standup",)) as standin,
     ):
         assert relay.edge is not None
         async with App(relay.receiver).run(
@@ -184,7 +264,7 @@ async def test_egress_retry_continues_the_same_stream(tmp_path: Path) -> None:
             await until(lambda: len(relay.pcm("retry")) >= 2 * 16000, 30, "no audio from part 1")
 
         worker = lk.rtmp_worker(lk.Part(20.0, 440, cut=app_has_a_second), lk.Part(2.0, 660))
-        async with lk.LiveKitStandIn(worker=worker) as standin:
+        async with lk.LiveKitStandIn(worker=worker, rooms=("room-r",)) as standin:
             assert relay.edge is not None
             cfg = config(standin, rtmp_host="127.0.0.1", rtmp_port=relay.edge.rtmp_port)
             async with EgressManager(cfg) as manager:
@@ -199,6 +279,76 @@ async def test_egress_retry_continues_the_same_stream(tmp_path: Path) -> None:
     assert dominant_frequency(pcm[: 16000 * 2], 16000, 1) == pytest.approx(440, abs=1.0)  # part 1, first 1 s
     assert dominant_frequency(pcm[-16000 * 3 : -1600], 16000, 1) == pytest.approx(660, abs=1.0)  # part 2
     assert len(pcm) / 2 / 16000 >= 1.0 + 2.0 - 0.15
+
+
+async def test_edge_acknowledges_a_livekit_egress_within_a_second_of_media(tmp_path: Path) -> None:
+    """LiveKit retries a dropped RTMP output only if rtmp2sink's out-bytes-acked > 0 (issue 12 item 2)."""
+    async with Relay(tmp_path) as relay:
+        pub = await publishers.gst_livekit(relay.url("acked"), seconds=2.0, env=lk.GST_RTMP_LOG)
+        async with pub:
+            await pub.wait_ok(30)
+        await relay.ended("acked")
+    acked = lk.acknowledged(pub.output)
+    # One early ack (the 2.5 MB window is ~150 s of this audio), after at most 1 s of AAC frames
+    # (44100 / 1024 = 43 a second) and with the first media counted in it.
+    assert len(acked) == 1, acked
+    assert 1 <= lk.sent_before_first_ack(pub.output, "audio") < 43
+    assert acked[0] > 3073 + 200  # more than the handshake, connect and publish: media was counted
+
+
+@pytest.mark.slow
+async def test_an_expired_key_continues_its_live_stream_but_starts_no_new_one(tmp_path: Path) -> None:
+    """Issue 12 item 3: the egress retries with the same URL for as long as its session lives."""
+    async with Relay(tmp_path) as relay:
+        url = relay.url("long-call", ttl=1)
+        expiry = int(url.rsplit(".", 2)[1])
+        async with await publishers.gst_livekit(url, seconds=30) as pub:
+            await until(lambda: len(relay.pcm("long-call")) > 0 and time.time() > expiry + 0.5, 10)
+            await pub.kill()  # the network drops after the key expired; LiveKit retries the same URL
+        async with await publishers.gst_livekit(url, seconds=1.0, frequency=660) as retry:
+            await retry.wait_ok(30)
+        await relay.ended("long-call")
+        assert relay.edge is not None
+        assert relay.edge.metrics.publisher_reconnects._value.get() == 1  # type: ignore[attr-defined]
+        assert list(relay.streams) == ["long-call"]  # one stream, both publishers
+        # The stream is over: the same expired key starts nothing new.
+        async with await publishers.gst_livekit(url, seconds=1.0) as late:
+            assert await late.wait(30) != 0
+        assert "publish denied" in late.output or "Unauthorized" in late.output
+        assert list(relay.streams) == ["long-call"]
+
+
+@pytest.mark.slow
+async def test_a_paused_publisher_is_read_again_within_max_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 item 4: rtmp2sink fails a write after 5 s, so a backpressure pause must end in 2 s.
+
+    The trigger (a link that has credit but can't send fast enough: edge CPU, a flood of video) is
+    the one thing simulated: ``_behind`` reports it for 8 s. The pause is the real transport's, the
+    publisher is LiveKit's rtmp2sink with its real 5 s write timeout.
+    """
+    behind_until = [0.0]
+    real_behind = RtmpConnection._behind
+    monkeypatch.setattr(
+        RtmpConnection,
+        "_behind",
+        lambda self, threshold: time.monotonic() < behind_until[0] or real_behind(self, threshold),
+    )
+    async with Relay(tmp_path) as relay:  # default limits: max_pause 2 s
+        assert relay.edge is not None
+        async with await publishers.gst_livekit(relay.url("held"), seconds=14.0) as pub:
+            await until(lambda: len(relay.pcm("held")) > 16000, 15, "no audio")  # 0.5 s at 16 kHz mono
+            conn = relay.edge.streams["held"].conn
+            assert conn is not None and not conn.paused
+            behind_until[0] = time.monotonic() + 8.0  # far past rtmp2sink's 5 s write timeout
+            await until(lambda: conn.paused, 5, "never paused")
+            await until(lambda: not conn.paused, 10, "never read again")
+            assert conn.overrun  # read again by the max_pause timer (the link is still "behind")
+            await pub.wait_ok(40)  # the publisher survived: no write timeout, no reconnect
+        stats = await relay.ended("held")
+    assert relay.edge.metrics.publisher_reconnects._value.get() == 0  # type: ignore[attr-defined]
+    assert abs(len(relay.pcm("held")) / 2 / 16000 - 14.0) <= 0.2 and stats["gaps"] == 0
 
 
 # --- Track Egress fallback -----------------------------------------------------------------------
@@ -254,6 +404,9 @@ async def test_track_egress_fallback_pcm_reaches_the_app(caplog: pytest.LogCaptu
         assert dominant_frequency(pcm, 16000, 1) == pytest.approx(freq, abs=1.0)
         assert [e.muted for e in events[s.info.name] if isinstance(e, MuteEvent)] == [True, False]
         assert events[s.info.name][0].timestamp == 1000
+        # LiveKit keeps sending while muted: silence, not a hole (1.0-1.2 s), the tone either side
+        windows = np.frombuffer(pcm, "<i2")[:32000].reshape(20, 1600)  # 100 ms each at 16 kHz
+        assert [i for i, w in enumerate(np.abs(windows).mean(axis=1)) if w < 100] == [10, 11]
 
 
 async def test_track_websocket_refuses_bad_tokens_and_writes_files(tmp_path: Path) -> None:
@@ -288,33 +441,105 @@ async def test_track_websocket_refuses_bad_tokens_and_writes_files(tmp_path: Pat
     assert summary["end_reason"] == "track egress websocket closed" and summary["audio_samples"] == 16000
 
 
-async def test_track_websocket_reconnect_continues_the_stream() -> None:
-    """A Track Egress WebSocket reconnecting within the grace continues its stream; egress_ended ends it."""
-    chunks: list[bytes] = []
+async def test_track_token_fields_are_length_prefixed_and_one_connection_per_token() -> None:
+    """Issue 13 item 5: no two field sets share a token; a second live socket with one is refused."""
+    receiver = Receiver(SECRET)
+    async with lk.LiveKitStandIn() as standin, App(receiver).run(standin) as app:
+        a = app.endpoint.url_for(app.url, name="n2", room="r\np", participant="x", track="TR_1")
+        b = app.endpoint.url_for(app.url, name="n2", room="r", participant="p\nx", track="TR_1")
+        token_a, token_b = a.rsplit("token=", 1)[1], b.rsplit("token=", 1)[1]
+        assert token_a != token_b  # "\n".join() of the fields made these equal
+        forged = b.rsplit("token=", 1)[0] + "token=" + token_a
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+                await http.ws_connect(forged)
+            assert caught.value.status == 401
+            async with http.ws_connect(a) as ws:
+                await ws.send_bytes(lk.sine_s16(440, 0.02))
+                await until(lambda: bool(receiver.live), 5)
+                with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+                    await http.ws_connect(a)  # the same token while the first socket lives
+                assert caught.value.status == 409
+                assert not ws.closed
+            await until(lambda: receiver.live == {}, 5)
+
+
+async def test_a_failed_track_egress_is_restarted_and_the_gap_reported() -> None:
+    """Issue 12 item 5: LiveKit never reconnects; the manager starts a new egress, one stream goes on."""
     streams: list[Any] = []
+    audio: list[bytes] = []
+    events: list[Any] = []
 
     async def on_stream(stream: Any) -> None:
         streams.append(stream)
-        chunks.extend([c.data async for c in stream.audio()])
 
-    receiver = Receiver(SECRET, on_stream=on_stream)
+        async def take_events() -> None:
+            events.extend([e async for e in stream.events()])
+
+        task = asyncio.ensure_future(take_events())
+        audio.extend([c.data async for c in stream.audio()])
+        await task
+
+    receiver = Receiver(SECRET, audio_format=AudioFormat(16000, 1), on_stream=on_stream)
+    worker = lk.websocket_worker({"TR_f": 440.0}, seconds=1.0, fail_at=0.5)
+    async with lk.LiveKitStandIn(worker=worker) as standin:
+        standin.rooms["room-f"] = [lk.participant("fay", ("TR_f", AUDIO))]
+        async with App(receiver).run(standin) as app:
+            assert app.manager is not None
+            app.manager.restart_backoff = 0.05
+            session = await app.manager.start("room-f", slug="f")
+            await until(lambda: len(standin.egresses) == 2, 10, "no new egress after the failure")
+            await until(lambda: all(e.task and e.task.done() for e in standin.egresses.values()), 30)
+            await until(lambda: receiver.live == {}, 10, "stream did not end")
+    first, second = standin.egresses.values()
+    assert first.info.status == pe.EgressStatus.EGRESS_FAILED and "write failed" in first.info.error
+    assert second.info.status == pe.EgressStatus.EGRESS_COMPLETE
+    assert [r.track_id for r in standin.requests("StartTrackEgress")] == ["TR_f", "TR_f"]
+    assert session.tracks == {second.info.egress_id: ("fay", "TR_f")}
+    (stream,) = streams  # one stream across both egresses
+    gaps = [e for e in events if isinstance(e, GapEvent)]
+    assert len(gaps) == 1 and gaps[0].ms > 0 and stream.stats.gaps == 1
+    pcm = b"".join(audio)
+    assert len(pcm) / 2 / 16000 == pytest.approx(
+        0.5 + 1.0, abs=0.03
+    )  # the first half, then all of the second
+    assert dominant_frequency(pcm, 16000, 1) == pytest.approx(440, abs=1.0)
+
+
+async def test_without_a_restart_a_closed_socket_ends_the_stream_at_once() -> None:
+    """No reconnect grace: LiveKit never reconnects, so waiting for one only delays the end."""
+    receiver = Receiver(SECRET)
     async with lk.LiveKitStandIn() as standin, App(receiver).run(standin) as app:
-        app.endpoint.reconnect_grace = 60.0  # only egress_ended (below) may end it
-        url = app.endpoint.url_for(app.url, name="rc", room="r", participant="p", track="TR_rc")
-        pcm = lk.sine_s16(440, 1.0)
-        async with aiohttp.ClientSession() as http:
-            for half in (pcm[: len(pcm) // 2], pcm[len(pcm) // 2 :]):
-                async with http.ws_connect(url) as ws:
-                    for offset in range(0, len(half), 3840):
-                        await ws.send_bytes(half[offset : offset + 3840])
-                await until(lambda: not app.endpoint._connections, 5)
-        assert len(receiver.live) == 1 and streams[0].stats.links == 1
-        app.endpoint.end_track("r", "TR_rc", "egress complete")
-        await until(lambda: receiver.live == {}, 5)
-    assert len(streams) == 1 and streams[0].end_reason == "egress complete"
-    audio = b"".join(chunks)
-    assert len(audio) / 2 / 16000 == pytest.approx(1.0, abs=0.005)
-    assert dominant_frequency(audio, 16000, 1) == pytest.approx(440, abs=1.0)
+        url = app.endpoint.url_for(app.url, name="once", room="r", participant="p", track="TR_1")
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            await ws.send_bytes(lk.sine_s16(440, 0.02))
+            await until(lambda: bool(receiver.live), 5)
+            (stream,) = receiver.live.values()
+        await until(lambda: stream.ended, 5)
+    assert stream.end_reason == "track egress websocket closed" and stream.stats.gaps == 0
+
+
+async def test_after_an_app_restart_egress_ended_restarts_our_track() -> None:
+    """The webhook of a failed egress whose websocket path is ours is enough to start a new one."""
+    receiver = Receiver(SECRET)
+    async with lk.LiveKitStandIn() as standin, App(receiver).run(standin) as app:
+        standin.rooms["room-z"] = [lk.participant("zoe", ("TR_z", AUDIO))]
+        assert app.manager is not None and app.webhook is not None
+        app.manager.restart_backoff = 0.05
+        ours = lk.redact_url_query_values(
+            app.endpoint.url_for(app.url, name="z", room="room-z", participant="zoe", track="TR_z")
+        )
+        for egress_id, url in (("EG_theirs", "wss://other.example/track?token=x"), ("EG_old", ours)):
+            info = pe.EgressInfo(
+                egress_id=egress_id, room_name="room-z", status=pe.EgressStatus.EGRESS_FAILED,
+                error="websocket: write failed",
+                track=pe.TrackEgressRequest(room_name="room-z", track_id="TR_z", websocket_url=url),
+            )  # fmt: skip
+            await app.webhook.dispatch(WebhookEvent(event="egress_ended", egress_info=info, id=egress_id))
+        await until(lambda: bool(standin.requests("StartTrackEgress")), 5, "no new egress")
+        (req,) = standin.requests("StartTrackEgress")
+        assert req.track_id == "TR_z" and req.websocket_url.startswith(app.endpoint.base_url(app.url) + "?")
+        assert "participant=zoe" in req.websocket_url
 
 
 async def test_track_fallback_adopts_running_egress_from_another_process() -> None:
@@ -358,7 +583,7 @@ async def test_track_published_webhook_starts_the_late_track() -> None:
 
 
 async def test_webhooks_signed_accepted_others_refused() -> None:
-    async with lk.LiveKitStandIn() as standin:
+    async with lk.LiveKitStandIn(rooms=("room-w",)) as standin:
         cfg = config(standin, rtmp_host="edge", rtmp_port=1935)
         async with EgressManager(cfg) as manager:
             session = await manager.start("room-w")
@@ -373,7 +598,7 @@ async def test_webhooks_signed_accepted_others_refused() -> None:
 
             def event(status: int, name: str = "egress_updated") -> str:
                 info = pe.EgressInfo(egress_id=session.egress_id, room_name="room-w", status=status)
-                return json_format.MessageToJson(WebhookEvent(event=name, egress_info=info, id="EV_1"))
+                return json_format.MessageToJson(WebhookEvent(event=name, egress_info=info, id=f"EV_{name}"))
 
             active = event(pe.EgressStatus.EGRESS_ACTIVE)
             ended = event(pe.EgressStatus.EGRESS_COMPLETE, "egress_ended")
@@ -402,11 +627,54 @@ async def test_webhooks_signed_accepted_others_refused() -> None:
         assert session.ended and handler.accepted == 2 and handler.refused == 5
 
 
+async def test_webhooks_replayed_backwards_or_twice_change_nothing() -> None:
+    """LiveKit delivers webhooks at least once and out of order (issue 12 item 8)."""
+    seen: list[str] = []
+
+    async def on_event(event: WebhookEvent) -> None:
+        seen.append(event.id)
+
+    async with (
+        lk.LiveKitStandIn(rooms=("room-o",)) as standin,
+        EgressManager(config(standin, rtmp_host="edge", rtmp_port=1935)) as manager,
+    ):
+        session = await manager.start("room-o")
+        handler = WebhookHandler(lk.API_KEY, lk.API_SECRET, manager=manager, on_event=on_event)
+
+        def event(event_id: str, name: str, status: int) -> WebhookEvent:
+            info = pe.EgressInfo(egress_id=session.egress_id, room_name="room-o", status=status)
+            return WebhookEvent(event=name, egress_info=info, id=event_id)
+
+        ended = event("EV_2", "egress_ended", pe.EgressStatus.EGRESS_COMPLETE)
+        for e, status in (
+            (event("EV_1", "egress_updated", pe.EgressStatus.EGRESS_ACTIVE), "EGRESS_ACTIVE"),
+            (ended, "EGRESS_COMPLETE"),
+            (event("EV_0", "egress_started", pe.EgressStatus.EGRESS_STARTING), "EGRESS_COMPLETE"),
+            (event("EV_3", "egress_updated", pe.EgressStatus.EGRESS_ACTIVE), "EGRESS_COMPLETE"),
+            (ended, "EGRESS_COMPLETE"),  # the same event again
+        ):
+            await handler.dispatch(e)
+            assert session.status == {session.egress_id: status}, e.id
+        assert session.ended
+    assert seen == ["EV_1", "EV_2", "EV_0", "EV_3"]  # EV_2 once; stale ones reach the app's hook
+
+
+async def test_webhook_token_without_exp_is_refused() -> None:
+    """livekit-api >= 1.2.1 requires ``exp`` (python-sdks #779); a signed token without it is refused."""
+    body = json_format.MessageToJson(WebhookEvent(event="room_started", id="EV_x"))
+    digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+    forever = jwt.encode({"iss": lk.API_KEY, "sha256": digest}, lk.API_SECRET, algorithm="HS256")
+    handler = WebhookHandler(lk.API_KEY, lk.API_SECRET)
+    with pytest.raises(jwt.MissingRequiredClaimError):
+        handler.verify(body, forever)
+    assert handler.verify(body, lk.sign_webhook(body)).id == "EV_x"
+
+
 # --- CLI -----------------------------------------------------------------------------------------
 
 
 async def test_cli_start_and_stop_egress() -> None:
-    async with lk.LiveKitStandIn() as standin:
+    async with lk.LiveKitStandIn(rooms=("room-c",)) as standin:
         env = {"LIVEKIT_URL": standin.url, "LIVEKIT_API_KEY": lk.API_KEY, "LIVEKIT_API_SECRET": lk.API_SECRET,
                "RELAY_SECRET": SECRET, "RTMP_HOST": "edge.example.net", "RTMP_PORT": "1935",
                "PATH": "/usr/bin:/bin"}  # fmt: skip
@@ -429,3 +697,11 @@ async def test_cli_start_and_stop_egress() -> None:
         assert verify_key(SECRET, url.rsplit("/", 1)[1], time.time()) == "cli-slug"
         stopped = await cli("stop-egress", lines["egress_id"])
         assert f"egress_id {lines['egress_id']}" in stopped and "status EGRESS_COMPLETE" in stopped
+        # A room nobody joined: one clear line, exit 1, no traceback.
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "relay-client"), "livekit", "start-egress", "empty-room",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 1 and "room empty-room does not exist yet" in err.decode()
+        assert "Traceback" not in err.decode()

@@ -16,6 +16,7 @@ from .egress import (
     EgressManager,
     EgressSession,
     LiveKitConfig,
+    RoomNotFound,
     safe_url,
     stream_name,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "EgressManager",
     "EgressSession",
     "LiveKitConfig",
+    "RoomNotFound",
     "TrackAudioEndpoint",
     "WebhookHandler",
     "safe_url",

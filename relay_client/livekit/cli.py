@@ -12,7 +12,7 @@ from livekit import api
 from relay_edge.cli import with_log_options
 from relay_edge.logs import setup_logging
 
-from .egress import ConfigError, EgressManager, EgressStatus, LiveKitConfig
+from .egress import ConfigError, EgressManager, EgressStatus, LiveKitConfig, RoomNotFound
 
 
 def livekit_options(f):  # type: ignore[no-untyped-def]
@@ -92,6 +92,9 @@ def start_egress(
 
     try:
         session = asyncio.run(run())
+    except RoomNotFound as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
     except api.TwirpError as exc:
         click.echo(f"LiveKit refused: {exc.code}: {exc.message}", err=True)
         sys.exit(1)

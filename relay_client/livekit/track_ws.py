@@ -2,27 +2,36 @@
 
 When no edge is configured, :class:`~relay_client.livekit.egress.EgressManager`
 starts one Track Egress per audio track with ``websocket_url`` pointing here.
-LiveKit then sends binary messages of interleaved S16LE PCM (48 kHz, stereo unless
-one channel was selected) and text messages ``{"muted": true|false}``. Each track
-becomes a :class:`~relay_client.pcm_stream.PcmStream`, delivered through
+LiveKit then sends binary messages of interleaved S16LE PCM (always 48 kHz stereo;
+silence while muted) and text messages ``{"muted":true}`` / ``{"muted":false}``.
+Each track becomes a :class:`~relay_client.pcm_stream.PcmStream`, delivered through
 ``Receiver.add_stream`` like an RTMP stream.
+
+LiveKit never reconnects a Track Egress WebSocket (egress
+``pkg/pipeline/sink/websocket.go``): a socket that closes ends that egress. So a
+closed socket ends its stream at once, unless ``on_closed(room, track)`` (the
+:class:`~relay_client.livekit.egress.EgressManager` sets it) answers that a new
+egress is being started: then the stream waits for it and goes on with a
+:class:`~relay_client.stream.GapEvent` for the time lost.
 
 Authentication: the URL carries the stream's name, room, participant, track,
 an expiry and ``token`` = URL-safe base64 of 128 bits of
-``HMAC-SHA256(derive_key(RELAY_SECRET, "livekit-track-ws"), "NAME\\nROOM\\nPARTICIPANT\\nTRACK\\nEXP")``,
-checked in constant time. The token is per egress, never logged, and the URL is
-only ever logged without its query.
+``HMAC-SHA256(derive_key(RELAY_SECRET, "livekit-track-ws"), FIELDS)`` where FIELDS
+is NAME, ROOM, PARTICIPANT, TRACK and EXP in UTF-8, each after its length as 4
+bytes big-endian (so no two field sets sign alike), checked in constant time. The
+token is per egress, never logged, and the URL is only ever logged without its
+query. One socket per token at a time: a second is refused with 409.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -41,6 +50,9 @@ DEFAULT_PATH = "/livekit/track"
 TOKEN_BYTES = 16
 MAX_MESSAGE = 1 << 20  # 1 MiB: LiveKit sends ~20 ms (3840 bytes at 48 kHz stereo) per message
 _FIELDS = ("name", "room", "participant", "track", "exp")
+# LiveKit ends an egress with an empty close frame (1005 here); 1000 is a normal close too.
+# Anything else, 1006 above all (no close frame), is the connection lost.
+_CLEAN_CLOSE = (1000, 1005)
 
 
 class StreamSink(Protocol):
@@ -51,7 +63,8 @@ class StreamSink(Protocol):
 
 def track_token(secret: str, fields: dict[str, str]) -> str:
     """The per-egress token for ``fields`` (name, room, participant, track, exp)."""
-    message = "\n".join(fields[k] for k in _FIELDS).encode("utf-8")
+    encoded = [fields[k].encode("utf-8", "surrogatepass") for k in _FIELDS]
+    message = b"".join(len(v).to_bytes(4, "big") + v for v in encoded)
     mac = hmac.new(derive_key(secret, TRACK_WS_LABEL), message, hashlib.sha256).digest()
     return b64url(mac[:TOKEN_BYTES])
 
@@ -68,7 +81,6 @@ class TrackAudioEndpoint:
         path: str = DEFAULT_PATH,
         input_rate: int = 48000,
         input_channels: int = 2,
-        reconnect_grace: float = 2.0,
         out_dir: str | None = None,
     ) -> None:
         if not secret:
@@ -79,11 +91,14 @@ class TrackAudioEndpoint:
         self.path = path
         self.input_rate = input_rate
         self.input_channels = input_channels
-        self.reconnect_grace = reconnect_grace
         self.out_dir = out_dir if out_dir is not None else getattr(sink, "out_dir", None)
         self.streams: dict[tuple[str, str], PcmStream] = {}  # (room, track) -> live stream
         self._connections: dict[tuple[str, str], int] = {}
-        self._enders: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # (room, track) -> when its socket closed, while a restarted egress is awaited
+        self._restarting: dict[tuple[str, str], float] = {}
+        # Called when a track's last socket closed; True if a new egress is on its way.
+        self.on_closed: Callable[[str, str], bool] | None = None
+        self._live_tokens: set[str] = set()  # one socket per token: a copied URL can't join in
 
     def base_url(self, public_url: str) -> str:
         """The endpoint's WebSocket URL without a query: ``https://app`` -> ``wss://app/livekit/track``."""
@@ -129,6 +144,19 @@ class TrackAudioEndpoint:
         if fields is None:
             log.warning("refused a track egress websocket from %s: bad or expired token", request.remote)
             return web.Response(status=401, text="unauthorized\n")
+        token = request.query["token"]
+        if token in self._live_tokens:
+            log.warning(
+                "refused a second track egress websocket for %s from %s", fields["name"], request.remote
+            )
+            return web.Response(status=409, text="already connected\n")
+        self._live_tokens.add(token)
+        try:
+            return await self._serve(request, fields)
+        finally:
+            self._live_tokens.discard(token)
+
+    async def _serve(self, request: web.Request, fields: dict[str, str]) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=None)
         await ws.prepare(request)
         key = (fields["room"], fields["track"])
@@ -147,17 +175,31 @@ class TrackAudioEndpoint:
             self._connections[key] -= 1
             if self._connections[key] == 0:
                 del self._connections[key]
-                self._schedule_end(key, stream, "track egress websocket closed")
+                self._closed(key, stream, ws.close_code not in _CLEAN_CLOSE)
         return ws
 
+    def _closed(self, key: tuple[str, str], stream: PcmStream, lost: bool) -> None:
+        """The track's socket is gone, and with it that egress (LiveKit never reconnects).
+
+        A close frame is LiveKit ending the egress; a connection lost without one (a failed
+        write, the network) may be restarted by ``on_closed``.
+        """
+        if stream.ended:
+            return
+        if lost and self.on_closed is not None and self.on_closed(*key):
+            self._restarting[key] = time.monotonic()
+            log.info("stream %s: track egress socket closed; a new egress is being started", stream.info.name)
+            return
+        self._end(key, stream, "track egress websocket closed")
+
     def _stream_for(self, key: tuple[str, str], fields: dict[str, str], request: web.Request) -> PcmStream:
-        ender = self._enders.pop(key, None)
-        if ender is not None:
-            ender.cancel()
+        closed_at = self._restarting.pop(key, None)
         stream = self.streams.get(key)
         if stream is not None and not stream.ended:
             stream.stats.links += 1
-            log.info("stream %s: track egress reconnected", stream.info.name)
+            if closed_at is not None:
+                stream.gap(round((time.monotonic() - closed_at) * 1000))
+            log.info("stream %s: a restarted track egress continues it", stream.info.name)
             return stream
         rate, channels = _content_type_format(request.headers.get("Content-Type", ""))
         stream = PcmStream(
@@ -197,47 +239,22 @@ class TrackAudioEndpoint:
         if isinstance(message, dict) and isinstance(message.get("muted"), bool):
             stream.set_muted(message["muted"])
 
-    def _schedule_end(self, key: tuple[str, str], stream: PcmStream, reason: str) -> None:
-        if self.reconnect_grace <= 0:
-            self._end(key, stream, reason)
-            return
-        loop = asyncio.get_running_loop()
-        self._enders[key] = loop.call_later(self.reconnect_grace, self._end, key, stream, reason)
-
     def _end(self, key: tuple[str, str], stream: PcmStream, reason: str) -> None:
-        self._enders.pop(key, None)
-        if self._connections.get(key):
-            return  # reconnected meanwhile
+        self._restarting.pop(key, None)
         stream.end(reason)
         if self.streams.get(key) is stream:
             del self.streams[key]
 
     def end_track(self, room: str, track: str, reason: str) -> None:
-        """End a track's stream now (its egress ended; called from the webhook path)."""
+        """End a track's stream now (its egress ended and won't be restarted)."""
         key = (room, track)
         stream = self.streams.get(key)
-        if stream is None:
-            return
-        ender = self._enders.pop(key, None)
-        if ender is not None:
-            ender.cancel()
-        if self._connections.get(key):
-            # still connected: LiveKit closes the socket right after; end when it does
-            self._enders[key] = asyncio.get_running_loop().call_later(
-                max(self.reconnect_grace, 0.5), self._force_end, key, stream, reason
-            )
-            return
-        self._end(key, stream, reason)
-
-    def _force_end(self, key: tuple[str, str], stream: PcmStream, reason: str) -> None:
-        self._connections.pop(key, None)
-        self._end(key, stream, reason)
+        if stream is not None:
+            self._end(key, stream, reason)
 
     async def close(self) -> None:
         """End every stream (app shutdown)."""
-        for handle in self._enders.values():
-            handle.cancel()
-        self._enders.clear()
+        self._restarting.clear()
         for key, stream in list(self.streams.items()):
             with contextlib.suppress(Exception):
                 stream.end("app shutting down")

@@ -13,6 +13,7 @@ fallback egress of a new audio track.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -24,7 +25,11 @@ from .egress import EgressManager
 log = logging.getLogger("relay_client.livekit")
 
 MAX_BODY = 1 << 20
+# LiveKit retries a webhook it got no 2xx for, so the same event id can come twice; ids are
+# remembered this long (a few per egress: about a day of a busy app's events).
+MAX_SEEN_EVENTS = 10_000
 EGRESS_EVENTS = ("egress_started", "egress_updated", "egress_ended")
+ROOM_EVENTS = ("room_started", "participant_joined")  # a room that did not exist now does
 
 EventHook = Callable[[WebhookEvent], Awaitable[None]]
 
@@ -41,10 +46,24 @@ class WebhookHandler:
         on_event: EventHook | None = None,
     ) -> None:
         self._receiver = api.WebhookReceiver(api.TokenVerifier(api_key, api_secret))
+        self._manager: EgressManager | None = None
         self.manager = manager
         self.on_event = on_event
         self.accepted = 0
         self.refused = 0
+        self.duplicates = 0
+        self._seen: OrderedDict[str, None] = OrderedDict()  # event ids, oldest first
+
+    @property
+    def manager(self) -> EgressManager | None:
+        """The manager events go to; setting one tells it webhooks arrive (see ``room_ready``)."""
+        return self._manager
+
+    @manager.setter
+    def manager(self, manager: EgressManager | None) -> None:
+        self._manager = manager
+        if manager is not None:
+            manager.webhooks = True
 
     def verify(self, body: str, authorization: str) -> WebhookEvent:
         """The event, if ``authorization`` signs ``body``; raises otherwise."""
@@ -69,11 +88,24 @@ class WebhookHandler:
         return web.Response(text="ok\n")
 
     async def dispatch(self, event: WebhookEvent) -> None:
-        """Route one verified event to the manager and the app's hook."""
+        """Route one verified event to the manager and the app's hook, once per event id."""
         log.debug("webhook %s (id %s)", event.event, event.id)
+        if event.id:
+            if event.id in self._seen:
+                self.duplicates += 1
+                log.info("webhook %s (id %s) seen before: ignored", event.event, event.id)
+                return
+            self._seen[event.id] = None
+            if len(self._seen) > MAX_SEEN_EVENTS:
+                self._seen.popitem(last=False)
         if self.manager is not None:
             if event.event in EGRESS_EVENTS and event.HasField("egress_info"):
                 self.manager.update(event.egress_info, event.event)
+            elif event.event in ROOM_EVENTS and event.room.name:
+                try:
+                    await self.manager.room_ready(event.room.name)
+                except Exception:
+                    log.exception("starting the egress of room %s failed", event.room.name)
             elif event.event == "track_published" and event.HasField("track"):
                 try:
                     await self.manager.track_published(

@@ -56,6 +56,30 @@ CSID_STREAM_COMMAND = 8  # NetStream commands (publish, ...) from our client
 # What our connect answer claims; FMS 3 values, as nginx-rtmp and MediaMTX send.
 FMS_VERSION = "FMS/3,0,1,123"
 CAPABILITIES = 31
+
+# Enhanced RTMP v2, "Enhancing NetConnection connect Command". The edge forwards every
+# codec's bytes untouched, so it answers the wildcard with CanForward; it passes multitrack
+# bodies and parses ModEx, and sends no reconnect requests (capsEx bits 0x02 | 0x04).
+ENHANCED_KEYS = ("fourCcList", "videoFourCcInfoMap", "audioFourCcInfoMap", "capsEx")
+FOURCC_CAN_FORWARD = 0x04
+CAPS_EX = 0x02 | 0x04
+
+
+def enhanced_rtmp_answer(connect_props: dict[str, Any]) -> dict[str, Any]:
+    """What ``_result`` adds for a publisher that declared Enhanced RTMP in ``connect``; {} otherwise.
+
+    A legacy publisher gets the legacy answer, unchanged.
+    """
+    if not any(key in connect_props for key in ENHANCED_KEYS):
+        return {}
+    forward = {"*": float(FOURCC_CAN_FORWARD)}
+    answer: dict[str, Any] = {"videoFourCcInfoMap": forward, "audioFourCcInfoMap": dict(forward)}
+    answer["capsEx"] = float(CAPS_EX)
+    if "fourCcList" in connect_props:  # v1 clients read this one
+        answer["fourCcList"] = ["*"]
+    return answer
+
+
 OUT_CHUNK_SIZE = 4096  # what we ask peers to read our chunks with; nginx-rtmp's default
 
 SET_DATA_FRAME = "@setDataFrame"
@@ -115,17 +139,27 @@ def encode_command(name: str, transaction_id: float, command_object: Any = None,
     return amf0.encode(name, transaction_id, command_object, *args)
 
 
-def decode_command(body: bytes, amf3: bool = False, limits: Limits = DEFAULT_LIMITS) -> Command:
+def decode_command(
+    body: bytes,
+    amf3: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
+    wanted: frozenset[str] | None = None,
+) -> Command:
     """Decode a command message body (type 20, or type 17 when ``amf3``).
 
     Type 17 bodies start with one 0x00 format byte, then AMF0 values (spec 7.1.1).
+    With ``wanted``, a command whose name is not in it comes back without its
+    transaction id and arguments, which are never decoded: a caller that ignores
+    unknown commands spends nothing on their bodies.
     """
     if amf3 and body[:1] == b"\x00":
         body = body[1:]
-    values = amf0.decode(body, limits)
-    if not values or not isinstance(values[0], str):
+    name, pos = amf0.decode_value(body, 0, limits) if body else (None, 0)
+    if not isinstance(name, str):
         raise MessageError("command message does not start with a command name string")
-    name = values[0]
+    if wanted is not None and name not in wanted:
+        return Command(name, 0.0, None, [])
+    values = [name, *amf0.decode(body, limits, pos)]
     txn = values[1] if len(values) > 1 else 0.0
     if isinstance(txn, bool) or not isinstance(txn, float):
         raise MessageError(f"command {name!r}: transaction id is {type(txn).__name__}, not a number")

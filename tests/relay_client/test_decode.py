@@ -383,6 +383,8 @@ def test_mp3():
         ("libopus", 48000, "stereo", "opus", 960),
         ("flac", 48000, "stereo", "flac", 4608),
         ("ac3", 48000, "stereo", "ac3", 1536),
+        ("eac3", 48000, "stereo", "eac3", 1536),
+        ("libmp3lame", 44100, "stereo", "mp3", 1152),
     ],
 )
 def test_legacy_and_enhanced_audio_codecs(codec, rate, layout, label, frame):
@@ -562,3 +564,35 @@ def test_timeline_cuts_at_a_discontinuity():
     assert timeline.emit(150) == [(5000, 150)]
     assert timeline.emit(100) == [(5150, 50), (9000, 50)]
     assert timeline.emit(50) == [(9050, 50)]
+
+
+# --- Enhanced RTMP v2 multitrack ----------------------------------------------------
+
+
+@cache
+def multitrack_flv(codec: str, freqs: tuple[float, ...], seconds: float = 1.0) -> bytes:
+    """One FLV with an audio stream per frequency. FFmpeg 8's muxer writes stream 0 as a plain
+    enhanced (or legacy AAC) track and every later one as a multitrack OneTrack body, track N."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="flv") as out:
+        streams = [_add_audio(out, codec, 48000, "stereo", 0) for _ in freqs]
+        sources = [_tone_frames(48000, "stereo", seconds, f) for f in freqs]
+        for frames in zip(*sources, strict=True):
+            for stream, frame in zip(streams, frames, strict=True):
+                out.mux(stream.encode(frame))
+        for stream in streams:
+            out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("codec", ["aac", "libopus"])
+def test_each_multitrack_audio_track_decodes_on_its_own(codec):
+    tags = flv_tags(multitrack_flv(codec, (440.0, 660.0, 880.0)), AUDIO)
+    assert sum(t.data[0] == 0x95 for t in tags) > len(tags) // 2, "FFmpeg wrote no multitrack bodies"
+    for track, freq in enumerate((440.0, 660.0, 880.0)):
+        decoder = AudioDecoder(AudioFormat(16000, 1), track=track)
+        chunks = decode_all(decoder, tags)
+        assert decoder.errors == 0
+        assert decoder.codec == ("aac" if codec == "aac" else "opus")
+        assert abs(seconds_of(chunks) - 1.0) < 0.05
+        assert abs(dominant_frequency(pcm(chunks), 16000, 1) - freq) < 2

@@ -185,7 +185,8 @@ def test_codec_facts() -> None:
     assert flv.is_sequence_header(flv.VIDEO, b"\x90hvc1")  # enhanced RTMP SequenceStart
     assert not flv.is_sequence_header(flv.SCRIPT, METADATA)
     assert flv.audio_codec(AAC_CONFIG) == "aac" and flv.audio_codec(b"") == "unknown"
-    assert flv.audio_codec(b"\x90") == "audio9"
+    assert flv.audio_codec(b"\x90") == "unknown"  # ExHeader without its FourCC
+    assert flv.audio_codec(b"\x90Opus\x01") == "opus"  # enhanced audio is named by its FourCC
     assert flv.video_codec(AVC_CONFIG) == "h264" and flv.video_codec(b"\x91av01") == "av1"
     assert flv.video_codec(b"") == "unknown"
     assert flv.is_keyframe(AVC_CONFIG) and not flv.is_keyframe(b"\x27")

@@ -17,6 +17,7 @@ from relay_edge.errors import AuthError
 from relay_edge.keys import (
     MAX_FILENAME,
     is_valid_name,
+    key_expiry,
     mint_key,
     safe_filename,
     split_publish_name,
@@ -53,6 +54,23 @@ def test_minted_key_verifies_to_its_name_until_expiry() -> None:
     assert verify_key(SECRET, key, 1_700_003_599.999) == "room-42"
     with pytest.raises(AuthError, match=r"^stream key for 'room-42' expired 0 s ago$"):
         verify_key(SECRET, key, 1_700_003_600)
+
+
+def test_an_expired_key_still_continues_its_live_stream() -> None:
+    """LiveKit retries with the same URL for as long as the session lives (issue 12 item 3)."""
+    key = mint_key(SECRET, "room-42", 3600, now=NOW)
+    later = NOW + 7200
+    live = {"room-42": 1_700_003_600}  # name -> expiry of the key the live stream was published with
+    assert verify_key(SECRET, key, later, live=live.get) == "room-42"
+    older = mint_key(SECRET, "room-42", 1800, now=NOW)  # the same name, another (expired) key
+    with pytest.raises(AuthError, match="expired"):
+        verify_key(SECRET, older, later, live=live.get)
+    with pytest.raises(AuthError, match="expired"):
+        verify_key(SECRET, key, later, live={}.get)  # no live stream: a new stream needs a valid key
+    forged = key.rsplit(".", 1)[0] + "." + "A" * 22
+    with pytest.raises(AuthError, match="bad signature"):
+        verify_key(SECRET, forged, later, live=live.get)
+    assert key_expiry(key) == 1_700_003_600 and key_expiry("static-key") is None
 
 
 def test_default_ttl_is_a_day() -> None:

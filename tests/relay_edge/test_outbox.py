@@ -185,6 +185,41 @@ def test_init_keeps_the_latest_metadata_and_codec_configuration() -> None:
     assert ob.init["audio"] == enc(flv.AUDIO, 5000, new_config)
 
 
+def test_init_keeps_each_enhanced_track_configuration() -> None:
+    """Enhanced RTMP: SequenceStart by FourCC, one slot per multitrack track, nothing else."""
+    ob = box()
+    opus_start = b"\x90Opus" + b"OpusHead\x01\x02\x38\x01\x80\xbb\x00\x00\x00\x00\x00"
+    hevc_start = b"\x90hvc1\x01\x01\x60"
+    track1_start = b"\x95\x00mp4a\x01\x11\x90"
+    ob.push(flv.VIDEO, 0, hevc_start, 0.0)
+    ob.push(flv.AUDIO, 0, opus_start, 0.0)
+    ob.push(flv.AUDIO, 0, b"\x94Opus\x01\x02\x00\x00\x00\x03", 0.0)  # MultichannelConfig
+    ob.push(flv.AUDIO, 0, track1_start, 0.0)
+    ob.push(flv.VIDEO, 40, b"\xd4hvc1\x02\x00\x09colorInfo", 0.0)  # Metadata
+    ob.push(flv.AUDIO, 20, b"\x95\x01mp4a\x01\x21\x10", 0.0)  # track 1 coded frames
+    assert ob.init == {
+        "video": enc(flv.VIDEO, 0, hevc_start),
+        "audio": enc(flv.AUDIO, 0, opus_start),
+        "audio.1": enc(flv.AUDIO, 0, track1_start),
+    }
+
+
+def test_replay_tracks_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    """max_replay_tracks: a publisher can't make the edge keep a header for every track id."""
+    ob = box(max_replay_tracks=3)
+    ob.push(flv.SCRIPT, 0, METADATA, 0.0)
+    for track in range(6):
+        ob.push(flv.AUDIO, 0, b"\x95\x00Opus" + bytes([track]) + b"OpusHead", 0.0)
+    assert list(ob.init) == ["metadata", "audio", "audio.1", "audio.2"]
+    renewed = b"\x95\x00Opus\x02OpusHead\x02"
+    ob.push(flv.AUDIO, 9, renewed, 0.0)  # a kept track's new header still replaces the old one
+    assert ob.init["audio.2"] == enc(flv.AUDIO, 9, renewed)
+    assert ob.next_seq == 9  # every tag passed
+    assert [r.message for r in caplog.records].count(
+        "max_replay_tracks: 3 tracks' sequence starts kept; audio.3 not kept for a resume"
+    ) == 1
+
+
 @given(
     st.lists(
         st.one_of(

@@ -25,6 +25,7 @@ import datetime
 import hashlib
 import itertools
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
 from livekit.protocol import room as pr
 from livekit.protocol import webhook as pw
+from websockets.asyncio.client import connect as ws_connect
 
 from tests.support import publishers
 
@@ -75,6 +77,52 @@ class FakeEgress:
         return self.request.stream_outputs[0].urls[0]  # type: ignore[attr-defined]
 
 
+# --- redaction, as livekit/protocol utils/redact.go does it ---------------------------------------
+# LiveKit stores, lists and reports every egress request redacted (egress/redact.go), so a key or
+# token can never be read back from ListEgress. Go's `$` is Python's `\Z`.
+_RTMP_URL = re.compile(r"^(rtmps?://)(.*/)(.*/)(\S*)( live=1)?\Z")
+_SHORTHAND_URL = re.compile(r"^(mux|twitch)://(\S+)\Z")
+
+
+def redact_identifier(identifier: str) -> str:
+    """``{abc...xyz}``: the first and last 3 characters (2 from 6, 1 from 3, none below)."""
+    for i in (3, 2, 1):
+        if len(identifier) >= i * 3:
+            return f"{{{identifier[:i]}...{identifier[-i:]}}}"
+    return "{...}"
+
+
+def redact_url_query_values(url: str) -> str:
+    """Every non-empty query value becomes ``{...}``; names and the rest of the URL stay."""
+    base, found, query = url.partition("?")
+    if not found or not query:
+        return url
+    params = [p.split("=", 1)[0] + "={...}" if p.partition("=")[2] else p for p in query.split("&")]
+    return base + "?" + "&".join(params)
+
+
+def redact_stream_key(url: str) -> str:
+    """An RTMP URL with its stream key redacted (utils.RedactStreamKey)."""
+    if match := _SHORTHAND_URL.match(url):
+        return f"{match[1]}://{redact_identifier(match[2])}"
+    match = _RTMP_URL.match(url)
+    if match is None:
+        return redact_url_query_values(url)
+    return match[1] + match[2] + match[3] + redact_identifier(match[4]) + (match[5] or "")
+
+
+def redacted(request: Message) -> Message:
+    """A copy of an egress request as LiveKit stores and lists it."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    if isinstance(copy, pe.TrackEgressRequest) and copy.websocket_url:
+        copy.websocket_url = redact_url_query_values(copy.websocket_url)
+    elif isinstance(copy, pe.RoomCompositeEgressRequest):
+        for output in copy.stream_outputs:
+            output.urls[:] = [redact_stream_key(u) for u in output.urls]
+    return copy
+
+
 def sign_webhook(body: str, api_key: str = API_KEY, api_secret: str = API_SECRET, ttl: float = 600) -> str:
     """The Authorization value LiveKit sends with a webhook body."""
     digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
@@ -102,12 +150,15 @@ class LiveKitStandIn:
         api_secret: str = API_SECRET,
         worker: Worker | None = None,
         webhook_url: str | None = None,
+        rooms: tuple[str, ...] = (),
     ) -> None:
         self.api_key = api_key
         self.api_secret = api_secret
         self.worker = worker
         self.webhook_url = webhook_url
-        self.rooms: dict[str, list[pm.ParticipantInfo]] = {}
+        # LiveKit has a room only once someone joined (or CreateRoom made it); ``rooms`` names
+        # rooms that exist from the start, each with one participant.
+        self.rooms: dict[str, list[pm.ParticipantInfo]] = {room: [participant("host")] for room in rooms}
         self.egresses: dict[str, FakeEgress] = {}
         self.calls: list[tuple[str, Message, str]] = []  # (method, request, content type)
         self.refused: list[str] = []
@@ -139,6 +190,8 @@ class LiveKitStandIn:
                 with contextlib.suppress(asyncio.TimeoutError, Exception):
                     await asyncio.wait_for(asyncio.shield(task), 10)
                 task.cancel()
+            elif not task.cancelled():
+                task.exception()  # a failed egress is in its info; don't log it again at exit
         if self._session is not None:
             await self._session.close()
         if self._runner is not None:
@@ -209,10 +262,10 @@ class LiveKitStandIn:
             updated_at=now,
         )
         if isinstance(request, pe.RoomCompositeEgressRequest):
-            info.room_composite.CopyFrom(request)
+            info.room_composite.CopyFrom(redacted(request))
             info.source_type = pe.EgressSourceType.EGRESS_SOURCE_TYPE_WEB
         else:
-            info.track.CopyFrom(request)
+            info.track.CopyFrom(redacted(request))
             info.source_type = pe.EgressSourceType.EGRESS_SOURCE_TYPE_SDK
         egress = FakeEgress(info, request)
         self.egresses[info.egress_id] = egress
@@ -235,6 +288,8 @@ class LiveKitStandIn:
             await self.webhook("egress_ended", egress)
 
     async def _StartRoomCompositeEgress(self, request: pe.RoomCompositeEgressRequest) -> pe.EgressInfo:
+        if request.room_name not in self.rooms:  # livekit pkg/service/egress.go: ErrRoomNotFound
+            raise LookupError("requested room does not exist")
         return self._new_egress(request, request.room_name).info
 
     async def _StartTrackEgress(self, request: pe.TrackEgressRequest) -> pe.EgressInfo:
@@ -272,20 +327,27 @@ class LiveKitStandIn:
 
     async def webhook(self, event: str, egress: FakeEgress) -> None:
         """POST a signed webhook for ``egress`` (if a webhook URL is set)."""
+        await self._post(pw.WebhookEvent(event=event, egress_info=egress.info))
+
+    async def _post(self, event: pw.WebhookEvent) -> None:
         if self.webhook_url is None or self._session is None:
             return
-        body = json_format.MessageToJson(
-            pw.WebhookEvent(
-                event=event,
-                egress_info=egress.info,
-                id=f"EV_{next(self._ids)}",
-                created_at=int(time.time()),
-            )
-        )
+        event.id, event.created_at = f"EV_{next(self._ids)}", int(time.time())
+        body = json_format.MessageToJson(event)
         headers = {"Authorization": sign_webhook(body, self.api_key, self.api_secret),
                    "Content-Type": "application/webhook+json"}  # fmt: skip
         async with self._session.post(self.webhook_url, data=body.encode(), headers=headers) as resp:
             self.webhook_answers.append(resp.status)
+
+    async def join(self, room: str, who: pm.ParticipantInfo) -> None:
+        """``who`` joins ``room``: room_started (if it is new), then participant_joined, as LiveKit sends."""
+        if room not in self.rooms:
+            self.rooms[room] = []
+            await self._post(pw.WebhookEvent(event="room_started", room=pm.Room(name=room)))
+        self.rooms[room].append(who)
+        await self._post(
+            pw.WebhookEvent(event="participant_joined", room=pm.Room(name=room), participant=who)
+        )
 
     async def set_active(self, egress: FakeEgress) -> None:
         egress.info.status = pe.EgressStatus.EGRESS_ACTIVE
@@ -301,6 +363,23 @@ def _twirp_error(status: int, code: str, msg: str) -> web.Response:
 
 # --- egress workers ------------------------------------------------------------------------------
 
+# rtmp2sink has no stats outside a GStreamer program; its debug log shows the same numbers:
+# gst_rtmp_connection_handle_ack logs "Peer acknowledged N bytes" as it sets out-bytes-acked.
+GST_RTMP_LOG = {"GST_DEBUG": "rtmpconnection:6,rtmpmessage:6", "GST_DEBUG_NO_COLOR": "1"}
+_ACKED = re.compile(r"Peer acknowledged (\d+) bytes")
+_SENT = re.compile(r">>> message cstream:\d+ +mstream:\d+ +ts:\d+ +len:\d+ +type:(\S+)")
+
+
+def acknowledged(log: str) -> list[int]:
+    """Every out-bytes-acked value rtmp2sink took from a server Acknowledgement, in order."""
+    return [int(n) for n in _ACKED.findall(log)]
+
+
+def sent_before_first_ack(log: str, kind: str = "audio") -> int:
+    """How many ``kind`` messages rtmp2sink wrote before the server's first Acknowledgement."""
+    first = _ACKED.search(log)
+    return len([t for t in _SENT.findall(log[: first.start() if first else len(log)]) if t == kind])
+
 
 @dataclass
 class Part:
@@ -315,23 +394,65 @@ class Part:
     cut: Callable[[], Awaitable[None]] | None = None
 
 
+# LiveKit egress (pkg/pipeline/builder/stream.go Reset, watch.go): a failed RTMP output is restarted
+# with the same URL until 30 s after its first disconnect, but a first failure is fatal unless the
+# server acknowledged bytes (out-bytes-acked > 0) or the 5 s liveness monitor saw > 4 KiB go out.
+RETRY_WINDOW = 30.0
+MONITOR_PERIOD = 5.0
+
+
+class OutputFailed(RuntimeError):
+    """The RTMP output failed where LiveKit's egress would not retry it."""
+
+
+def may_retry(pub: publishers.Publisher, first_disconnect: float | None, now: float) -> bool:
+    """Whether LiveKit would restart ``pub``'s output after it failed at ``now`` (monotonic)."""
+    if first_disconnect is not None:
+        return now - first_disconnect < RETRY_WINDOW
+    acked = acknowledged(pub.output)
+    # A monitor tick came and saw this (audio at 128 kbit/s is 80 KB per 5 s, far over 4 KiB).
+    progressed = now - pub.started >= MONITOR_PERIOD
+    return bool(acked and acked[-1] > 0) or progressed
+
+
 def rtmp_worker(*parts: Part) -> Worker:
-    """Room Composite egress: publish ``parts`` in turn to the requested RTMP URL with GStreamer."""
+    """Room Composite egress: publish ``parts`` in turn to the requested RTMP URL with GStreamer.
+
+    Shaped like LiveKit's: voaacenc AAC-LC 44.1 kHz stereo at 128 kbit/s, ``flvmux streamable=true``,
+    ``rtmp2sink``; after a cut the next part goes to the same URL only under LiveKit's retry rule
+    (:func:`may_retry`), else the egress fails.
+    """
 
     async def run(standin: LiveKitStandIn, egress: FakeEgress) -> None:
+        first_disconnect: float | None = None
         for number, part in enumerate(parts):
-            pub = await publishers.gst_livekit(egress.url, seconds=part.seconds, frequency=part.frequency)
+            pub = await publishers.gst_livekit(
+                egress.url, seconds=part.seconds, frequency=part.frequency, env=GST_RTMP_LOG
+            )
             if number == 0:
                 await standin.set_active(egress)
             async with pub:
                 if part.cut is None:
                     await pub.wait_ok(part.seconds + 30)
-                else:
-                    await asyncio.wait_for(part.cut(), part.seconds + 30)
-                    await pub.kill()  # the network error: the TCP connection is gone
-                    egress.info.retry_count += 1
+                    return
+                await asyncio.wait_for(part.cut(), part.seconds + 30)
+                await pub.kill()  # the network error: the TCP connection is gone
+            now = time.monotonic()
+            if not may_retry(pub, first_disconnect, now):
+                acked = acknowledged(pub.output)
+                raise OutputFailed(
+                    f"output failed with out-bytes-acked {acked[-1] if acked else 0}: not retried"
+                )
+            first_disconnect = first_disconnect if first_disconnect is not None else now
+            egress.info.retry_count += 1
 
     return run
+
+
+# Track Egress always sends 48 kHz stereo (the request has no channel option) and exactly these
+# texts (egress pkg/pipeline/sink/websocket.go).
+TRACK_RATE, TRACK_CHANNELS = 48000, 2
+MUTED, UNMUTED = '{"muted":true}', '{"muted":false}'
 
 
 def sine_s16(frequency: float, seconds: float, rate: int = 48000, channels: int = 2, start: int = 0) -> bytes:
@@ -347,33 +468,44 @@ def websocket_worker(
     seconds: float = 2.0,
     *,
     mute_at: float | None = None,
-    rate: int = 48000,
-    channels: int = 2,
+    mute_seconds: float = 0.2,
     frame_ms: int = 20,
+    fail_at: float | None = None,
 ) -> Worker:
-    """Track Egress: dial ``websocket_url``, send ``seconds`` of the track's tone as 20 ms messages.
+    """Track Egress as LiveKit runs it (egress pkg/pipeline/sink/websocket.go): dial ``websocket_url``
+    once with ``Content-Type: audio/x-raw``, send ``seconds`` of the track's tone as 48 kHz stereo
+    S16LE in ``frame_ms`` messages.
 
-    ``frequencies`` maps track sid -> Hz. With ``mute_at``, ``{"muted": true}`` and then
-    ``{"muted": false}`` are sent at that point in the audio (LiveKit sends no audio while muted).
+    ``frequencies`` maps track sid -> Hz. With ``mute_at``, ``{"muted":true}`` is sent there,
+    ``mute_seconds`` of silence follow (LiveKit keeps sending while muted), then ``{"muted":false}``
+    and the tone goes on. A closed socket or failed write fails the egress: LiveKit never reconnects.
+    With ``fail_at``, each track's first egress fails there (a write error), as a network drop does.
     """
+    rate, channels = TRACK_RATE, TRACK_CHANNELS
+    failed: set[str] = set()
 
     async def run(standin: LiveKitStandIn, egress: FakeEgress) -> None:
         request = egress.request
         assert isinstance(request, pe.TrackEgressRequest)
-        frequency = frequencies[request.track_id]
-        pcm = sine_s16(frequency, seconds, rate, channels)
+        pcm = sine_s16(frequencies[request.track_id], seconds, rate, channels)
+        if mute_at is not None:
+            start, end = (round(t * rate) * 2 * channels for t in (mute_at, mute_at + mute_seconds))
+            pcm = pcm[:start] + bytes(end - start) + pcm[end:]
         step = rate * frame_ms // 1000 * 2 * channels
-        mute_byte = None if mute_at is None else round(mute_at * rate) * 2 * channels
-        assert standin._session is not None
-        async with standin._session.ws_connect(request.websocket_url) as ws:
+        headers = {"Content-Type": "audio/x-raw"}
+        # A failed write (ConnectionClosed from the app's side too) fails the egress: no reconnect.
+        async with ws_connect(request.websocket_url, additional_headers=headers, compression=None) as ws:
             await standin.set_active(egress)
             for offset in range(0, len(pcm), step):
-                if mute_byte is not None and offset >= mute_byte:
-                    await ws.send_str(json.dumps({"muted": True}))
-                    await asyncio.sleep(0)
-                    await ws.send_str(json.dumps({"muted": False}))
-                    mute_byte = None
-                await ws.send_bytes(pcm[offset : offset + step])
+                if mute_at is not None and offset == start:
+                    await ws.send(MUTED)
+                elif mute_at is not None and offset == end:
+                    await ws.send(UNMUTED)
+                if fail_at is not None and request.track_id not in failed and offset >= fail_at * rate * 4:
+                    failed.add(request.track_id)
+                    ws.transport.abort()  # the connection drops: no close frame reaches the app
+                    raise ConnectionError("websocket: write failed (connection reset)")
+                await ws.send(pcm[offset : offset + step])
                 if egress.stop.is_set():
                     break
                 await asyncio.sleep(0)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import shutil
 import signal
 import subprocess
@@ -111,11 +112,12 @@ class Publisher(_Waitable):
         self._drain = asyncio.ensure_future(self._read_output())
 
     @classmethod
-    async def spawn(cls, name: str, argv: Sequence[str]) -> Publisher:
-        """Start ``argv``; stdin is /dev/null so nothing waits on a terminal."""
+    async def spawn(cls, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Publisher:
+        """Start ``argv``; stdin is /dev/null so nothing waits on a terminal. ``env`` adds variables."""
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
             *argv,
+            env={**os.environ, **env} if env else None,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -270,7 +272,11 @@ async def ffmpeg_av(
 
 
 async def gst_livekit(
-    url: str, seconds: float, frequency: float = 440, encoder: str = "voaacenc"
+    url: str,
+    seconds: float,
+    frequency: float = 440,
+    encoder: str = "voaacenc",
+    env: dict[str, str] | None = None,
 ) -> Publisher:
     """A GStreamer chain shaped like LiveKit egress's RTMP output (audio only).
 
@@ -291,7 +297,7 @@ async def gst_livekit(
         "!", "rtmp2sink", f'location="{url}"', "sync=false", "async=false", "async-connect=false",
         "chunk-size=128",
     ]  # fmt: skip
-    return await Publisher.spawn("gst_livekit", [GST_LAUNCH, "-e", *pipeline])
+    return await Publisher.spawn("gst_livekit", [GST_LAUNCH, "-e", *pipeline], env)
 
 
 async def pyav_tone(

@@ -25,7 +25,7 @@ from relay_edge.edge import Edge, EdgeConfig
 from relay_edge.http import common_routes
 from relay_edge.limits import DEFAULT_LIMITS, Limits
 
-SECRET = "test-secret-5f0c2a9e81d4"
+SECRET = "test-secret-5f0c2a9e81d4-3b7e6a1c90d2f4"  # at least 32 characters, as the CLIs require
 
 
 class Relay:
@@ -72,7 +72,7 @@ class Relay:
     async def __aenter__(self) -> Relay:
         app = web.Application()
         app.router.add_get("/relay", self.receiver.handler)
-        common_routes(app, self.receiver.status, self.receiver.metrics.render, self.receiver.unhealthy)
+        common_routes(app, self.receiver.status, self.receiver.metrics.render, health=self.receiver.unhealthy)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

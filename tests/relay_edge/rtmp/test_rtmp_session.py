@@ -101,6 +101,36 @@ def test_connect_answer_is_what_ffmpeg_and_gstreamer_expect() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("declared", "answer"),
+    [
+        ({}, {}),  # legacy publishers get the legacy answer
+        (
+            {"fourCcList": ["av01", "hvc1", "Opus"]},
+            {
+                "fourCcList": ["*"],
+                "videoFourCcInfoMap": {"*": 4.0},
+                "audioFourCcInfoMap": {"*": 4.0},
+                "capsEx": 6.0,
+            },
+        ),
+        (
+            {"videoFourCcInfoMap": {"hvc1": 1.0}, "capsEx": 2.0},
+            {"videoFourCcInfoMap": {"*": 4.0}, "audioFourCcInfoMap": {"*": 4.0}, "capsEx": 6.0},
+        ),
+    ],
+)
+def test_connect_answers_enhanced_rtmp_with_forward_everything(
+    declared: dict[str, Any], answer: dict[str, Any]
+) -> None:
+    """Enhanced RTMP v2: the edge can forward any FourCC, passes multitrack and parses ModEx."""
+    server = ServerSession()
+    connect = Wire().command("connect", 1.0, {"app": "live", **declared})
+    server.receive_data(client_handshake() + connect)
+    result = commands(Tap()(server.data_to_send()))[0]
+    assert result.command_object == {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0, **answer}
+
+
 def test_release_fcpublish_create_and_publish_answers() -> None:
     server = ServerSession()
     wire = Wire()
@@ -249,6 +279,21 @@ def test_error_keeps_the_events_completed_before_it() -> None:
 # --- acknowledgements, ping, window ---------------------------------------------------------
 
 
+def test_first_media_after_publish_is_acknowledged_at_once() -> None:
+    """LiveKit's egress retries a dropped RTMP output only if the server acknowledged bytes."""
+    client, server, _, _ = connected_pair(ServerSession(Limits(ack_window=2_500_000)))
+    assert server.acks_sent == 0  # nothing before media: the publish alone is not progress
+    server.receive_data(Wire().msg(2, m.SET_CHUNK_SIZE, 0, 0, struct.pack(">I", 4096)))  # as rtmp2sink does
+    assert server.data_to_send() == b""
+    client.send_media(flv.AUDIO, 0, AAC_SEQUENCE_HEADER)
+    server.receive_data(client.data_to_send())
+    acks = [e for e in client.receive_data(server.data_to_send()) if isinstance(e, AcknowledgementReceived)]
+    assert acks == [AcknowledgementReceived(server.bytes_received)] and server.acks_sent == 1
+    client.send_media(flv.AUDIO, 23, b"\xaf\x01" + bytes(400))
+    server.receive_data(client.data_to_send())
+    assert server.data_to_send() == b"" and server.acks_sent == 1  # then by the window again
+
+
 def test_acknowledgements_every_window() -> None:
     window = 5000
     client, server, _, _ = connected_pair(ServerSession(Limits(ack_window=window)))
@@ -259,7 +304,7 @@ def test_acknowledgements_every_window() -> None:
     for i in range(40):
         client.send_media(flv.AUDIO, i * 23, b"\xaf\x01" + bytes(400))
         server.receive_data(client.data_to_send())
-        if server.bytes_received - last >= window:
+        if i == 0 or server.bytes_received - last >= window:  # the first media at once, then by window
             expected.append(server.bytes_received)
             last = server.bytes_received
         acks += [
