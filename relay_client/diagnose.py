@@ -42,7 +42,7 @@ from relay_edge.rtmp.client import ClientSession
 from relay_edge.rtmp.events import Connected, PublishRejected, PublishStarted
 
 # What asyncio.wait_for raises: not the builtin TimeoutError before Python 3.11.
-TIMEOUTS = (TimeoutError, asyncio.TimeoutError)
+TIMEOUTS = (TimeoutError,)
 # The level a 0.5-amplitude sine reads is about -9 dBFS; -60 means "silence, or nearly".
 SILENCE_DBFS = -60.0
 

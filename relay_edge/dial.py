@@ -47,12 +47,10 @@ __all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "RESTART_CODES", "classify", "dial_fo
 RunLink = Callable[[WebsocketsTransport, str], Awaitable[None]]
 
 # What one attempt may fail with that is the network's or the peer's doing, not a bug.
-# asyncio.TimeoutError is not the builtin TimeoutError before Python 3.11.
 EXPECTED = (
     OSError,
     EOFError,
     TimeoutError,
-    asyncio.TimeoutError,
     WebSocketException,
     TransportClosed,
     ProtocolError,
@@ -141,9 +139,9 @@ def classify(exc: BaseException, limits: Limits, peer: str = "the app") -> tuple
             f"the connection closed before the WebSocket upgrade was answered ({exc}): a front with no "
             "app behind it (restarting), or not an rtmp-relay endpoint"
         )
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and str(exc).startswith("ping_timeout"):
+    if isinstance(exc, TimeoutError) and str(exc).startswith("ping_timeout"):
         return "timeout", f"{exc}: the link went silent (half-open: a NAT, proxy or peer dropped it)"
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+    if isinstance(exc, TimeoutError):
         return "timeout", (
             f"no answer within handshake_timeout={limits.handshake_timeout:g} s ({exc or 'timed out'}): "
             "the app or a front is stalled, or a firewall drops the traffic"
@@ -271,7 +269,7 @@ async def dial_forever(
                 target.connected()
                 try:
                     await run_link(WebsocketsTransport(conn, target.shown), proof)
-                except (TimeoutError, asyncio.TimeoutError):
+                except TimeoutError:
                     conn.transport.abort()  # silent past ping_timeout: a dead peer never answers a close
                     raise
         except asyncio.CancelledError:

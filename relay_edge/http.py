@@ -297,8 +297,8 @@ async def accept_link(
     return ws, proof
 
 
-# How a link ends without anyone's bug. asyncio.TimeoutError is not TimeoutError before 3.11.
-LINK_ENDED = (TransportClosed, ProtocolError, AuthError, TimeoutError, asyncio.TimeoutError, ConnectionError)
+# How a link ends without anyone's bug.
+LINK_ENDED = (TransportClosed, ProtocolError, AuthError, TimeoutError, ConnectionError)
 
 
 def close_code_for(exc: BaseException) -> int:

@@ -550,7 +550,7 @@ def test_a_close_during_the_opening_handshake_is_expected_under_either_loops_exc
         assert isinstance(exc, dial.EXPECTED)
         kind, text = classify(exc, limits)
         assert kind == "closed_in_handshake" and "closed before the WebSocket upgrade" in text
-    assert classify(asyncio.TimeoutError(), limits)[0] == "timeout"  # not TimeoutError before 3.11
+    assert classify(TimeoutError(), limits)[0] == "timeout"
     assert classify(ConnectionRefusedError(111, "Connection refused"), limits)[0] == "refused"
 
 
