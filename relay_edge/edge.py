@@ -227,7 +227,7 @@ class Edge:
                 raise ValueError("RTMPS needs a certificate and a key (--cert, --key)")
             host, port = self.config.rtmps_listen
             tls_context = tls.server_context(self.config.tls_cert, self.config.tls_key)
-            # Plain TCP, then start_tls in the connection: it is counted (in total and per
+            # Plain TCP, with TLS run inside the connection (tls.ServerTls): it is counted (in total and per
             # address) from accept, not after the TLS handshake as an ssl= server would.
             self._rtmps_server = await loop.create_server(
                 lambda: RtmpConnection(self, tls_context), host, port, reuse_address=True, backlog=512
