@@ -615,14 +615,29 @@ class Edge:
                 # An ended stream's tail is kept as long as the buffer would have kept it,
                 # also when a link is up that never acks it.
                 if now - stream.ended_at > self.limits.buffer_seconds:
-                    if stream.outbox.buffered_tags:
-                        log.warning(
-                            "%s ended %g s ago; dropping its %d unacked tags",
-                            stream.name,
-                            self.limits.buffer_seconds,
-                            stream.outbox.buffered_tags,
-                        )
-                    self._finish(stream)
+                    self._expire(stream)
+
+    def _expire(self, stream: EdgeStream) -> None:
+        """An ended stream's tail outlived ``buffer_seconds``: let it go, never silently.
+
+        With a link up that has not sent the Close yet (the app stopped taking this stream), the
+        tail is dropped first, so the link reports it as a Gap and then closes the stream: the
+        app ends it with the loss counted. The next sweep finishes it.
+        """
+        outbox = stream.outbox
+        if outbox.buffered_tags:
+            log.warning(
+                "%s ended %g s ago; dropping its %d unacked tags",
+                stream.name,
+                self.limits.buffer_seconds,
+                outbox.buffered_tags,
+            )
+        link = stream.link
+        if link is not None and not link.close_sent(stream):
+            outbox.drop_all()
+            link.wake(stream)
+            return
+        self._finish(stream)
 
     def status(self) -> dict[str, Any]:
         """The ``/api/rtmp/status`` document. Holds no secret and no key."""

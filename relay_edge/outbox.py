@@ -146,6 +146,14 @@ class Outbox:
         self._drop(entry)
         return len(entry.data) + TAG_OVERHEAD
 
+    def drop_all(self) -> None:
+        """Drop every buffered tag: an ended stream's tail the app did not take in time.
+
+        The link reports what was never sent as a Gap, then sends the stream's Close.
+        """
+        while self._tags:
+            self._drop(self._tags.popleft())
+
     def oldest_arrival(self) -> float:
         """When the oldest buffered tag arrived (inf if none)."""
         return self._tags[0].arrival if self._tags else float("inf")

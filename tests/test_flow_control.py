@@ -21,6 +21,7 @@ from relay_client.stream import Stream
 from relay_edge import flv
 from relay_edge.edge import EdgeStream
 from tests.support import media, publishers
+from tests.support.raw import RtmpClient
 from tests.support.relay import Relay, until, with_limits
 
 pytestmark = pytest.mark.slow
@@ -128,3 +129,43 @@ async def test_a_stalled_consumer_does_not_delay_the_other_stream(tmp_path: Path
     )
     assert abs(relay_shift) <= 20.0
     assert stalled_lag > 0.8 * STALL_S * 1000  # the stall really held that stream back
+
+
+class GatedRelay(Relay):
+    """An app that takes no tag of any stream until ``gate`` is set: its acks stop at its queue."""
+
+    def __init__(self, out_dir: Path, **kwargs: object) -> None:
+        super().__init__(out_dir, consume=frozenset({"flv"}), **kwargs)  # type: ignore[arg-type]
+        self.gate = asyncio.Event()
+
+    async def _on_stream(self, stream: Stream) -> None:
+        self.streams[stream.info.name] = stream
+        await self.gate.wait()
+        async for _ in stream.flv():
+            pass
+
+
+async def test_an_ended_tail_the_app_never_takes_ends_as_a_reported_gap(tmp_path: Path) -> None:
+    """The tail of an ended stream outlives buffer_seconds on a link that never acks it.
+
+    The edge drops it, reports it as a Gap and closes the stream, so the app ends the stream with
+    the loss counted, instead of forgetting the stream and leaving the app waiting forever.
+    """
+    limits = with_limits(credit_bytes=CREDIT, buffer_seconds=1.5)
+    async with GatedRelay(tmp_path / "out", limits=limits) as relay:
+        assert relay.edge is not None
+        client = await RtmpClient.publish(relay.edge.rtmp_port, relay.url("tail").rsplit("/", 1)[1])
+        await client.send_media(flv.AUDIO, 0, b"\xaf\x00\x12\x10")
+        for i in range(1, 601):  # 600 x 0.5 KiB: far more than the app's queue and the credit
+            await client.send_media(flv.AUDIO, 23 * i, b"\xaf\x01" + i.to_bytes(4, "big") + bytes(506))
+        client.session.unpublish()
+        await client.send_raw(client.session.data_to_send())
+        await until(lambda: relay.edge is not None and "tail" not in relay.edge.streams, 5, "tail ended")
+        held = relay.edge.status()["streams"][0]
+        assert held["acked_seq"] < 601 - 100, held  # the app stopped taking it: a tail is held
+        await until(lambda: relay.edge is not None and not relay.edge.status()["streams"], 10, "tail expired")
+        relay.gate.set()
+        stats = await relay.ended("tail")
+        client.close()
+    assert stats["gaps"] == 1 and stats["gap_tags"] > 100, stats
+    assert stats["tags"] + stats["gap_tags"] == 601, stats  # every tag delivered once or counted lost
