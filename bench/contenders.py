@@ -32,7 +32,7 @@ from tests.support.nginx import NginxRtmp
 
 from .procs import BIN, running, spawn, wait_listening
 
-SECRET = "bench-secret-0123456789"
+SECRET = "bench-secret-0123456789-abcdef0123456789"  # the CLIs need at least 32 characters
 Args = tuple[str, ...]  # extra consumer arguments, e.g. ("--window", "W0,W1")
 EDGE_ENV = {
     "RELAY_SECRET": SECRET,

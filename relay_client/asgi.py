@@ -22,6 +22,7 @@ from typing import Any
 
 from relay_edge.auth import PROOF_HEADER
 from relay_edge.errors import AuthError
+from relay_edge.http import acceptor_target
 from relay_edge.transport import SUBPROTOCOL, TransportClosed
 
 from .receiver import Receiver
@@ -86,7 +87,7 @@ class RelayEndpoint:
         remote = f"{client[0]} (push, asgi)"
         proof = headers.get(PROOF_HEADER.lower(), "")
         try:
-            self.receiver.verify_proof(proof)
+            self.receiver.verify_proof(proof, acceptor_target(headers.get("host", ""), scope.get("path", "")))
         except AuthError as exc:
             log.warning("refused link from %s: %s", client[0], exc)
             self.receiver.metrics.auth_failures.labels("link_proof").inc()

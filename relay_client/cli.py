@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -12,11 +13,20 @@ import click
 from aiohttp import web
 
 from relay_edge import cli as edge_cli
-from relay_edge.cli import limit_option, limits_from, run_until_signal, tunnels_from, with_log_options
+from relay_edge.cli import (
+    limit_option,
+    limits_from,
+    run_until_signal,
+    secret_from,
+    status_token_cmd,
+    tunnels_from,
+    with_log_options,
+)
 from relay_edge.edge import parse_hostport
-from relay_edge.http import common_routes
+from relay_edge.http import GuardedSite, app_runner, common_routes, harden, listener_token
 from relay_edge.logs import setup_logging
 from relay_edge.loop import run
+from relay_edge.urls import warn_if_plaintext
 
 from .decode import AudioFormat
 from .livekit import cli as livekit_cli
@@ -107,17 +117,17 @@ def serve(
     log_format: str,
 ) -> None:
     """Receive links pushed by edges (the edge's RELAY_UPSTREAM points here)."""
-    setup_logging(log_level, log_format, (secret,))
+    setup_logging(log_level, log_format, (secret_from(secret),))
     host, port = parse_hostport(listen or f"0.0.0.0:{os.environ.get('PORT', '8000')}", 8000)
     receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward, republish)
-    app = web.Application()
+    app = harden(web.Application(), receiver.limits)
     app.router.add_get(path, receiver.handler)
-    common_routes(app, receiver.status, receiver.metrics.render)
-    runner = web.AppRunner(app, access_log=None)
+    common_routes(app, receiver.status, receiver.metrics.render, listener_token(host, secret))
+    runner = app_runner(app, receiver.limits)
 
     async def start() -> None:
         await runner.setup()
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await GuardedSite(runner, host, port, receiver.limits, reuse_address=True).start()
         click.echo(f"relay-client listening on {host}:{port}{path}", err=True)
 
     async def stop() -> None:
@@ -156,7 +166,7 @@ def connect(
     log_format: str,
 ) -> None:
     """Pull mode: dial the edge's /link (wss://EDGE/link) and receive its streams."""
-    setup_logging(log_level, log_format, (secret,))
+    setup_logging(log_level, log_format, (secret_from(secret),))
     receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward, republish)
     runner: web.AppRunner | None = None
     task: asyncio.Task[None] | None = None
@@ -164,11 +174,13 @@ def connect(
     async def start() -> None:
         nonlocal runner, task
         if http_listen:
-            app = web.Application()
-            common_routes(app, receiver.status, receiver.metrics.render)
-            runner = web.AppRunner(app, access_log=None)
+            host, port = parse_hostport(http_listen, 8000)
+            app = harden(web.Application(), receiver.limits)
+            common_routes(app, receiver.status, receiver.metrics.render, listener_token(host, secret))
+            runner = app_runner(app, receiver.limits)
             await runner.setup()
-            await web.TCPSite(runner, *parse_hostport(http_listen, 8000), reuse_address=True).start()
+            await GuardedSite(runner, host, port, receiver.limits, reuse_address=True).start()
+        warn_if_plaintext(url, logging.getLogger("relay_client"))
         task = asyncio.create_task(receiver.connect(url, ca_file=ca_file))
         click.echo(f"relay-client dialing {url.split('?')[0]}", err=True)
 
@@ -265,3 +277,6 @@ def _remote_test(
 # The same command as the edge's: one implementation.
 main.add_command(edge_cli.mint_key)
 main.add_command(livekit_cli.livekit)
+
+
+main.add_command(status_token_cmd)

@@ -37,6 +37,7 @@ import aiohttp
 
 from relay_edge import keys
 from relay_edge.errors import ProtocolError, RelayError
+from relay_edge.http import status_token
 from relay_edge.rtmp.client import ClientSession
 from relay_edge.rtmp.events import Connected, PublishRejected, PublishStarted
 
@@ -337,8 +338,16 @@ class _Checks:
 
     async def _status(self) -> dict[str, Any]:
         if self.http is None:
-            self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+            # A deployed app's status asks for the status token (relay_edge.http.listener_token).
+            auth = {"Authorization": f"Bearer {status_token(self.secret)}"}
+            self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), headers=auth)
         async with self.http.get(f"{self.t.app_base}/api/rtmp/status") as response:
+            if response.status == 401:
+                raise Failed(
+                    f"GET {self.t.app_base}/api/rtmp/status answered 401: the status token was refused",
+                    "the app's token is RELAY_STATUS_TOKEN if it sets one, else derived from its "
+                    "RELAY_SECRET: set the same RELAY_STATUS_TOKEN here, or check that the secrets match",
+                )
             if response.status != 200:
                 raise Failed(
                     f"GET {self.t.app_base}/api/rtmp/status answered {response.status}",

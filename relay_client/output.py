@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from relay_edge import flv
 from relay_edge.keys import safe_filename
 
 from .decode import AudioFormat
+from .safeio import open_nofollow, write_json_atomic
 from .wav import WavWriter
 
 log = logging.getLogger("relay_client.output")
@@ -61,7 +61,7 @@ class StreamFiles:
             (self.wav_path, state.get("wav_bytes", 0)),
         ):
             if path.exists() and path.stat().st_size > size:
-                with open(path, "r+b") as f:
+                with open_nofollow(path, "r+b") as f:
                     f.truncate(size)
         return state
 
@@ -95,7 +95,7 @@ class StreamFiles:
         """
         self.flv_path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not self.flv_path.exists() or self.flv_path.stat().st_size == 0
-        self._flv = open(self.flv_path, "ab")  # noqa: SIM115 - lives as long as the stream
+        self._flv = open_nofollow(self.flv_path, "ab")  # lives as long as the stream
         if fresh:
             self._flv.write(header)
             self._write(init)
@@ -135,12 +135,8 @@ class StreamFiles:
 
     @staticmethod
     def _write_json(path: Path, doc: dict[str, Any]) -> None:
-        # Write then rename: a reader (or a crash) never sees half a document. The temporary
-        # name is unique, since two streams of one name (from two edges) may write at once.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
+        # Two streams of one name (from two edges) may write at once: unique temporaries.
+        write_json_atomic(path, doc)
 
     @staticmethod
     def _read_json(path: Path) -> dict[str, Any] | None:

@@ -299,7 +299,7 @@ async def _end_child(proc: asyncio.subprocess.Process, grace: float = 2.0) -> No
         proc.terminate()
     try:
         await asyncio.wait_for(proc.wait(), grace)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()

@@ -85,6 +85,10 @@ class Receiver:
         self._verifier = ProofVerifier(secret, limits.auth_max_skew, limits.auth_max_remembered)
         self._new: asyncio.Queue[Stream] = asyncio.Queue()
         self.live: dict[str, Stream] = {}  # by uid
+        # Uids of streams the edge closed, oldest first. An edge that lost the last acks with its
+        # link offers such a stream again; it must not start over (files hold it once). An edge
+        # holds at most max_streams streams, so that many recent ends cover what it can offer.
+        self.ended_uids: dict[str, None] = {}
         self.links: list[ClientLink] = []
         self.closing = False  # shutdown() started: no new links
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -173,17 +177,18 @@ class Receiver:
         for link in list(self.links):
             await link.close()
 
-    def _verify(self, proof: str) -> None:
-        self._verifier.verify(proof, time.time(), role="edge")
+    def _verify(self, proof: str, target: str = "") -> None:
+        self._verifier.verify(proof, time.time(), role="edge", target=target)
 
     async def open_forward(self, name: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Raw TCP mode: connect a tunneled connection to the local address named ``name``."""
         host, port = self.forwards[name]
         return await asyncio.open_connection(host, port)
 
-    def verify_proof(self, proof: str) -> None:
-        """Check a dialing edge's proof header (raises AuthError): for endpoints on other servers."""
-        self._verify(proof)
+    def verify_proof(self, proof: str, target: str = "") -> None:
+        """Check a dialing edge's proof header for ``target`` (raises AuthError): for endpoints on
+        other servers; ``target`` is :func:`relay_edge.http.acceptor_target` of the request."""
+        self._verify(proof, target)
 
     # --- links ------------------------------------------------------------------------------
 
@@ -213,7 +218,7 @@ class Receiver:
             link = ClientLink(self, transport, peer)
             self.links.append(link)
             self.metrics.link_connects.inc()
-            log.info("link up: %s (edge %s)", transport.remote, peer.name or peer.instance)
+            log.info("link up: %s (edge %r)", transport.remote, peer.name or peer.instance)
             self._finish_gone(peer)
             try:
                 await link.run()
@@ -236,6 +241,12 @@ class Receiver:
             if stream.info.edge == peer.name and stream.info.uid not in listed and not stream.ended:
                 log.warning("stream %s: edge %s no longer has it; ending it", stream.info.name, peer.name)
                 stream.end("gone from the edge")
+
+    def _ended_at_edge(self, uid: str) -> None:
+        """The edge closed stream ``uid``: remember it, so an Open for it again is answered "done"."""
+        self.ended_uids[uid] = None
+        while len(self.ended_uids) > self.limits.max_streams:
+            del self.ended_uids[next(iter(self.ended_uids))]
 
     async def open_stream(self, frame: wire.Open, link: ClientLink) -> tuple[Stream, str | None]:
         """A stream opened on ``link``: the existing object on a resume, else a new one."""
@@ -455,6 +466,7 @@ class ClientLink:
             stream = self._streams.pop(frame.sid, None)
             if stream is not None:
                 stream.end(frame.reason)
+                self.receiver._ended_at_edge(stream.info.uid)
                 # Keep the sid until the pipeline has acked the tail: the edge frees an
                 # ended stream only once everything up to its Close is acknowledged.
                 self.receiver._spawn(self._forget_when_ended(stream, frame.sid))
@@ -469,6 +481,12 @@ class ClientLink:
     async def _open(self, frame: wire.Open) -> None:
         if frame.sid in self._streams:
             raise WireError(f"open for sid {frame.sid}, which is already open")
+        if frame.uid in self.receiver.ended_uids:
+            # Ended here; the edge missed our last acks. Done with it, not a new stream.
+            self._refused.add(frame.sid)
+            reject = wire.Reject(sid=frame.sid, code=wire.Code.DONE, reason="stream already ended here")
+            await self.transport.send(wire.encode(reject))
+            return
         stream, refusal = await self.receiver.open_stream(frame, self)
         if refusal is not None:
             log.warning("refused stream %s: %s", frame.name, refusal)

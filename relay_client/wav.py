@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, NamedTuple
 
+from .safeio import open_nofollow
+
 __all__ = ["WavFormatMismatch", "WavWriter"]
 
 log = logging.getLogger("relay_client.wav")
@@ -144,13 +146,13 @@ class WavWriter:
     def _open(self, append: bool) -> tuple[BinaryIO, _Layout]:
         # Files shorter than a header hold no audio (a crash while creating one).
         if append and self.path.exists() and self.path.stat().st_size >= 44:
-            file = open(self.path, "r+b")  # noqa: SIM115 - owned by the writer until close()
+            file = open_nofollow(self.path, "r+b")  # owned by the writer until close()
             try:
                 return file, self._resume(file)
             except BaseException:
                 file.close()
                 raise
-        file = open(self.path, "w+b")  # noqa: SIM115 - owned by the writer until close()
+        file = open_nofollow(self.path, "w+b")  # owned by the writer until close()
         header, layout = self._header()
         file.write(header)
         file.flush()

@@ -24,18 +24,26 @@ import re
 import secrets
 from collections import deque
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 from .errors import AuthError
 from .limits import DEFAULT_LIMITS
 
 PROOF_HEADER = "X-Relay-Proof"
-PROOF_VERSION = "1"
+# 2: the signature also covers the target (host and path) the dialer dialed; a version-1
+# proof (unbound) is refused as "unsupported proof version 1".
+PROOF_VERSION = "2"
 ROLES = ("edge", "client")
 
 # Labels for derive_key: one key per purpose.
 LINK_PROOF = "link-proof"
 ACCEPTOR_PROOF = "acceptor-proof"
 STREAM_KEY = "stream-key"
+
+# Shortest RELAY_SECRET the CLIs start with. `openssl rand -base64 32` gives 44
+# characters (256 bits); a short, human-made secret can be guessed offline from
+# one captured stream key or link proof, which are HMACs of known text.
+MIN_SECRET_CHARS = 32
 
 NONCE_SIZE = 16  # 128 random bits: collisions are not a concern
 # Proofs this long or longer are malformed before we parse them: the real
@@ -45,9 +53,18 @@ MAX_PROOF_CHARS = 256
 MAX_REMEMBERED_PROOFS = DEFAULT_LIMITS.auth_max_remembered
 
 _PROOF_RE = re.compile(
-    r"1\.(?P<role>[a-z]{1,16})\.(?P<ts>0|[1-9][0-9]{0,11})"
+    r"2\.(?P<role>[a-z]{1,16})\.(?P<ts>0|[1-9][0-9]{0,11})"
     r"\.(?P<nonce>[A-Za-z0-9_-]{11,86})\.(?P<sig>[A-Za-z0-9_-]{43})"
 )
+
+
+def check_secret(secret: str) -> None:
+    """ValueError, saying how to make a good one, if ``secret`` is shorter than MIN_SECRET_CHARS."""
+    if len(secret) < MIN_SECRET_CHARS:
+        raise ValueError(
+            f"RELAY_SECRET has {len(secret)} characters; at least {MIN_SECRET_CHARS} are needed. "
+            "Make one with: openssl rand -base64 32 (and set the same value on the edge and the app)"
+        )
 
 
 def b64url(data: bytes) -> str:
@@ -73,9 +90,26 @@ def derive_key(secret: str, label: str) -> bytes:
     return hmac.new(secret.encode("utf-8"), b"rtmp-relay/" + label.encode("ascii"), hashlib.sha256).digest()
 
 
-def _proof_message(body: str) -> bytes:
-    # body is "VERSION.ROLE.TIMESTAMP.NONCE", exactly as sent.
-    return b"rtmp-relay link proof\n" + body.encode("ascii")
+def _proof_message(body: str, target: str) -> bytes:
+    # body is "VERSION.ROLE.TIMESTAMP.NONCE", exactly as sent; target is not sent, each side
+    # knows it (the dialer from its URL, the acceptor from itself): see link_target.
+    return b"rtmp-relay link proof\n" + body.encode("ascii") + b"\n" + target.encode("utf-8", "surrogatepass")
+
+
+def target_of(host: str, path: str) -> str:
+    """``"HOST/PATH"`` as a proof is bound to: the host lowercased without its port, the path as is.
+
+    The port is left out because a TLS-terminating proxy's public port (443) is not the
+    port the acceptor listens on.
+    """
+    hostname = urlsplit("//" + host).hostname or "" if host else ""
+    return f"{hostname.lower()}{path or '/'}"
+
+
+def link_target(url: str) -> str:
+    """The target a dialer binds its proof to: ``wss://App.example:443/relay?x`` -> ``app.example/relay``."""
+    parts = urlsplit(url)
+    return target_of(parts.netloc.rpartition("@")[2], unquote(parts.path))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +121,12 @@ class Proof:
     nonce: bytes
 
 
-def make_proof(secret: str, role: str, now: float, nonce: bytes | None = None) -> str:
-    """The ``X-Relay-Proof`` header value a dialer of ``role`` sends at ``now``.
+def make_proof(secret: str, role: str, now: float, nonce: bytes | None = None, *, target: str = "") -> str:
+    """The ``X-Relay-Proof`` header value a dialer of ``role`` sends at ``now`` to ``target``.
 
-    ``nonce`` defaults to 16 random bytes; pass one only for test vectors.
+    ``target`` is :func:`link_target` of the URL dialed: the acceptor checks the proof against
+    its own host and path, so a proof captured at a TLS-terminating proxy can't be replayed to
+    another host. ``nonce`` defaults to 16 random bytes; pass one only for test vectors.
     """
     if role not in ROLES:
         raise ValueError(f"role must be 'edge' or 'client', not {role!r}")
@@ -102,7 +138,9 @@ def make_proof(secret: str, role: str, now: float, nonce: bytes | None = None) -
     if not 0 <= timestamp < 10**12:  # the verifier's grammar: 1 to 12 digits
         raise ValueError(f"now must be unix seconds, not {now}")
     body = f"{PROOF_VERSION}.{role}.{timestamp}.{b64url(nonce)}"
-    signature = hmac.new(derive_key(secret, LINK_PROOF), _proof_message(body), hashlib.sha256).digest()
+    signature = hmac.new(
+        derive_key(secret, LINK_PROOF), _proof_message(body, target), hashlib.sha256
+    ).digest()
     return f"{body}.{b64url(signature)}"
 
 
@@ -131,14 +169,16 @@ class ProofVerifier:
     def __repr__(self) -> str:  # the key stays out of logs
         return f"ProofVerifier(max_skew={self.max_skew}, remembered={len(self._seen)})"
 
-    def verify(self, value: str, now: float, *, role: str | None = None) -> Proof:
-        """Check a proof at ``now``; with ``role``, also that the dialer claims that role.
+    def verify(self, value: str, now: float, *, role: str | None = None, target: str = "") -> Proof:
+        """Check a proof at ``now`` for ``target`` (our host and path, :func:`target_of`); with
+        ``role``, also that the dialer claims that role. A proof made for another target reads
+        "bad signature".
 
         Raises :class:`AuthError` ("malformed proof", "bad signature",
         "stale proof: ...", "replayed proof", ...). Remembers the proof on success.
         """
         proof, body, signature = _parse_proof(value)
-        expected = hmac.new(self._key, _proof_message(body), hashlib.sha256).digest()
+        expected = hmac.new(self._key, _proof_message(body, target), hashlib.sha256).digest()
         if not hmac.compare_digest(b64url(expected).encode("ascii"), signature.encode("ascii")):
             raise AuthError("bad signature")
         if role is not None and proof.role != role:

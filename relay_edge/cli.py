@@ -12,7 +12,9 @@ import click
 
 from . import keys
 from .access import parse_allow_keys
+from .auth import check_secret
 from .edge import Edge, EdgeConfig, parse_hostport
+from .http import status_token
 from .limits import Limits, parse_overrides
 from .logs import setup_logging
 from .loop import loop_name, run
@@ -59,6 +61,15 @@ def limits_from(items: tuple[str, ...]) -> Limits:
         return parse_overrides(split_list(items))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--limit") from None
+
+
+def secret_from(secret: str) -> str:
+    """``secret`` if it is long enough to start with; a usage error (never echoing it) if not."""
+    try:
+        check_secret(secret)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--secret / RELAY_SECRET") from None
+    return secret
 
 
 def tunnels_from(items: tuple[str, ...], hint: str) -> dict[str, tuple[str, int]]:
@@ -164,6 +175,7 @@ def serve(
         raise click.BadParameter(str(exc), param_hint="--allow-key") from None
     if rtmps and not (cert and key_file):
         raise click.UsageError("--rtmps needs --cert and --key")
+    secret_from(secret)
     setup_logging(log_level, log_format, (secret, *allow.values()))
     config = EdgeConfig(
         secret=secret,
@@ -194,3 +206,14 @@ def mint_key(name: str, ttl: float, secret: str) -> None:
         click.echo(keys.mint_key(secret, name, ttl=ttl, now=time.time()))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="NAME") from None
+
+
+@main.command("status-token")
+@click.option("--secret", envvar="RELAY_SECRET", required=True)
+def status_token_cmd(secret: str) -> None:
+    """Print the bearer token for /api/rtmp/status, /metrics and the dashboard.
+
+    Listeners bound to a non-loopback address ask for it (RELAY_STATUS_TOKEN if set, else
+    derived from the secret): send ``Authorization: Bearer TOKEN``.
+    """
+    click.echo(status_token(secret_from(secret)))

@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from . import tls
-from .auth import PROOF_HEADER, make_proof
+from .auth import PROOF_HEADER, link_target, make_proof
 from .errors import AuthError, ProtocolError
 from .limits import Limits
 from .transport import SUBPROTOCOL, TransportClosed, WebsocketsTransport
@@ -63,7 +63,7 @@ async def dial_forever(
         if delay:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
         on_state("connecting")
-        proof = make_proof(secret, role, time.time())
+        proof = make_proof(secret, role, time.time(), target=link_target(url))
         try:
             async with connect(
                 url,

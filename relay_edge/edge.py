@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import secrets
@@ -30,10 +31,11 @@ from .ingest import RtmpConnection
 from .limits import DEFAULT_LIMITS, Limits
 from .link import EdgeLink, exchange_hello
 from .metrics import Metrics
-from .outbox import Gap, Outbox
+from .outbox import Budget, Gap, Outbox
 from .rtmp.events import PublishRequested
 from .transport import WebsocketsTransport
 from .tunnel import TunnelMux, serve_tunnel
+from .urls import warn_if_plaintext
 
 log = logging.getLogger("relay_edge")
 
@@ -67,6 +69,9 @@ class EdgeConfig:
     tls_key: str | None = field(default=None, repr=False)
     # Static keys {NAME: STATICKEY} for publishers that can't take a signed key per session.
     allow_keys: dict[str, str] = field(default_factory=dict, repr=False)
+    # Bearer token for status, metrics and the dashboard on a non-loopback --http
+    # listener; None: RELAY_STATUS_TOKEN or one derived from the secret (http.status_token).
+    status_token: str | None = field(default=None, repr=False)
     # Raw TCP tunnels {NAME: (HOST, PORT)} to listen on (``--tcp HOST:PORT=NAME``).
     tcp_tunnels: dict[str, tuple[str, int]] = field(default_factory=dict)
 
@@ -74,10 +79,10 @@ class EdgeConfig:
 class EdgeStream:
     """One published stream, alive across publisher reconnects and link changes."""
 
-    def __init__(self, uid: str, name: str, limits: Limits) -> None:
+    def __init__(self, uid: str, name: str, limits: Limits, budget: Budget | None = None) -> None:
         self.uid = uid
         self.name = name
-        self.outbox = Outbox(limits)
+        self.outbox = Outbox(limits, budget)
         self.codecs: dict[str, str] = {}
         self.has_audio = False
         self.has_video = False
@@ -180,6 +185,7 @@ class Edge:
         self.instance = secrets.token_hex(6)
         self.streams: dict[str, EdgeStream] = {}  # live, by name
         self._finishing: set[EdgeStream] = set()  # ended, tail not yet acked
+        self.budget = Budget()  # bytes all streams' buffers hold (Limits.max_buffered_total)
         self.links: list[EdgeLink] = []
         self.connections: set[RtmpConnection] = set()
         self._per_ip: Tally[str] = Tally()
@@ -202,6 +208,16 @@ class Edge:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Listen and dial; if any step fails, close what the earlier steps opened, then raise."""
+        try:
+            await self._start()
+        except BaseException:
+            # A half-started edge would keep its RTMP port bound: publishers would connect to
+            # an edge with no link and the next start in this process could not bind.
+            await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         host, port = self.config.rtmp_listen
         self._rtmp_server = await loop.create_server(
@@ -213,26 +229,22 @@ class Edge:
             if not (self.config.tls_cert and self.config.tls_key):
                 raise ValueError("RTMPS needs a certificate and a key (--cert, --key)")
             host, port = self.config.rtmps_listen
+            tls_context = tls.server_context(self.config.tls_cert, self.config.tls_key)
+            # Plain TCP, then start_tls in the connection: it is counted (in total and per
+            # address) from accept, not after the TLS handshake as an ssl= server would.
             self._rtmps_server = await loop.create_server(
-                lambda: RtmpConnection(self),
-                host,
-                port,
-                reuse_address=True,
-                backlog=512,
-                ssl=tls.server_context(self.config.tls_cert, self.config.tls_key),
-                # A TLS handshake happens before the RTMP connection is counted.
-                ssl_handshake_timeout=self.limits.handshake_timeout,
+                lambda: RtmpConnection(self, tls_context), host, port, reuse_address=True, backlog=512
             )
             self.rtmps_port = self._rtmps_server.sockets[0].getsockname()[1]
             log.info("RTMPS server started on port %d", self.rtmps_port)
         if self.config.http_listen is not None:
-            from .http import edge_app
+            from .http import GuardedSite, app_runner, edge_app
 
-            self._http_runner = web.AppRunner(edge_app(self), access_log=None)
+            self._http_runner = app_runner(edge_app(self), self.limits)
             await self._http_runner.setup()
-            site = web.TCPSite(self._http_runner, *self.config.http_listen, reuse_address=True)
+            site = GuardedSite(self._http_runner, *self.config.http_listen, self.limits, reuse_address=True)
             await site.start()
-            self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.http_port = site.port
             log.info("HTTP server started on port %d", self.http_port)
         self._tasks.append(asyncio.create_task(self._sweep()))
         for tunnel, (host, port) in self.config.tcp_tunnels.items():
@@ -240,6 +252,7 @@ class Edge:
             self._tunnel_servers.append(server)
             log.info("TCP tunnel %s listening on port %d", tunnel, server.sockets[0].getsockname()[1])
         for url in self.config.upstreams:
+            warn_if_plaintext(url, log)
             self._tasks.append(asyncio.create_task(self._dial_forever(url)))
 
     def _tunnel_link(self) -> TunnelMux | None:
@@ -287,21 +300,31 @@ class Edge:
     # --- RTMP side (called by RtmpConnection) ---------------------------------------------
 
     def admit(self, conn: RtmpConnection) -> str | None:
-        """Count a new connection in, or say which limit refuses it."""
+        """Count a new connection in, or say which limit refuses it.
+
+        ``max_connections_per_ip`` counts only connections not yet granted a publish
+        (see :meth:`_release_ip`): authorized publishers are bounded by ``max_streams``.
+        """
         if len(self.connections) >= self.limits.max_connections:
             return f"max_connections: {self.limits.max_connections} connections already open"
         if self._per_ip[conn.ip] >= self.limits.max_connections_per_ip:
             return f"max_connections_per_ip: {self.limits.max_connections_per_ip} from {conn.ip}"
         self.connections.add(conn)
         self._per_ip[conn.ip] += 1
+        conn.counted_ip = True
         return None
 
-    def disconnected(self, conn: RtmpConnection) -> None:
-        if conn in self.connections:
-            self.connections.discard(conn)
+    def _release_ip(self, conn: RtmpConnection) -> None:
+        """Take ``conn`` out of its address's count: it closed, or its publish was accepted."""
+        if conn.counted_ip:
+            conn.counted_ip = False
             self._per_ip[conn.ip] -= 1
             if self._per_ip[conn.ip] <= 0:
                 del self._per_ip[conn.ip]
+
+    def disconnected(self, conn: RtmpConnection) -> None:
+        self.connections.discard(conn)
+        self._release_ip(conn)
         for stream in conn.streams.values():
             if stream.conn is conn:
                 stream.conn = None
@@ -331,12 +354,13 @@ class Edge:
         takeover = stream is not None and not stream.ended
         if stream is not None and takeover:
             self._take_over(stream, conn)
-        elif len(self.streams) >= self.limits.max_streams:
-            self.metrics.limit_breach("max_streams")
-            conn.reject(event.stream_id, "NetStream.Publish.BadName", "max_streams reached")
+        elif refusal := self._stream_limit(name):
+            self.metrics.limit_breach(refusal)
+            log.warning("refused publish of %r from %s: %s reached", name, conn.peer, refusal)
+            conn.reject(event.stream_id, "NetStream.Publish.BadName", f"{refusal} reached")
             return
         else:
-            stream = EdgeStream(f"{self.instance}-{next(self._uids)}", name, self.limits)
+            stream = EdgeStream(f"{self.instance}-{next(self._uids)}", name, self.limits, self.budget)
             self.streams[name] = stream
             self.metrics.streams.inc()
         stream.conn = conn
@@ -348,13 +372,26 @@ class Edge:
             stream.publisher_marks[stream.outbox.next_seq] = stream.publisher_info()
             stream.rebase_next = True
         conn.accept(event.stream_id, stream)
-        log.info("publish %s from %s (app %s)", name, conn.peer, event.app)
+        self._release_ip(conn)  # a signed publisher: bounded by max_streams, not per address
+        log.info("publish %s from %s (app %r)", name, conn.peer, event.app)
         self._assign(stream)
 
     def _live_key_expiry(self, name: str) -> int | None:
         """EXPIRY of the key ``name``'s live (or orphaned, within reconnect_grace) stream came with."""
         stream = self.streams.get(name)
         return stream.key_expiry if stream is not None and not stream.ended else None
+
+    def _stream_limit(self, name: str) -> str | None:
+        """The limit a new stream called ``name`` would breach, if any.
+
+        Ended streams still flushing their tail to the app hold memory too, so they count:
+        otherwise publishing and unpublishing in a loop (one valid key) would pile them up.
+        """
+        if len(self.streams) + len(self._finishing) >= self.limits.max_streams:
+            return "max_streams"
+        if sum(s.name == name for s in self._finishing) >= self.limits.max_streams_per_key:
+            return "max_streams_per_key"
+        return None
 
     def _take_over(self, stream: EdgeStream, conn: RtmpConnection) -> None:
         """The same key again: the new publisher continues the same logical stream."""
@@ -370,11 +407,43 @@ class Edge:
         timestamp = stream.rebase(timestamp, now)
         stream.note(tag_type, timestamp, data)
         stream.outbox.push(tag_type, timestamp, data, now)
+        if self.budget.used > self.limits.max_buffered_total:
+            self._over_budget()
         metrics = self.metrics
         metrics.tags_total += 1
         metrics.bytes_total += len(data)
         if stream.link is not None and stream.ready:
             stream.link.wake(stream)
+
+    def _over_budget(self) -> None:
+        """All buffers together passed max_buffered_total: drop the oldest tags across streams.
+
+        Oldest by arrival, acked or not, each stream reporting a Gap, down to 31/32 of the
+        limit at once (so this runs once per 3 MiB pushed, not per tag), through a heap of
+        the streams' oldest tags: O(log streams) a tag, no scan per tag.
+        """
+        limit = self.limits.max_buffered_total
+        target = limit - limit // 32
+        held = [s.outbox for s in [*self.streams.values(), *self._finishing]]
+        heap = [(o.oldest_arrival(), i, o) for i, o in enumerate(held) if o.buffered_tags > 1]
+        heapq.heapify(heap)
+        dropped = 0
+        while self.budget.used > target and heap:
+            _, i, outbox = heap[0]
+            dropped += outbox.drop_oldest()
+            if outbox.buffered_tags > 1:
+                heapq.heapreplace(heap, (outbox.oldest_arrival(), i, outbox))
+            else:
+                heapq.heappop(heap)
+        if not dropped:
+            return  # each stream down to its newest tag: nothing older to give up
+        self.metrics.limit_breach("max_buffered_total")
+        log.warning(
+            "max_buffered_total: %d bytes held by %d streams; dropped the oldest %d bytes",
+            self.budget.used + dropped,
+            len(held),
+            dropped,
+        )
 
     def unpublish(self, stream: EdgeStream, reason: str) -> None:
         log.info("unpublish %s (%s)", stream.name, reason)
@@ -432,6 +501,7 @@ class Edge:
         if stream.link is not None:
             stream.link.forget(stream)
             stream.link = None
+        stream.outbox.discard()
 
     def streams_for(self, link: EdgeLink) -> list[EdgeStream]:
         live = [s for s in self.streams.values() if s.link is link]
@@ -488,7 +558,7 @@ class Edge:
         link = EdgeLink(self, transport, peer)
         self.links.append(link)
         self.metrics.link_connects.inc()
-        log.info("link up: %s (%s %s)", transport.remote, peer.role, peer.name or peer.instance)
+        log.info("link up: %s (%s %r)", transport.remote, peer.role, peer.name or peer.instance)
         for stream in [*self.streams.values(), *self._finishing]:
             resumable = stream.uid in link.resume_points or stream.outbox.acked > 0
             if stream.link is None and self._assign(stream) and stream.link is link and resumable:
@@ -526,9 +596,9 @@ class Edge:
             on_failure=lambda kind: self.metrics.link_failures.labels(kind).inc(),
         )
 
-    def verify_link_proof(self, value: str) -> None:
-        """Pull mode: check a dialing app's proof before upgrading (raises AuthError)."""
-        self._verifier.verify(value, time.time(), role="client")
+    def verify_link_proof(self, value: str, target: str = "") -> None:
+        """Pull mode: check a dialing app's proof for ``target`` before upgrading (raises AuthError)."""
+        self._verifier.verify(value, time.time(), role="client", target=target)
 
     # --- housekeeping ---------------------------------------------------------------------
 
@@ -542,9 +612,17 @@ class Edge:
                 if stream.orphaned_at is not None and now - stream.orphaned_at > self.limits.reconnect_grace:
                     self._end(stream, "publisher: gone", wire.Code.PUBLISHER_LOST)
             for stream in list(self._finishing):
-                # An ended stream's tail is kept as long as the buffer would have kept it.
-                if stream.link is None and now - stream.ended_at > self.limits.buffer_seconds:
-                    self._finishing.discard(stream)
+                # An ended stream's tail is kept as long as the buffer would have kept it,
+                # also when a link is up that never acks it.
+                if now - stream.ended_at > self.limits.buffer_seconds:
+                    if stream.outbox.buffered_tags:
+                        log.warning(
+                            "%s ended %g s ago; dropping its %d unacked tags",
+                            stream.name,
+                            self.limits.buffer_seconds,
+                            stream.outbox.buffered_tags,
+                        )
+                    self._finish(stream)
 
     def status(self) -> dict[str, Any]:
         """The ``/api/rtmp/status`` document. Holds no secret and no key."""
@@ -598,5 +676,9 @@ class Edge:
             "buffered_bytes": (
                 "Bytes waiting for an ack, all streams",
                 sum(s.outbox.buffered_bytes for s in [*self.streams.values(), *self._finishing]),
+            ),
+            "held_bytes": (
+                "Bytes all stream buffers hold, per-tag overhead included (max_buffered_total)",
+                self.budget.used,
             ),
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -27,8 +28,9 @@ log = logging.getLogger("relay_edge.ingest")
 class RtmpConnection(asyncio.Protocol):
     """One publisher's TCP (or TLS) connection."""
 
-    def __init__(self, edge: Edge) -> None:
+    def __init__(self, edge: Edge, tls_context: ssl.SSLContext | None = None) -> None:
         self.edge = edge
+        self.tls_context = tls_context  # RTMPS: TLS starts after accept, once counted
         self.session = ServerSession(edge.limits)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
@@ -44,6 +46,9 @@ class RtmpConnection(asyncio.Protocol):
         # Paused for limits.max_pause: reading again, dropping instead, until the link catches up.
         self.overrun = False
         self._pause_timer: asyncio.TimerHandle | None = None
+        self.counted_ip = False  # in the edge's per-address count (until closed or authorized)
+        self._tls: asyncio.Task[None] | None = None
+        self._early: list[bytes] | None = None  # RTMPS: data decrypted before start_tls returned
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -59,9 +64,33 @@ class RtmpConnection(asyncio.Protocol):
             log.warning("refused RTMP connection from %s: %s", self.peer, refusal)
             self.edge.metrics.limit_breach(refusal.split(":")[0])
             transport.abort()
+        elif self.tls_context is not None:
+            self.transport.pause_reading()  # not a byte of the ClientHello may reach the RTMP session
+            self._early = []
+            self._tls = asyncio.ensure_future(self._start_tls(self.transport, self.tls_context))
+
+    async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        """RTMPS: the TLS handshake, bounded by handshake_timeout like the RTMP one (the sweep)."""
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(raw, self, context, server_side=True)
+        except Exception as exc:  # any failure is the peer's: close this one connection
+            if not self.closed:
+                log.info("RTMPS handshake with %s failed: %s", self.peer, type(exc).__name__)
+                self.abort()
+            return
+        early, self._early = self._early or [], None
+        if tls is None or self.closed:
+            return
+        self.transport = tls
+        for data in early:  # RTMP bytes that came with the end of the TLS handshake
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
+            return
+        if self._early is not None:  # decrypted, but start_tls has not handed us its transport yet
+            self._early.append(data)
             return
         self.last_rx = time.monotonic()
         try:
@@ -196,5 +225,9 @@ class RtmpConnection(asyncio.Protocol):
         limits = self.edge.limits
         if not self.handshake_done and now - self.connected_at > limits.handshake_timeout:
             self.fail(f"handshake_timeout: no handshake after {limits.handshake_timeout:g} s", "timeout")
+        elif not self.session.authorized and now - self.connected_at > limits.publish_timeout:
+            # However slowly it trickles: each byte resets idle_timeout, not this.
+            reason = f"publish_timeout: no accepted publish {limits.publish_timeout:g} s after accept"
+            self.fail(reason, "timeout")
         elif not self.paused and now - self.last_rx > limits.idle_timeout:
             self.fail(f"idle_timeout: nothing received for {limits.idle_timeout:g} s", "timeout")

@@ -29,6 +29,10 @@ class Limits:
     max_connections_per_ip: int = 50
     # Live published streams on one edge.
     max_streams: int = 500
+    # Seconds from TCP accept to an accepted publish, however slowly the bytes come:
+    # otherwise a client dripping a byte a second resets idle_timeout forever. Real
+    # publishers take one to three round trips (nginx-rtmp answers in ~175 ms).
+    publish_timeout: float = 10.0
     # Seconds a stream whose publisher vanished without unpublishing waits for
     # the same key to come back. LiveKit egress retries its RTMP sink for 30 s.
     reconnect_grace: float = 30.0
@@ -45,6 +49,16 @@ class Limits:
     # connection. Without it, 64 chunk streams each holding most of a 10 MiB
     # message would pin 640 MiB; two full messages in flight is plenty.
     max_partial_bytes: int = 20 * MIB
+    # Until a publish is accepted, the largest message (checked on the declared
+    # length, at the header) and the bytes held in unfinished messages. Before a
+    # publish only commands are legal; ffmpeg's connect is ~200 bytes, one with long
+    # tcUrl/swfUrl/pageUrl a few KiB. Unauthenticated clients can't make us buffer more.
+    preauth_max_message: int = 64 * KIB
+    preauth_partial_bytes: int = 64 * KIB
+    # Largest command message at any time: commands are decoded (AMF) on the event
+    # loop, and no real command is bigger than a few KiB, so a large one is refused
+    # at its header instead of stalling every other connection while it decodes.
+    max_command_message: int = 64 * KIB
     # Chunk stream ids in use on one connection. Publishers use 2..8.
     max_chunk_streams: int = 64
     # Message streams (createStream) on one connection. A publisher needs one.
@@ -61,6 +75,11 @@ class Limits:
     amf_max_string: int = 64 * KIB
     # Entries in one object, ECMA array or strict array.
     amf_max_items: int = 4096
+    # Values decoded from one message, all nesting levels together. A connect has
+    # ~15 (~25 with Enhanced RTMP's fourCcList), publish 3. The costliest value to
+    # decode (an empty string) took ~1 us on the loaded 2-core dev box, so 256 stop
+    # the worst 64 KiB command after ~0.25 ms instead of 20,000 values.
+    amf_max_values: int = 256
 
     # --- Per-stream buffering at the edge ------------------------------------------
     # Unacked FLV tags kept per stream, by bytes and by media seconds. 90 s of
@@ -68,6 +87,15 @@ class Limits:
     # also holds ~60 s of 1 Mbit/s video.
     buffer_bytes: int = 8 * MIB
     buffer_seconds: float = 120.0
+    # Bytes all streams' buffers hold together, counted as encoded tags plus the
+    # measured per-tag overhead (outbox.TAG_OVERHEAD). Sized for a 256 MB VM (Fly's
+    # shared-cpu-1x): the process at rest is ~45 MiB, 1000 unauthenticated
+    # connections may hold preauth_partial_bytes each (62.5 MiB), and the allocator
+    # needs slack. Past it the oldest tags of any stream go first, each a reported gap.
+    max_buffered_total: int = 96 * MIB
+    # Streams of one name ended but still flushing to the app. Publishing and
+    # unpublishing in a loop with one valid key would otherwise pile them up.
+    max_streams_per_key: int = 4
     # Unacked bytes in flight per stream on the link: the credit window.
     # Large enough for ~2 s of 4 Mbit/s video, small enough that one stalled
     # consumer can't fill the shared socket.
@@ -86,6 +114,14 @@ class Limits:
     # mix plus one per language); past this, a new track's sequence start still
     # passes but is not kept, so a publisher can't make the edge hoard headers.
     max_replay_tracks: int = 16
+
+    # --- HTTP listeners (the edge's --http, the app's) ------------------------------------
+    # Seconds from accept to a complete request head, and for a kept-alive connection
+    # to send its next one. aiohttp has no header timeout: half a request held a socket
+    # forever. Browsers and Prometheus send a head in one packet.
+    http_header_timeout: float = 10.0
+    # Seconds for a request body (at most 1 MiB, aiohttp's client_max_size) to arrive.
+    http_body_timeout: float = 30.0
 
     # --- The edge <-> client link -----------------------------------------------------
     # One WebSocket message: a batch of frames. Must exceed max_message_size

@@ -256,22 +256,28 @@ async def test_link_proofs_are_checked_before_the_upgrade(
             port, path, role, other, owner = edge.http_port, "/link", "client", "edge", edge
             metric_name = 'relay_edge_auth_failures_total{kind="link_proof"}'
         now = time.time()
-        valid = make_proof(SECRET, role, now)
+        target = f"127.0.0.1{path}"  # what ws_upgrade dials: the Host header and the path
+        valid = make_proof(SECRET, role, now, target=target)
         # (proof, the 401 body as a regex): clocks tick between minting and checking, hence 299-301.
         cases = [
             (None, r"link refused: malformed proof"),
-            ("1.edge.garbage", r"link refused: malformed proof"),
-            (make_proof("wrong-secret", role, now), r"link refused: bad signature"),
+            ("2.edge.garbage", r"link refused: malformed proof"),
+            (make_proof("wrong-secret", role, now, target=target), r"link refused: bad signature"),
+            # A proof for another host or path (captured at a proxy in front of another replica).
+            *(
+                (make_proof(SECRET, role, now, target=other_target), r"link refused: bad signature")
+                for other_target in (f"other.example.com{path}", "127.0.0.1/elsewhere", "")  # "": unbound
+            ),
             (
-                make_proof(SECRET, role, now - 300),
+                make_proof(SECRET, role, now - 300, target=target),
                 r"link refused: stale proof: (299|300|301) s from our clock, limit 60 s",
             ),
             (
-                make_proof(SECRET, role, now + 300),
+                make_proof(SECRET, role, now + 300, target=target),
                 r"link refused: stale proof: (299|300|301) s from our clock, limit 60 s",
             ),
             (
-                make_proof(SECRET, other, now),
+                make_proof(SECRET, other, now, target=target),
                 rf"link refused: proof is for role '{other}', expected '{role}'",
             ),
         ]
@@ -386,6 +392,31 @@ async def test_rtmps_publish_and_handshake_timeout(tmp_path: Path, certs: Certs)
     seconds, freq, gaps = wav_tone(tmp_path / "secure.wav")
     assert abs(seconds - 2.0) <= 0.1 and freq == pytest.approx(660, abs=1) and gaps == 0
     print(f"RTMPS: plain RTMP closed after {seconds_plain:.2f} s, stalled TLS after {seconds_stall:.2f} s")
+
+
+async def test_rtmps_connections_count_from_tcp_accept(tmp_path: Path, certs: Certs) -> None:
+    """A TLS handshake not yet finished holds a place in max_connections_per_ip, like plain RTMP."""
+    options = {"rtmps_listen": ("127.0.0.1", 0), "tls_cert": str(certs.cert), "tls_key": str(certs.key)}
+    limits = with_limits(max_connections_per_ip=2, handshake_timeout=30.0)
+    async with Relay(tmp_path, edge_options=options, limits=limits) as relay:
+        edge = relay.edge
+        assert edge is not None
+        # Two TCP connections that never send a ClientHello.
+        held = [await asyncio.open_connection("127.0.0.1", edge.rtmps_port) for _ in range(2)]
+        await until(lambda: len(edge.connections) == 2, 5)
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.rtmps_port)
+        _, how, data = await wait_closed(reader, 5)
+        writer.close()
+        assert data == b"" and how in ("eof", "reset")  # refused at accept, before any TLS
+        for _, w in held:
+            w.close()
+        await until(lambda: not edge.connections, 5)
+        # The places are free again, and a real RTMPS publisher gets through.
+        client = await RtmpClient.publish(
+            edge.rtmps_port, key_of(relay.url("after")), host="localhost", ssl_context=certs.client_context()
+        )
+        assert client.codes == ["NetStream.Publish.Start"]
+        client.close()
 
 
 async def _tls_app(receiver: Receiver, certs: Certs) -> tuple[web.AppRunner, int]:

@@ -113,14 +113,10 @@ async def test_dashboard_shows_a_live_stream_in_chromium(tmp_path: Path) -> None
 
 def test_dashboard_ships_as_package_data() -> None:
     """One file, no build step: listed in package-data so wheels and the Docker image carry it."""
-    import sys
+    import tomllib
 
     from relay_edge.http import dashboard_html
 
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - 3.10
-        import tomli as tomllib
     root = Path(__file__).resolve().parent.parent
     package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "dashboard.html" in package_data["relay_edge"]

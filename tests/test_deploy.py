@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import wave
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,6 @@ from relay_edge import cli as edge_cli
 from relay_edge import keys
 from tests.support import publishers
 from tests.support.net import free_port
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - 3.10
-    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT.parent / "shared" / "reference"

@@ -22,7 +22,7 @@ from aiohttp import web
 from relay_client.diagnose import Target, diagnose
 from relay_client.receiver import Receiver
 from relay_edge.edge import Edge, EdgeConfig
-from relay_edge.http import common_routes
+from relay_edge.http import common_routes, derived_status_token
 from tests.support.net import free_port
 from tests.support.relay import SECRET, until
 
@@ -30,7 +30,9 @@ pytestmark = pytest.mark.slow
 
 
 @asynccontextmanager
-async def app_standin(*, decode: bool, out_dir: Path | None = None) -> AsyncIterator[tuple[Receiver, str]]:
+async def app_standin(
+    *, decode: bool, out_dir: Path | None = None, token: str | None = None
+) -> AsyncIterator[tuple[Receiver, str]]:
     """``relay-client serve`` in this process: ``decode=False`` is serve without --out (no decoding)."""
     receiver = Receiver(
         SECRET,
@@ -40,7 +42,7 @@ async def app_standin(*, decode: bool, out_dir: Path | None = None) -> AsyncIter
     )
     app = web.Application()
     app.router.add_get("/relay", receiver.handler)
-    common_routes(app, receiver.status, receiver.metrics.render)
+    common_routes(app, receiver.status, receiver.metrics.render, token)  # token: as on 0.0.0.0:$PORT
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -133,6 +135,19 @@ async def test_app_not_receiving() -> None:
     ]
     assert "RELAY_UPSTREAM" in (report.fix or "")
     assert f"{app_url.replace('http://', 'ws://')}/relay" in (report.fix or "")
+
+
+@pytest.mark.parametrize(
+    ("token", "reachable"), [(derived_status_token(SECRET), True), ("another-token", False)]
+)
+async def test_the_status_token_of_a_deployed_app(token: str, reachable: bool) -> None:
+    """A deployed app's status needs the token: diagnose sends the one derived from --secret."""
+    async with app_standin(decode=True, token=token) as (_, app_url), edge_standin(upstream=None) as edge:
+        report = await diagnose(f"rtmp://127.0.0.1:{edge.rtmp_port}", app_url, SECRET, timeout=2, say=quiet)
+    app_step = next(s for s in report.steps if s.name == "app reachable")
+    assert app_step.ok == reachable, report.as_dict()
+    if not reachable:
+        assert "answered 401" in app_step.detail and "RELAY_STATUS_TOKEN" in (report.fix or "")
 
 
 async def test_app_receives_but_decodes_nothing(tmp_path: Path) -> None:

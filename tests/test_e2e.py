@@ -15,7 +15,7 @@ import pytest
 from relay_client.tone import count_silent_gaps, dominant_frequency
 from relay_edge import flv
 from tests.support import media, publishers
-from tests.support.relay import Relay
+from tests.support.relay import Relay, until
 
 pytestmark = pytest.mark.slow
 
@@ -114,8 +114,7 @@ async def test_h264_and_aac(mode: str, tmp_path: Path, av_file: Path) -> None:
         frames: list = []
 
         async def take_video() -> None:
-            while "av" not in relay.streams:
-                await asyncio.sleep(0.01)
+            await until(lambda: "av" in relay.streams, 30, "stream av opened at the app")
             async for frame in relay.streams["av"].video():
                 frames.append(frame)
 

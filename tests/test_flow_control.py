@@ -70,13 +70,26 @@ async def test_a_stalled_consumer_does_not_delay_the_other_stream(tmp_path: Path
         fast = await publishers.ffmpeg_copy(relay.url("fast"), source)
         stalled = await publishers.ffmpeg_copy(relay.url("stalled"), source)
         async with fast, stalled:
-            await until(lambda: len(relay.arrivals.get("fast", [])) > 0, 15)
-            start = time.monotonic()
-            await asyncio.sleep(STALL_AT + STALL_S - 1.0)
-            # Deep in the stall: the edge holds the stalled stream back within its credit.
-            held = relay.edge.streams["stalled"].outbox
-            held_bytes, in_flight = held.buffered_bytes, held.inflight_bytes
-            await asyncio.sleep(max(0.0, start + STALL_AT + STALL_S - time.monotonic()))
+            await until(lambda: len(relay.arrivals.get("fast", [])) > 0, 15, "the fast stream's first tag")
+            stall_ends = time.monotonic() + STALL_AT + STALL_S
+            peak_in_flight = 0
+
+            def held_back() -> bool:
+                """The app's queues are full and the edge buffers > 3 credits; the peak in flight so far."""
+                nonlocal peak_in_flight
+                stream = relay.edge.streams.get("stalled") if relay.edge else None
+                if stream is None:
+                    return False
+                peak_in_flight = max(peak_in_flight, stream.outbox.inflight_bytes)
+                return stream.outbox.buffered_bytes > 3 * CREDIT
+
+            # The condition itself, polled: it must hold before the stall ends (1 s of margin).
+            await until(held_back, stall_ends - 1.0 - time.monotonic(), "the edge holding > 3 credits back")
+            held_bytes = relay.edge.streams["stalled"].outbox.buffered_bytes
+            while time.monotonic() < stall_ends:  # the stimulus: the app stays stalled STALL_S
+                held_back()
+                await asyncio.sleep(0.05)
+            in_flight = peak_in_flight
             relay.stall_over.set()
             await asyncio.gather(fast.wait_ok(30), stalled.wait_ok(30))
         stats = await asyncio.gather(relay.ended("fast"), relay.ended("stalled"))

@@ -167,7 +167,7 @@ async def silent_publisher(port: int, key: str) -> Case:
 
 async def ws_4gib_frame(port: int, path: str, role: str, secret: str) -> Case:
     """After a valid proof, a WebSocket frame header declaring a 4 GiB payload."""
-    ws = await ws_upgrade(port, path, make_proof(secret, role, time.time()))
+    ws = await ws_upgrade(port, path, make_proof(secret, role, time.time(), target=f"127.0.0.1{path}"))
     assert ws.status == 101, ws.head
     await ws.send_frame_header(4 * 1024**3)
     ws.writer.write(bytes(4096))  # a little of it; the rest never comes
@@ -179,7 +179,7 @@ async def ws_4gib_frame(port: int, path: str, role: str, secret: str) -> Case:
 
 async def link_frame_4gib(port: int, path: str, role: str, secret: str) -> Case:
     """After a valid proof, a msgpack link frame whose bin field declares 4 GiB - 1 bytes."""
-    ws = await ws_upgrade(port, path, make_proof(secret, role, time.time()))
+    ws = await ws_upgrade(port, path, make_proof(secret, role, time.time(), target=f"127.0.0.1{path}"))
     assert ws.status == 101, ws.head
 
     def pair(key: str, value: object) -> bytes:
@@ -198,7 +198,7 @@ async def link_frame_4gib(port: int, path: str, role: str, secret: str) -> Case:
 
 async def silent_link(port: int, path: str, role: str, secret: str) -> Case:
     """After a valid proof, a WebSocket that never sends its Hello: closed at handshake_timeout."""
-    ws = await ws_upgrade(port, path, make_proof(secret, role, time.time()))
+    ws = await ws_upgrade(port, path, make_proof(secret, role, time.time(), target=f"127.0.0.1{path}"))
     assert ws.status == 101, ws.head
     seconds, code = await ws.close_code(LIMITS.handshake_timeout + SWEEP + SLACK)  # skips the peer's Hello
     ws.writer.close()

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from relay_edge import flv
 from tests.support import media, publishers
-from tests.support.relay import Relay, until
+from tests.support.relay import SECRET, Relay, until
 from tests.test_deploy import fly_config, render_service, start_pair, wait_http
 
 pytestmark = pytest.mark.slow
@@ -189,7 +189,7 @@ def test_json_logs(tmp_path: Path) -> None:
     edge = Service(
         "relay-edge serve",
         [str(BIN / "relay-edge"), "serve", "--rtmp", f"127.0.0.1:{port}", "--http", "127.0.0.1:0"],
-        {"RELAY_SECRET": "s3cret-value-for-json-logs", "RELAY_LOG_FORMAT": "json"},
+        {"RELAY_SECRET": SECRET, "RELAY_LOG_FORMAT": "json"},
         tmp_path / "edge.log",
     )
     try:
@@ -202,6 +202,6 @@ def test_json_logs(tmp_path: Path) -> None:
         lines = [json.loads(line) for line in edge.output().splitlines() if line.strip()]
         started = [d for d in lines if d["message"] == f"RTMP server started on port {port}"]
         assert started and started[0]["level"] == "info" and started[0]["logger"] == "relay_edge"
-        assert "s3cret-value-for-json-logs" not in edge.output()
+        assert SECRET not in edge.output()
     finally:
         edge.stop()

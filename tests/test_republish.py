@@ -365,7 +365,7 @@ async def test_sidecar_with_node_media_server_and_a_node_minted_key(tmp_path: Pa
     """The example's start command for real: relay-sidecar.sh runs ``relay-client connect`` (pull) next
     to the "Node app" (node-media-server); a key minted by mint-key.js publishes through the edge and
     the reader gets the tone from node-media-server. SIGTERM stops both."""
-    secret = "sidecar-secret-7d1e0b"
+    secret = "sidecar-secret-7d1e0b-at-least-32-characters"  # the CLIs refuse shorter ones
     rtmp_port, http_port, nms_port, nms_http = free_port(), free_port(), free_port(), free_port()
     env = {**os.environ, "RELAY_SECRET": secret}
     edge = Proc("edge", [str(VENV_BIN / "relay-edge"), "serve", "--rtmp", f"{LOOPBACK}:{rtmp_port}",

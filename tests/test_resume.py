@@ -29,6 +29,7 @@ from relay_client.receiver import Receiver
 from relay_client.tone import dominant_frequency
 from relay_edge import flv, keys
 from relay_edge.edge import Edge, EdgeConfig
+from relay_edge.loop import loop_name
 from tests.support import media, publishers
 from tests.support.net import LOOPBACK, TcpProxy, free_port, wait_for_port_async
 from tests.support.relay import SECRET, Relay, until, with_limits
@@ -55,6 +56,8 @@ def cli_pair(
     """``relay-client serve --out`` and ``relay-edge serve`` pushing to ``upstream_port`` (the
     app's, or a proxy's in front of it): the real CLIs, as a deploy runs them."""
     env = {**os.environ, "RELAY_SECRET": SECRET, "RELAY_UPSTREAM": f"ws://{LOOPBACK}:{upstream_port}/relay"}
+    # The CLIs run on the loop this test is parametrized with, so [uvloop]/[asyncio] cover both there too.
+    env["RELAY_LOOP"] = loop_name()
     client = [
         str(VENV_BIN / "relay-client"),
         "serve",
@@ -102,7 +105,7 @@ class Proc:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.proc.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self.kill()
         assert self.proc.returncode is not None
         return self.proc.returncode

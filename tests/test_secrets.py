@@ -73,8 +73,8 @@ async def refusals(rtmp_port: int, link_port: int, link_path: str, role: str, no
         client = await RtmpClient.publish(rtmp_port, key)
         assert client.codes == ["NetStream.Publish.Unauthorized"]
         client.close()
-    wrong = make_proof("not-the-secret", role, now)
-    valid = make_proof(SECRET, role, now)
+    wrong = make_proof("not-the-secret", role, now, target=f"127.0.0.1{link_path}")
+    valid = make_proof(SECRET, role, now, target=f"127.0.0.1{link_path}")
     for proof, status in ((wrong, 401), (valid, 101), (valid, 401)):  # the second use is a replay
         ws = await ws_upgrade(link_port, link_path, proof)
         assert ws.status == status

@@ -25,6 +25,7 @@ from relay_edge.flv import (
 from tests.support import media, publishers
 from tests.support.net import TcpProxy, free_port, wait_for_port, wait_for_port_async
 from tests.support.nginx import NginxRtmp
+from tests.support.relay import until
 
 AAC_TAGS_PER_SECOND = 44100 / 1024  # one AAC frame is 1024 samples
 
@@ -254,6 +255,12 @@ async def test_pyav_publisher_not_realtime(nginx_rtmp: NginxRtmp) -> None:
 # --- how publishers fail --------------------------------------------------------------------------
 
 
+def recorded_bytes(nginx: NginxRtmp, name: str) -> int:
+    """Bytes nginx has recorded of NAME so far: it records only a stream it accepted for publishing."""
+    path = nginx.record_path(name)
+    return path.stat().st_size if path.exists() else 0
+
+
 async def _start_all(url: str, seconds: float) -> list[publishers.Publisher | publishers.PyAvPublisher]:
     return [
         await publishers.ffmpeg_tone(url + "_ffmpeg", seconds),
@@ -273,7 +280,7 @@ async def test_connection_refused_exits_1_at_once() -> None:
 async def test_rejected_publish_exits_1(nginx_rtmp: NginxRtmp) -> None:
     """A second publisher of a live name gets NetStream.Publish.BadName: what an edge refusal looks like."""
     async with await publishers.ffmpeg_tone(nginx_rtmp.url("taken"), 5) as first:
-        await asyncio.sleep(0.8)  # publishing by now
+        await until(lambda: recorded_bytes(nginx_rtmp, "taken") > 4096, 10, "nginx recording the first")
         pubs = [
             await publishers.ffmpeg_tone(nginx_rtmp.url("taken"), 2),
             await publishers.gst_livekit(nginx_rtmp.url("taken"), 2),
@@ -289,9 +296,12 @@ async def test_rejected_publish_exits_1(nginx_rtmp: NginxRtmp) -> None:
 async def test_link_cut_mid_stream_ends_every_publisher_with_an_error(nginx_rtmp: NginxRtmp) -> None:
     async with TcpProxy(nginx_rtmp.port) as proxy:
         pubs = await _start_all(f"rtmp://127.0.0.1:{proxy.port}/live/cut", 5)
-        while proxy.bytes_up < 3 * 8000:  # all three past connect and streaming
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
+        names = ("cut_ffmpeg", "cut_gst", "cut_pyav")
+
+        def streaming() -> bool:
+            return all(recorded_bytes(nginx_rtmp, n) > 8000 for n in names)
+
+        await until(streaming, 10, "all three streaming into nginx")
         assert await proxy.cut() == 3
         cut_at = time.monotonic()
         codes = await asyncio.gather(*(p.wait(5) for p in pubs))
@@ -304,7 +314,9 @@ async def test_link_cut_mid_stream_ends_every_publisher_with_an_error(nginx_rtmp
 
 async def test_stop_unpublishes_cleanly(nginx_rtmp: NginxRtmp) -> None:
     pubs = await _start_all(nginx_rtmp.url("stop"), 10)
-    await asyncio.sleep(1.5)
+    names = ("stop_ffmpeg", "stop_gst", "stop_pyav")
+    await until(lambda: all(recorded_bytes(nginx_rtmp, n) > 0 for n in names), 10, "all three recording")
+    await asyncio.sleep(1.5)  # the stimulus: publish for 1.5 s, then stop (the recordings are measured)
     codes = [await p.stop() for p in pubs]
     # ffmpeg exits 255 on SIGINT even though it finishes the stream; gst-launch -e sends EOS.
     assert codes == [255, 0, 0], [p.output for p in pubs]

@@ -22,6 +22,7 @@ from relay_edge import flv, keys
 from relay_edge.edge import Edge, EdgeConfig
 from relay_edge.http import common_routes
 from tests.support import media, publishers
+from tests.support.net import TcpProxy
 from tests.support.relay import SECRET, until
 
 pytestmark = pytest.mark.slow
@@ -43,7 +44,7 @@ class Consumer:
         self.task = asyncio.create_task(self.receiver.connect(link_url))
 
     async def kill(self) -> None:
-        """Like SIGKILL as far as the edge can tell: the link just goes away, nothing is acked after."""
+        """Stop dialing (a polite 1001 close if the link is still up)."""
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
 
@@ -106,17 +107,26 @@ async def test_killing_a_consumer_moves_its_streams_to_the_other_losing_nothing(
     source = media.tone_flv(tmp_path / "tone.flv", seconds=6, frequency=440)
     sent = audio_payloads(source)
     edge = await start_edge("edge-1")
-    link = f"ws://127.0.0.1:{edge.http_port}/link"
-    a = Consumer(tmp_path / "a", link)
+    # Each consumer reaches the edge through its own proxy, so its death can be a reset link.
+    proxies = {c: await TcpProxy(edge.http_port).start() for c in "ab"}
+    a = Consumer(tmp_path / "a", f"ws://127.0.0.1:{proxies['a'].port}/link")
     await until(lambda: len(edge.links) == 1, 10, "first consumer connected")
-    b = Consumer(tmp_path / "b", link)
+    b = Consumer(tmp_path / "b", f"ws://127.0.0.1:{proxies['b'].port}/link")
     try:
         await until(lambda: len(edge.links) == 2, 10, "second consumer connected")
         pubs = [await publishers.ffmpeg_copy(rtmp_url(edge, f"m{i}"), source) for i in range(2)]
-        await asyncio.sleep(2.5)
+
+        def acked_a_second() -> bool:  # both streams placed, and each consumer acked ~1 s of audio
+            streams = edge.status()["streams"]
+            return len(streams) == 2 and all(s["acked_seq"] > 45 for s in streams)
+
+        await until(acked_a_second, 15, "both streams flowing, ~1 s acked")
         victim, survivor = (a, b) if a.names else (b, a)
         moved = list(victim.names)
         assert moved, "the victim had streams"
+        # Like SIGKILL as far as the edge can tell: the link is reset (RST), no close, no last ack,
+        # and the victim never comes back (its proxy refuses redials).
+        await proxies["a" if victim is a else "b"].close()
         await victim.kill()
         await asyncio.gather(*(p.wait_ok(30) for p in pubs))
         await until(
@@ -126,6 +136,8 @@ async def test_killing_a_consumer_moves_its_streams_to_the_other_losing_nothing(
         await a.kill()
         await b.kill()
         await edge.stop()
+        for proxy in proxies.values():
+            await proxy.close()
     for name in moved:
         before = audio_payloads(victim.out / f"{name}.flv")
         after = audio_payloads(survivor.out / f"{name}.flv")

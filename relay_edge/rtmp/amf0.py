@@ -186,14 +186,18 @@ class _Container:
         self.left = left  # strict arrays: items still to read; -1 for objects
 
 
-def decode(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> list[Any]:
-    """Decode every value in ``data`` (a whole command or data message body)."""
-    view = memoryview(data)
+def decode(
+    data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS, offset: int = 0
+) -> list[Any]:
+    """Decode every value in ``data`` from ``offset`` on (a whole command or data message body).
+
+    At most ``limits.amf_max_values`` values in all (nested ones included), so one
+    call's work is bounded whatever the body's size.
+    """
+    reader = _Reader(memoryview(data), offset, limits)
     values: list[Any] = []
-    pos = 0
-    while pos < len(view):
-        value, pos = decode_value(view, pos, limits)
-        values.append(value)
+    while reader.pos < reader.end:
+        values.append(reader.value())
     return values
 
 
@@ -203,8 +207,8 @@ def decode_value(
     """Decode one value at ``offset``; return it and the offset just past it.
 
     Raises :class:`AMFError` on malformed or truncated input and
-    :class:`LimitExceeded` when ``amf_max_depth``, ``amf_max_string`` or
-    ``amf_max_items`` is passed.
+    :class:`LimitExceeded` when ``amf_max_depth``, ``amf_max_string``,
+    ``amf_max_items`` or ``amf_max_values`` is passed.
     """
     reader = _Reader(memoryview(data), offset, limits)
     return reader.value(), reader.pos
@@ -213,13 +217,14 @@ def decode_value(
 class _Reader:
     """Cursor over one AMF0 value; every read checks the bytes are there."""
 
-    __slots__ = ("data", "end", "limits", "pos")
+    __slots__ = ("data", "end", "left", "limits", "pos")
 
     def __init__(self, data: memoryview, pos: int, limits: Limits) -> None:
         self.data = data
         self.pos = pos
         self.end = len(data)
         self.limits = limits
+        self.left = limits.amf_max_values  # values this reader may still decode
 
     def _need(self, n: int, what: str) -> int:
         pos = self.pos
@@ -290,6 +295,10 @@ class _Reader:
         return _OPENED
 
     def _scalar_or_open(self, stack: list[_Container]) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            limit = self.limits.amf_max_values
+            raise LimitExceeded("amf_max_values", limit + 1, limit, "values")
         marker = self.data[self._need(1, "type marker")]
         if marker == NUMBER:
             return _DOUBLE.unpack_from(self.data, self._need(8, "number"))[0]

@@ -26,13 +26,14 @@ bytes of payload. Decisions this module makes, with where they come from:
 * Set Chunk Size (1) and Abort (2) act inside the reader, so the very next
   chunk is parsed with them; the messages are still returned to the caller.
 * The declared message length is checked against ``max_message_size`` when
-  the header arrives, before any payload is buffered.
+  the header arrives, before any payload is buffered; ``on_message_start``
+  lets the session refuse a message by type, stream and length right there too.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from ..errors import ChunkError, LimitExceeded
@@ -117,8 +118,16 @@ class ChunkReader:
     ``max_chunk_streams``. After an error the reader must be discarded.
     """
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        limits: Limits = DEFAULT_LIMITS,
+        on_message_start: Callable[[int, int, int], None] | None = None,
+    ) -> None:
+        """``on_message_start(type, message stream id, declared length)`` is called as each
+        message's first header is parsed, before any of its payload is buffered; whatever it
+        raises propagates from :meth:`feed`."""
         self.limits = limits
+        self.on_message_start = on_message_start
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self._streams: dict[int, _Stream] = {}
         self._rest = b""  # unparsed tail: never more than one chunk header
@@ -127,6 +136,7 @@ class ChunkReader:
         self._left = 0  # payload bytes left in the current chunk
         self._partial = 0  # bytes held in unfinished messages, all streams
         self._max_partial = limits.max_partial_bytes
+        self._partial_limit = "max_partial_bytes"
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
         """Consume ``data``; return the messages it completed, in wire order."""
@@ -255,8 +265,17 @@ class ChunkReader:
         stream = self._streams[csid] = _Stream()
         return stream
 
+    def set_partial_limit(self, name: str, value: int) -> None:
+        """Bound the bytes held in unfinished messages by ``value``, reported as limit ``name``."""
+        self._partial_limit, self._max_partial = name, value
+
     def _start_chunk(self, csid: int, stream: _Stream) -> None:
-        received = len(stream.body) if stream.body is not None else 0
+        if stream.body is None:  # the first chunk of a message
+            received = 0
+            if self.on_message_start is not None:
+                self.on_message_start(stream.type, stream.stream_id, stream.length)
+        else:
+            received = len(stream.body)
         self._cur = stream
         self._cur_csid = csid
         self._left = min(stream.length - received, self.chunk_size)
@@ -276,7 +295,7 @@ class ChunkReader:
             stream.body = bytearray()
         self._partial += n
         if self._partial > self._max_partial:
-            raise LimitExceeded("max_partial_bytes", self._partial, self._max_partial)
+            raise LimitExceeded(self._partial_limit, self._partial, self._max_partial)
         stream.body += view[pos : pos + n]
         self._left -= n
         if len(stream.body) == stream.length:

@@ -139,17 +139,27 @@ def encode_command(name: str, transaction_id: float, command_object: Any = None,
     return amf0.encode(name, transaction_id, command_object, *args)
 
 
-def decode_command(body: bytes, amf3: bool = False, limits: Limits = DEFAULT_LIMITS) -> Command:
+def decode_command(
+    body: bytes,
+    amf3: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
+    wanted: frozenset[str] | None = None,
+) -> Command:
     """Decode a command message body (type 20, or type 17 when ``amf3``).
 
     Type 17 bodies start with one 0x00 format byte, then AMF0 values (spec 7.1.1).
+    With ``wanted``, a command whose name is not in it comes back without its
+    transaction id and arguments, which are never decoded: a caller that ignores
+    unknown commands spends nothing on their bodies.
     """
     if amf3 and body[:1] == b"\x00":
         body = body[1:]
-    values = amf0.decode(body, limits)
-    if not values or not isinstance(values[0], str):
+    name, pos = amf0.decode_value(body, 0, limits) if body else (None, 0)
+    if not isinstance(name, str):
         raise MessageError("command message does not start with a command name string")
-    name = values[0]
+    if wanted is not None and name not in wanted:
+        return Command(name, 0.0, None, [])
+    values = [name, *amf0.decode(body, limits, pos)]
     txn = values[1] if len(values) > 1 else 0.0
     if isinstance(txn, bool) or not isinstance(txn, float):
         raise MessageError(f"command {name!r}: transaction id is {type(txn).__name__}, not a number")

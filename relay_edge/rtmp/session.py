@@ -22,8 +22,13 @@ Unknown commands are ignored, as nginx-rtmp and MediaMTX do: FFmpeg treats an
 
 Per message stream: created -> pending (publish) -> publishing (accepted) ->
 ended. Audio, video and data on a stream that is not publishing are a
-:class:`MessageError`; FFmpeg, GStreamer and librtmp all wait for
-NetStream.Publish.Start before sending any. FCUnpublish, deleteStream and
+:class:`MessageError` as soon as their header arrives; FFmpeg, GStreamer and
+librtmp all wait for NetStream.Publish.Start before sending any.
+
+Until a publish is accepted the connection is unauthenticated and gets a
+small budget (``preauth_max_message``, ``preauth_partial_bytes``), checked on
+declared lengths at the header; commands are capped at ``max_command_message``
+always, and only the commands we act on have their arguments decoded. FCUnpublish, deleteStream and
 closeStream each end a publish; whichever comes first is reported, once.
 """
 
@@ -38,6 +43,14 @@ from . import messages as m
 from .chunk import ChunkReader, ChunkWriter, Message
 from .events import Connect, Event, HandshakeComplete, Media, PublishRequested, Unpublished
 from .handshake import RandomBytes, ServerHandshake
+
+# Commands whose arguments we read; any other command's body is never decoded.
+HANDLED_COMMANDS = frozenset(
+    {"connect", "releaseStream", "FCPublish", "createStream", "publish", "FCUnpublish", "deleteStream",
+     "closeStream"}
+)  # fmt: skip
+_COMMAND_TYPES = frozenset({m.COMMAND_AMF0, m.COMMAND_AMF3})
+_MEDIA_TYPES = frozenset({m.AUDIO, m.VIDEO, m.DATA_AMF0, m.DATA_AMF3, m.AGGREGATE})
 
 
 class StreamState(enum.Enum):
@@ -73,7 +86,9 @@ class ServerSession:
         self.app = ""
         self.connected = False
         self._handshake: ServerHandshake | None = ServerHandshake(random_bytes)
-        self._reader = ChunkReader(limits)
+        self.authorized = False  # a publish was accepted: the pre-auth budget no longer applies
+        self._reader = ChunkReader(limits, on_message_start=self._message_start)
+        self._reader.set_partial_limit("preauth_partial_bytes", limits.preauth_partial_bytes)
         self._writer = ChunkWriter()
         self._out: list[bytes] = []
         # The peer's Window Acknowledgement Size sets our ack interval; until it
@@ -88,7 +103,7 @@ class ServerSession:
         self._streams: dict[int, _Stream] = {}
         self._publishing: set[int] = set()
         self._next_stream_id = 1
-        self._failed: ProtocolError | None = None
+        self._failed: str | None = None  # the error's text: the exception's traceback would pin this session
 
     # --- the pump API ---------------------------------------------------------------
 
@@ -107,7 +122,7 @@ class ServerSession:
             # audio frames before a malformed command): the I/O layer may
             # deliver them before it closes.
             exc.events = events  # type: ignore[attr-defined]
-            self._failed = exc
+            self._failed = str(exc)
             raise
         if self._handshake is None and (
             self.bytes_received - self._last_ack >= self._ack_window or (self._ack_on_media and events)
@@ -135,6 +150,9 @@ class ServerSession:
         stream.state = StreamState.PUBLISHING
         self._publishing.add(stream_id)
         self._ack_on_media = True
+        if not self.authorized:
+            self.authorized = True
+            self._reader.set_partial_limit("max_partial_bytes", self.limits.max_partial_bytes)
         self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0, m.user_control(m.STREAM_BEGIN, stream_id))
         info = m.status_info("status", "NetStream.Publish.Start", "Start publishing.")
         self._send(stream.csid, m.COMMAND_AMF0, stream_id, m.encode_command("onStatus", 0, None, info))
@@ -200,7 +218,8 @@ class ServerSession:
             self._check_publishing(msg.stream_id, t)
             events.extend(Media(msg.stream_id, *tag) for tag in m.data_tags(t, msg.body, msg.timestamp))
         elif t == m.COMMAND_AMF0 or t == m.COMMAND_AMF3:
-            self._command(msg, m.decode_command(msg.body, t == m.COMMAND_AMF3, self.limits), events)
+            cmd = m.decode_command(msg.body, t == m.COMMAND_AMF3, self.limits, HANDLED_COMMANDS)
+            self._command(msg, cmd, events)
         elif t == m.WINDOW_ACK_SIZE:
             window = m.read_u32(msg.body, "Window Acknowledgement Size")
             if window == 0:
@@ -210,6 +229,17 @@ class ServerSession:
             self._user_control(msg.body)
         # Set Chunk Size and Abort were applied by the reader. Acknowledgement,
         # Set Peer Bandwidth, shared objects and unknown types need nothing from us.
+
+    def _message_start(self, msg_type: int, stream_id: int, length: int) -> None:
+        """Refuse a message at its first header, before its payload is buffered (ChunkReader hook)."""
+        limits = self.limits
+        if msg_type in _COMMAND_TYPES:
+            if length > limits.max_command_message:
+                raise LimitExceeded("max_command_message", length, limits.max_command_message)
+        elif msg_type in _MEDIA_TYPES:
+            self._check_publishing(stream_id, msg_type)
+        if not self.authorized and length > limits.preauth_max_message:
+            raise LimitExceeded("preauth_max_message", length, limits.preauth_max_message)
 
     def _check_publishing(self, stream_id: int, msg_type: int) -> None:
         if stream_id not in self._publishing:

@@ -48,11 +48,11 @@ def test_doc_derived_keys(label: str) -> None:
 
 def test_doc_proof_vector() -> None:
     v = VECTORS["proof"]
-    value = make_proof(VECTORS["secret"], v["role"], v["now"], bytes.fromhex(v["nonce"]))
+    value = make_proof(VECTORS["secret"], v["role"], v["now"], bytes.fromhex(v["nonce"]), target=v["target"])
     assert value == v["value"]
     body = value.rpartition(".")[0]
-    assert auth._proof_message(body) == v["signed"].encode()
-    proof = ProofVerifier(VECTORS["secret"]).verify(v["value"], v["now"], role=v["role"])
+    assert auth._proof_message(body, v["target"]) == v["signed"].encode()
+    proof = ProofVerifier(VECTORS["secret"]).verify(v["value"], v["now"], role=v["role"], target=v["target"])
     assert (proof.role, proof.timestamp, proof.nonce) == (v["role"], int(v["now"]), bytes.fromhex(v["nonce"]))
 
 
@@ -78,7 +78,7 @@ def test_vectors_use_this_files_constants() -> None:
 def test_proof_shape() -> None:
     value = make_proof(SECRET, "client", NOW)
     version, role, ts, nonce, sig = value.split(".")
-    assert (version, role, ts) == ("1", "client", "1700000000")
+    assert (version, role, ts) == ("2", "client", "1700000000")
     assert len(b64url_decode(nonce)) == auth.NONCE_SIZE and len(b64url_decode(sig)) == 32
     assert SECRET not in value
     assert make_proof(SECRET, "client", NOW) != value  # fresh nonce each time
@@ -97,6 +97,44 @@ def test_make_proof_refuses_misuse(kwargs: dict[str, Any], message: str) -> None
     args = {"secret": SECRET, "role": "edge", "now": NOW, "nonce": None, **kwargs}
     with pytest.raises(ValueError, match=re.escape(message)):
         make_proof(**args)
+
+
+# --- the target ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        ("wss://App.Example.com/relay", "app.example.com/relay"),
+        ("wss://app.example.com:443/relay?x=1", "app.example.com/relay"),
+        ("ws://127.0.0.1:8000/link", "127.0.0.1/link"),
+        ("ws://[::1]:8000/link", "::1/link"),
+        ("wss://app.example.com", "app.example.com/"),
+        ("wss://app.example.com/a%20b", "app.example.com/a b"),
+    ],
+)
+def test_link_target_is_host_without_port_and_path(url: str, target: str) -> None:
+    assert auth.link_target(url) == target
+
+
+def test_a_proof_verifies_only_for_its_target() -> None:
+    value = make_proof(SECRET, "edge", NOW, NONCE, target="app-a.example.com/relay")
+    for other in ("app-b.example.com/relay", "app-a.example.com/link", ""):
+        with pytest.raises(AuthError, match="bad signature"):
+            ProofVerifier(SECRET).verify(value, NOW, target=other)
+    assert ProofVerifier(SECRET).verify(value, NOW, target="app-a.example.com/relay").nonce == NONCE
+
+
+def test_the_acceptor_target_prefers_its_configured_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from relay_edge.http import acceptor_target
+
+    monkeypatch.delenv("RELAY_PUBLIC_HOST", raising=False)
+    monkeypatch.delenv("RENDER_EXTERNAL_URL", raising=False)
+    assert acceptor_target("App.Example.com:8443", "/relay") == "app.example.com/relay"
+    monkeypatch.setenv("RENDER_EXTERNAL_URL", "https://myapp.onrender.com")
+    assert acceptor_target("replayed.example.com", "/relay") == "myapp.onrender.com/relay"  # not the Host
+    monkeypatch.setenv("RELAY_PUBLIC_HOST", "relay.example.net")
+    assert acceptor_target("replayed.example.com", "/relay") == "relay.example.net/relay"
 
 
 # --- ProofVerifier: each check, in order -------------------------------------------------------
@@ -198,8 +236,8 @@ def _swap(value: str, index: int, new: str) -> str:
         (lambda p: _swap(p, 4, b64url(bytes(32))), "bad signature"),  # signature
         (lambda p: p[:-1] + ("A" if p[-1] != "A" else "B"), "bad signature"),
         (lambda p: _swap(p, 4, _swap(p, 4, "x").split(".")[4] * 43), "bad signature"),
-        (lambda p: _swap(p, 0, "2"), "unsupported proof version 2, we speak 1"),
-        (lambda p: _swap(p, 0, "01"), "unsupported proof version 01, we speak 1"),
+        (lambda p: _swap(p, 0, "1"), "unsupported proof version 1, we speak 2"),  # unbound, before #13
+        (lambda p: _swap(p, 0, "02"), "unsupported proof version 02, we speak 2"),
         (lambda p: _swap(p, 1, "admin"), "malformed proof: unknown role"),
         (lambda p: _swap(p, 2, "01700000000"), "malformed proof"),  # leading zero
         (lambda p: _swap(p, 2, "+1700000000"), "malformed proof"),

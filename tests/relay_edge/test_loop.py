@@ -13,6 +13,7 @@ import pytest
 
 from relay_edge.loop import loop_name, run
 from tests.support.net import free_port
+from tests.support.relay import SECRET
 from tests.test_deploy import BIN, Service
 
 needs_uvloop = pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop not installed")
@@ -46,7 +47,7 @@ def serve(log: Path, env: dict[str, str], argv0: list[str] | None = None) -> Ser
     """``relay-edge serve`` on loopback ports, its stderr in ``log``."""
     argv = [*(argv0 or [str(BIN / "relay-edge")]), "serve"]
     argv += ["--rtmp", f"127.0.0.1:{free_port()}", "--http", "127.0.0.1:0"]
-    return Service("relay-edge serve", argv, {"RELAY_SECRET": "s3cret", **env}, log)
+    return Service("relay-edge serve", argv, {"RELAY_SECRET": SECRET, **env}, log)
 
 
 def wait_started(edge: Service) -> None:

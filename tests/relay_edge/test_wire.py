@@ -122,7 +122,7 @@ def _from_json(annotation: str, value: Any) -> Any:
 AAC_SEQUENCE_HEADER = flv.Tag(flv.AUDIO, 0, bytes.fromhex("af001210")).encode()
 AAC_FRAME_1 = flv.Tag(flv.AUDIO, 25920, bytes.fromhex("af01210049900e")).encode()
 AAC_FRAME_2 = flv.Tag(flv.AUDIO, 25943, bytes.fromhex("af01211a24")).encode()
-ACCEPTOR_PROOF = "5Sr4s7rvJARiwnjEkOiu2skc8uMu8-MOa80plsj628A"  # the auth vector's acceptor proof
+ACCEPTOR_PROOF = "TMxF6lMRHxF-PHgqTqcVPB_xFHW0BI7sw_DOgtynM0w"  # the auth vector's acceptor proof
 
 VECTOR_FRAMES: list[tuple[str, wire.Frame]] = [
     (

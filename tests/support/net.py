@@ -55,7 +55,7 @@ async def wait_for_port_async(host: str, port: int, timeout: float = 10.0) -> fl
     while True:
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             if time.monotonic() - start > timeout:
                 raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.1f} s") from None
             await asyncio.sleep(0.01)

@@ -85,6 +85,7 @@ class NginxRtmp:
         chunk_size: int = 4096,
         extra_app_config: str = "",
         worker_connections: int = 1024,
+        http_port: int | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.record = record
@@ -94,6 +95,7 @@ class NginxRtmp:
         self.chunk_size = chunk_size
         self.extra_app_config = extra_app_config
         self.worker_connections = worker_connections  # publishers + players + 1
+        self.http_port = http_port  # a plain HTTP /healthz (200 "ok"), to time nginx's event loop
         self.record_dir = self.workdir / "record"
         self.conf_path = self.workdir / "nginx.conf"
         self.error_log = self.workdir / "error.log"
@@ -110,6 +112,23 @@ class NginxRtmp:
             if self.record
             else "record off;"
         )
+        http = ""
+        if self.http_port:
+            temp = self.workdir / "temp"
+            http = f"""
+http {{
+  access_log off;
+  client_body_temp_path {temp}/body;
+  proxy_temp_path {temp}/proxy;
+  fastcgi_temp_path {temp}/fastcgi;
+  uwsgi_temp_path {temp}/uwsgi;
+  scgi_temp_path {temp}/scgi;
+  server {{
+    listen {self.host}:{self.http_port};
+    location = /healthz {{ return 200 "ok"; }}
+  }}
+}}
+"""
         return f"""\
 load_module {RTMP_MODULE};
 daemon off;
@@ -131,13 +150,14 @@ rtmp {{
     }}
   }}
 }}
-"""
+{http}"""
 
     def start(self, timeout: float = 10.0) -> NginxRtmp:
         """Write the config, start nginx and wait until the RTMP port accepts connections."""
         nginx = require_nginx_rtmp()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.record_dir.mkdir(exist_ok=True)  # nginx-rtmp does not create record_path
+        (self.workdir / "temp").mkdir(exist_ok=True)  # nor the parent of the http temp paths
         self.conf_path.write_text(self.config())
         # -e: the log used before the config is read (the Debian default is stderr).
         argv = [nginx, "-p", str(self.workdir), "-c", str(self.conf_path), "-e", str(self.error_log)]

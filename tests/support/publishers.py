@@ -136,7 +136,7 @@ class Publisher(_Waitable):
         """The exit code. After ``timeout`` seconds the process is killed and TimeoutError raised."""
         try:
             code = await asyncio.wait_for(self.proc.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.kill()
             raise TimeoutError(
                 f"{self.name} still running after {timeout} s:\n{self.output[-3000:]}"

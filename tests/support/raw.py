@@ -40,7 +40,7 @@ async def wait_closed(reader: asyncio.StreamReader, timeout: float) -> tuple[flo
                 raise TimeoutError(f"socket still open after {timeout} s")
             try:
                 chunk = await asyncio.wait_for(reader.read(65536), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise TimeoutError(f"socket still open after {timeout} s") from None
             if not chunk:
                 return time.monotonic() - started, "eof", bytes(data)
@@ -169,7 +169,7 @@ class RawWebSocket:
                 raise TimeoutError(f"no close frame after {timeout} s")
             try:
                 chunk = await asyncio.wait_for(self.reader.read(65536), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise TimeoutError(f"no close frame after {timeout} s") from None
             except ConnectionResetError:
                 chunk = b""

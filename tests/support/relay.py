@@ -25,8 +25,11 @@ from relay_edge.edge import Edge, EdgeConfig
 from relay_edge.http import common_routes
 from relay_edge.limits import DEFAULT_LIMITS, Limits
 from tests.support.net import TcpProxy
+from tests.support.wait import until
 
-SECRET = "test-secret-5f0c2a9e81d4"
+__all__ = ["SECRET", "Relay", "until", "with_limits"]
+
+SECRET = "test-secret-5f0c2a9e81d4-3b7e6a1c90d2f4"  # at least 32 characters, as the CLIs require
 
 
 class Relay:
@@ -131,7 +134,7 @@ class Relay:
     async def ended(self, name: str, timeout: float = 20.0) -> dict[str, Any]:
         """Wait for the app to finish ``name`` (NAME.json written); return the stats."""
         path = self.out_dir / f"{name}.json"
-        await until(path.exists, timeout, f"stream {name} did not end within {timeout} s")
+        await until(path.exists, timeout, f"stream {name} to end at the app ({path.name} written)")
         return json.loads(path.read_text())
 
     def pcm(self, name: str) -> bytes:
@@ -140,11 +143,3 @@ class Relay:
 
 def with_limits(**changes: Any) -> Limits:
     return replace(DEFAULT_LIMITS, **changes)
-
-
-async def until(predicate: Any, timeout: float, message: str = "condition not met") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(message)
-        await asyncio.sleep(0.01)

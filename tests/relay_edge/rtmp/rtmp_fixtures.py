@@ -78,7 +78,7 @@ def format1_first() -> bytes:
 
 
 def format0_mid_message() -> bytes:
-    head = b"\x04" + b"\x00\x00\x00" + b"\x00\x01\x2c" + b"\x08" + struct.pack("<I", 1)  # 300 bytes
+    head = b"\x04" + b"\x00\x00\x00" + b"\x00\x01\x2c" + b"\x14" + struct.pack("<I", 1)  # a 300-byte command
     return client_handshake() + head + bytes(128) + head
 
 

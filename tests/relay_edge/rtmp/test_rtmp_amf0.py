@@ -145,7 +145,7 @@ def test_ten_thousand_deep_nesting_fails_fast_without_recursion() -> None:
 
 def test_depth_is_iterative_even_with_a_huge_limit() -> None:
     wire = b"\x0a\x00\x00\x00\x01" * 5000 + b"\x05"
-    value, _ = amf0.decode_value(wire, 0, Limits(amf_max_depth=10_000))
+    value, _ = amf0.decode_value(wire, 0, Limits(amf_max_depth=10_000, amf_max_values=10_000))
     depth = 0
     while isinstance(value, list):
         value, depth = value[0], depth + 1

@@ -135,7 +135,7 @@ async def publish(server: CaptureServer, *argv: str) -> Capture:
     )
     try:
         output, _ = await asyncio.wait_for(proc.communicate(), PUBLISHER_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         pytest.fail(f"{argv[0]} stalled for {PUBLISHER_TIMEOUT} s")

@@ -1,0 +1,118 @@
+"""The HTTP listeners against slow and curious clients, over real sockets.
+
+- half a request head is closed at ``http_header_timeout``; a body that never finishes gets 408 at
+  ``http_body_timeout``; everyone else is served meanwhile;
+- on a listener bound to a non-loopback address, status and metrics need the bearer token (or the
+  dashboard's cookie), ``/healthz`` stays open; ``RELAY_STATUS_TOKEN`` overrides the derived token;
+  ``relay-edge status-token`` prints what the listener asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from relay_edge.edge import Edge, EdgeConfig
+from relay_edge.http import STATUS_COOKIE, derived_status_token
+from tests.support.raw import wait_closed
+from tests.support.relay import SECRET, with_limits
+
+LIMITS = with_limits(http_header_timeout=1.0, http_body_timeout=1.0)
+SLACK = 5.0
+
+
+@asynccontextmanager
+async def edge_on(host: str) -> AsyncIterator[Edge]:
+    config = EdgeConfig(secret=SECRET, rtmp_listen=("127.0.0.1", 0), http_listen=(host, 0), limits=LIMITS)
+    edge = Edge(config)
+    await edge.start()
+    try:
+        yield edge
+    finally:
+        await edge.stop(grace=0)
+
+
+async def test_half_a_request_head_is_closed_and_others_are_served() -> None:
+    async with edge_on("127.0.0.1") as edge:
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.http_port)
+        started = time.monotonic()
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: edge\r\n")  # no blank line: the head never ends
+        assert await get(f"http://127.0.0.1:{edge.http_port}/healthz") == (200, "ok\n")  # served meanwhile
+        _, _, data = await wait_closed(reader, LIMITS.http_header_timeout + SLACK)
+        writer.close()
+        assert data == b""  # closed without an answer
+        assert time.monotonic() - started >= LIMITS.http_header_timeout - 0.05
+
+
+async def test_a_body_that_never_finishes_gets_408() -> None:
+    async with edge_on("127.0.0.1") as edge:
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.http_port)
+        started = time.monotonic()
+        writer.write(
+            b"POST /api/rtmp/session HTTP/1.1\r\nHost: edge\r\nContent-Length: 100\r\n\r\n0123456789"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), LIMITS.http_body_timeout + SLACK)
+        assert head.startswith(b"HTTP/1.1 408 ")
+        assert time.monotonic() - started >= LIMITS.http_body_timeout - 0.05
+        writer.close()
+
+
+async def get(url: str, **headers: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as resp:
+        return resp.status, await resp.text()
+
+
+async def test_a_public_listener_asks_for_the_status_token() -> None:
+    token = derived_status_token(SECRET)
+    async with edge_on("0.0.0.0") as edge:
+        base = f"http://127.0.0.1:{edge.http_port}"
+        assert await get(f"{base}/healthz") == (200, "ok\n")
+        for path in ("/api/rtmp/status", "/metrics"):
+            assert (await get(f"{base}{path}"))[0] == 401
+            assert (await get(f"{base}{path}", Authorization="Bearer not-the-token"))[0] == 401
+            status, body = await get(f"{base}{path}", Authorization=f"Bearer {token}")
+            assert status == 200 and body
+        # The dashboard page (no data) is open; it trades the token for an HttpOnly cookie once.
+        assert (await get(f"{base}/"))[0] == 200
+        session = f"{base}/api/rtmp/session"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # unsafe: an IP
+            async with http.post(session, headers={"Authorization": "Bearer nope"}) as resp:
+                assert resp.status == 401
+            async with http.post(session, headers={"Authorization": f"Bearer {token}"}) as resp:
+                assert resp.status == 204
+                cookie = resp.cookies[STATUS_COOKIE]
+                assert cookie["httponly"] and cookie["samesite"] == "Strict"
+            async with http.get(f"{base}/api/rtmp/status") as resp:  # the cookie alone now
+                assert resp.status == 200 and "streams" in await resp.json()
+
+
+async def test_loopback_listeners_need_no_token() -> None:
+    async with edge_on("127.0.0.1") as edge:
+        assert (await get(f"http://127.0.0.1:{edge.http_port}/api/rtmp/status"))[0] == 200
+
+
+async def test_relay_status_token_overrides_the_derived_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_STATUS_TOKEN", "operator-chosen-token-0123456789")
+    async with edge_on("0.0.0.0") as edge:
+        url = f"http://127.0.0.1:{edge.http_port}/metrics"
+        assert (await get(url, Authorization="Bearer operator-chosen-token-0123456789"))[0] == 200
+        assert (await get(url, Authorization=f"Bearer {derived_status_token(SECRET)}"))[0] == 401
+
+
+@pytest.mark.parametrize("command", ["relay-edge", "relay-client"])
+def test_status_token_command_prints_what_the_listener_asks_for(command: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RELAY_STATUS_TOKEN"} | {"RELAY_SECRET": SECRET}
+    exe = str(Path(sys.executable).parent / command)
+    out = subprocess.run([exe, "status-token"], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == derived_status_token(SECRET)
+    assert SECRET not in out.stdout + out.stderr
