@@ -122,7 +122,8 @@ def serve(
     receiver = cli_receiver(secret, out_dir, sample_rate, channels, limit, forward, republish)
     app = harden(web.Application(), receiver.limits)
     app.router.add_get(path, receiver.handler)
-    common_routes(app, receiver.status, receiver.metrics.render, listener_token(host, secret))
+    token = listener_token(host, secret)
+    common_routes(app, receiver.status, receiver.metrics.render, token, health=receiver.unhealthy)
     runner = app_runner(app, receiver.limits)
 
     async def start() -> None:
@@ -176,7 +177,8 @@ def connect(
         if http_listen:
             host, port = parse_hostport(http_listen, 8000)
             app = harden(web.Application(), receiver.limits)
-            common_routes(app, receiver.status, receiver.metrics.render, listener_token(host, secret))
+            token = listener_token(host, secret)
+            common_routes(app, receiver.status, receiver.metrics.render, token, health=receiver.unhealthy)
             runner = app_runner(app, receiver.limits)
             await runner.setup()
             await GuardedSite(runner, host, port, receiver.limits, reuse_address=True).start()

@@ -41,6 +41,8 @@ from relay_edge.http import status_token
 from relay_edge.rtmp.client import ClientSession
 from relay_edge.rtmp.events import Connected, PublishRejected, PublishStarted
 
+# What asyncio.wait_for raises: not the builtin TimeoutError before Python 3.11.
+TIMEOUTS = (TimeoutError,)
 # The level a 0.5-amplitude sine reads is about -9 dBFS; -60 means "silence, or nearly".
 SILENCE_DBFS = -60.0
 
@@ -229,7 +231,7 @@ class _Checks:
             infos = await asyncio.wait_for(
                 loop.getaddrinfo(self.t.host, self.t.port, type=socket.SOCK_STREAM), self.connect_timeout
             )
-        except (OSError, TimeoutError) as exc:
+        except (OSError, *TIMEOUTS) as exc:
             raise Failed(
                 f"{self.t.host} does not resolve: {exc}",
                 "check RTMP_HOST: the edge's host name (Fly: APP.fly.dev, with a dedicated IPv4 from "
@@ -251,7 +253,7 @@ class _Checks:
                 "'RTMP server started on port 1935'); check RTMP_PORT; on a VPS `ufw allow 1935/tcp`; "
                 "on Fly a [[services]] block with protocol 'tcp' and port 1935, and a dedicated IPv4",
             ) from None
-        except TimeoutError:
+        except TIMEOUTS:
             raise Failed(
                 f"no answer from {self.where} within {self.connect_timeout:g} s: the edge is down or a "
                 "firewall drops the packets",
@@ -278,7 +280,7 @@ class _Checks:
             left = deadline - time.monotonic()
             try:
                 data = await asyncio.wait_for(self.reader.read(65536), max(left, 0.001))
-            except TimeoutError:
+            except TIMEOUTS:
                 raise Failed(f"no {what} within {self.connect_timeout:g} s", fix) from None
             except OSError as exc:
                 raise Failed(f"connection lost during the {what}: {exc}", fix) from None
@@ -359,7 +361,7 @@ class _Checks:
     async def app_reachable(self) -> str:
         try:
             doc = await self._status()
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, *TIMEOUTS, ValueError) as exc:
             raise Failed(
                 f"cannot read {self.t.app_base}/api/rtmp/status: {type(exc).__name__}: {exc}",
                 "check --app (the app's public https:// URL) and that the service is deployed and "
@@ -405,7 +407,7 @@ class _Checks:
         deadline = time.monotonic() + self.timeout
         stream = None
         while True:
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+            with contextlib.suppress(aiohttp.ClientError, *TIMEOUTS, ValueError):
                 stream = self._find(await self._status())
                 if until(stream):
                     return stream

@@ -26,11 +26,13 @@ from aiohttp import web
 
 from relay_edge import wire
 from relay_edge.auth import ProofVerifier
-from relay_edge.errors import AuthError, ProtocolError, WireError
-from relay_edge.http import accept_link, close_code_for
+from relay_edge.dial import RESTART_CODES, classify
+from relay_edge.errors import WireError
+from relay_edge.http import LINK_ENDED, accept_link, close_code_for
 from relay_edge.limits import DEFAULT_LIMITS, Limits
 from relay_edge.link import exchange_hello, run_until_first
 from relay_edge.metrics import Metrics
+from relay_edge.supervise import Supervisor
 from relay_edge.transport import AiohttpTransport, Transport, TransportClosed
 from relay_edge.tunnel import TunnelMux
 
@@ -95,6 +97,9 @@ class Receiver:
         self.metrics = Metrics(
             "relay_client", self._gauges, lambda: [s.info.codecs for s in self.live.values()]
         )
+        # The pull-mode dialer runs supervised; a bug in one link (an accept hook that raises)
+        # is logged, counted and weighed for /healthz, and ends only that link.
+        self.supervisor = Supervisor(self.metrics, limits)
         self._metered: dict[str, tuple[int, int, int, int]] = {}  # uid -> tags, bytes, gaps, gap tags counted
         self._rates: dict[str, list[tuple[float, int]]] = {}  # uid -> (time, bytes) at status reads
 
@@ -140,22 +145,34 @@ class Receiver:
         """Pull mode: keep a link to the edge's ``/link`` up until cancelled.
 
         Run it as a background task inside any app (a worker, a laptop):
-        ``asyncio.create_task(receiver.connect("wss://edge.fly.dev/link"))``.
+        ``asyncio.create_task(receiver.connect("wss://edge.fly.dev/link"))``. Nothing but
+        cancelling ends it: failed attempts are retried with backoff, and an unexpected
+        exception is logged with its traceback, counted and weighed by :meth:`unhealthy`.
         """
-        from relay_edge.dial import dial_forever
+        from relay_edge.dial import dial_forever, safe_url
+
+        name = f"connect {safe_url(url)}"
 
         async def run(transport: Transport, proof: str) -> None:
             await self.run_link(transport, dialer_proof=proof, dialed=True)
 
-        await dial_forever(
-            url,
-            secret=self._secret,
-            role="client",
-            limits=self.limits,
-            run_link=run,
-            ca_file=ca_file,
-            on_failure=lambda kind: self.metrics.link_failures.labels(kind).inc(),
-        )
+        def dial() -> Awaitable[None]:
+            return dial_forever(
+                url,
+                secret=self._secret,
+                role="client",
+                limits=self.limits,
+                run_link=run,
+                ca_file=ca_file,
+                on_failure=lambda kind: self.metrics.link_failures.labels(kind).inc(),
+                on_error=lambda exc: self.supervisor.report(name, exc),
+            )
+
+        await self.supervisor.run(name, dial)
+
+    def unhealthy(self) -> list[str]:
+        """Why ``/healthz`` should answer 503 (a task or the links keep failing); empty when healthy."""
+        return self.supervisor.unhealthy()
 
     async def shutdown(self, timeout: float = 10.0) -> None:
         """Graceful stop (SIGTERM): hand over what arrived, ack it, then close every link.
@@ -224,11 +241,18 @@ class Receiver:
                 await link.run()
             finally:
                 self.links.remove(link)
-        except (TransportClosed, ProtocolError, AuthError, TimeoutError, ConnectionError) as exc:
+        except LINK_ENDED as exc:
+            if dialed and isinstance(exc, TransportClosed) and exc.code in RESTART_CODES:
+                raise  # the edge is restarting: dial_forever logs, counts and redials at once
             log.warning("link %s ended: %s", transport.remote, exc)
-            self.metrics.link_failures.labels(type(exc).__name__).inc()
+            self.metrics.link_failures.labels(classify(exc, self.limits)[0]).inc()
             with contextlib.suppress(Exception):  # tell the peer why: 1002/1009 with the error
                 await transport.close(close_code_for(exc), str(exc))
+        except Exception as exc:  # a bug (the app's accept hook, ours): this link ends, the next one comes
+            self.metrics.link_failures.labels("unexpected").inc()
+            self.supervisor.report(f"link ({'pull' if dialed else 'push'})", exc, then="dropping that link")
+            with contextlib.suppress(Exception):
+                await transport.close(1011, f"internal error: {type(exc).__name__}")
 
     def _finish_gone(self, peer: wire.Hello) -> None:
         """End streams from this edge (by name) that its Hello no longer lists.
@@ -326,7 +350,13 @@ class Receiver:
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Future[Any]) -> None:
+        """A per-stream task ended: an exception in it (the app's ``on_stream``, say) is logged, not lost."""
+        self._tasks.discard(task)  # type: ignore[arg-type]
+        if not task.cancelled() and isinstance(exc := task.exception(), Exception):
+            self.supervisor.report("stream task", exc, then="that stream's task ended", weigh=False)
 
     def _ack(self, stream: Stream, seq: int) -> None:
         self._meter(stream)

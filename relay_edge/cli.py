@@ -26,14 +26,14 @@ log_options = [
         envvar="RELAY_LOG_LEVEL",
         default="info",
         show_default=True,
-        type=click.Choice(["debug", "info", "warning", "error"]),
+        type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     ),
     click.option(
         "--log-format",
         envvar="RELAY_LOG_FORMAT",
         default="text",
         show_default=True,
-        type=click.Choice(["text", "json"]),
+        type=click.Choice(["text", "json"], case_sensitive=False),
         help="json: one JSON object per line",
     ),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -25,7 +26,7 @@ from aiohttp import web
 from . import flv, keys, tls, wire
 from .access import AllowList
 from .auth import ProofVerifier
-from .dial import dial_forever
+from .dial import dial_forever, safe_url
 from .errors import AuthError
 from .ingest import RtmpConnection
 from .limits import DEFAULT_LIMITS, Limits
@@ -33,6 +34,7 @@ from .link import EdgeLink, exchange_hello
 from .metrics import Metrics
 from .outbox import Budget, Gap, Outbox
 from .rtmp.events import PublishRequested
+from .supervise import Supervisor
 from .transport import WebsocketsTransport
 from .tunnel import TunnelMux, serve_tunnel
 from .urls import warn_if_plaintext
@@ -193,7 +195,6 @@ class Edge:
         self._verifier = ProofVerifier(
             config.secret, self.limits.auth_max_skew, self.limits.auth_max_remembered
         )
-        self._tasks: list[asyncio.Task[None]] = []
         self._rtmp_server: asyncio.base_events.Server | None = None
         self._tunnel_servers: list[asyncio.base_events.Server] = []
         self._rtmps_server: asyncio.base_events.Server | None = None
@@ -204,6 +205,9 @@ class Edge:
         self.http_port = 0
         self.link_state: dict[str, str] = {url: "down" for url in config.upstreams}
         self.metrics = Metrics("relay_edge", self._gauges, lambda: [s.codecs for s in self.streams.values()])
+        # Background tasks (the sweep, one dialer per upstream) run supervised: restarted on a bug,
+        # and /healthz turns 503 while one keeps failing.
+        self.supervisor = Supervisor(self.metrics, self.limits)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -230,7 +234,7 @@ class Edge:
                 raise ValueError("RTMPS needs a certificate and a key (--cert, --key)")
             host, port = self.config.rtmps_listen
             tls_context = tls.server_context(self.config.tls_cert, self.config.tls_key)
-            # Plain TCP, then start_tls in the connection: it is counted (in total and per
+            # Plain TCP, with TLS run inside the connection (tls.ServerTls): it is counted (in total and per
             # address) from accept, not after the TLS handshake as an ssl= server would.
             self._rtmps_server = await loop.create_server(
                 lambda: RtmpConnection(self, tls_context), host, port, reuse_address=True, backlog=512
@@ -246,14 +250,14 @@ class Edge:
             await site.start()
             self.http_port = site.port
             log.info("HTTP server started on port %d", self.http_port)
-        self._tasks.append(asyncio.create_task(self._sweep()))
+        self.supervisor.spawn("sweep", self._sweep)
         for tunnel, (host, port) in self.config.tcp_tunnels.items():
             server = await serve_tunnel(tunnel, host, port, self._tunnel_link)
             self._tunnel_servers.append(server)
             log.info("TCP tunnel %s listening on port %d", tunnel, server.sockets[0].getsockname()[1])
         for url in self.config.upstreams:
             warn_if_plaintext(url, log)
-            self._tasks.append(asyncio.create_task(self._dial_forever(url)))
+            self.supervisor.spawn(f"dial {safe_url(url)}", functools.partial(self._dial_forever, url))
 
     def _tunnel_link(self) -> TunnelMux | None:
         """The link a new raw TCP connection rides on: the longest-lived one up."""
@@ -291,9 +295,7 @@ class Edge:
                     wire.encode(wire.Close(sid=None, reason="edge shutting down", code=wire.Code.SHUTDOWN))
                 )
                 await link.transport.close(1001, "edge shutting down")
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.supervisor.stop()  # logs any task that had died
         if self._http_runner is not None:
             await self._http_runner.cleanup()
 
@@ -594,7 +596,12 @@ class Edge:
             ca_file=self.config.ca_file,
             on_state=on_state,
             on_failure=lambda kind: self.metrics.link_failures.labels(kind).inc(),
+            on_error=lambda exc: self.supervisor.report(f"dial {safe_url(url)}", exc),
         )
+
+    def unhealthy(self) -> list[str]:
+        """Why ``/healthz`` should answer 503 (a background task keeps failing); empty when healthy."""
+        return self.supervisor.unhealthy()
 
     def verify_link_proof(self, value: str, target: str = "") -> None:
         """Pull mode: check a dialing app's proof for ``target`` before upgrading (raises AuthError)."""

@@ -109,15 +109,28 @@ def _guarded(handler: Handler, token: str | None) -> Handler:
     return guarded
 
 
-def common_routes(app: web.Application, status: object, metrics: object, token: str | None = None) -> None:
+def common_routes(
+    app: web.Application,
+    status: object,
+    metrics: object,
+    token: str | None = None,
+    *,
+    health: Callable[[], list[str]] | None = None,
+) -> None:
     """``/healthz``, ``/api/rtmp/status``, ``/metrics`` and the dashboard at ``/``, the same on both sides.
 
     With ``token`` (see :func:`listener_token`) status and metrics need ``Authorization:
     Bearer TOKEN`` or the dashboard's cookie, which ``POST /api/rtmp/session`` with the
     header sets; ``/healthz`` and the dashboard page itself (no data) stay open.
+
+    ``/healthz`` answers 200 ``ok``, or 503 with one line per problem while ``health()``
+    lists any (a background task that keeps failing), for the platform's health check.
     """
 
     async def healthz(_: web.Request) -> web.Response:
+        problems = health() if health is not None else []
+        if problems:
+            return web.Response(status=503, text="unhealthy\n" + "".join(f"{p}\n" for p in problems))
         return web.Response(text="ok\n")
 
     async def status_handler(_: web.Request) -> web.Response:
@@ -284,6 +297,10 @@ async def accept_link(
     return ws, proof
 
 
+# How a link ends without anyone's bug.
+LINK_ENDED = (TransportClosed, ProtocolError, AuthError, TimeoutError, ConnectionError)
+
+
 def close_code_for(exc: BaseException) -> int:
     """The WebSocket status a link ended by ``exc`` closes with (docs/PROTOCOL.md, Transport).
 
@@ -303,7 +320,7 @@ def edge_app(edge: Edge) -> web.Application:
     app = harden(web.Application(), edge.limits)
     host = edge.config.http_listen[0] if edge.config.http_listen else "127.0.0.1"
     token = None if is_loopback(host) else (edge.config.status_token or status_token(edge.config.secret))
-    common_routes(app, edge.status, edge.metrics.render, token)
+    common_routes(app, edge.status, edge.metrics.render, token, health=edge.unhealthy)
 
     async def link(request: web.Request) -> web.StreamResponse:
         accepted = await accept_link(request, edge.verify_link_proof, edge.limits.ws_max_message)
@@ -314,10 +331,14 @@ def edge_app(edge: Edge) -> web.Application:
         transport = AiohttpTransport(ws, f"{request.remote} (pull)")
         try:
             await edge.run_link(transport, dialer_proof=proof, dialed=False)
-        except (TransportClosed, ProtocolError, AuthError, TimeoutError, ConnectionError) as exc:
+        except LINK_ENDED as exc:
             log.warning("link from %s ended: %s", request.remote, exc)
             with contextlib.suppress(Exception):
                 await transport.close(close_code_for(exc), str(exc))
+        except Exception as exc:  # a bug: logged with its traceback and counted; only this link ends
+            edge.supervisor.report("link (pull)", exc, then="dropping that link")
+            with contextlib.suppress(Exception):
+                await transport.close(1011, f"internal error: {type(exc).__name__}")
         finally:
             await ws.close()
         return ws

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, cast
 from .errors import ProtocolError
 from .rtmp.events import Connect, HandshakeComplete, Media, PublishRequested, Unpublished
 from .rtmp.session import ServerSession
+from .tls import ServerTls
 
 if TYPE_CHECKING:
     from .edge import Edge, EdgeStream
@@ -47,8 +48,7 @@ class RtmpConnection(asyncio.Protocol):
         self.overrun = False
         self._pause_timer: asyncio.TimerHandle | None = None
         self.counted_ip = False  # in the edge's per-address count (until closed or authorized)
-        self._tls: asyncio.Task[None] | None = None
-        self._early: list[bytes] | None = None  # RTMPS: data decrypted before start_tls returned
+        self._tls: ServerTls | None = None  # RTMPS: TLS inside this connection, sans-I/O
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -65,34 +65,14 @@ class RtmpConnection(asyncio.Protocol):
             self.edge.metrics.limit_breach(refusal.split(":")[0])
             transport.abort()
         elif self.tls_context is not None:
-            self.transport.pause_reading()  # not a byte of the ClientHello may reach the RTMP session
-            self._early = []
-            self._tls = asyncio.ensure_future(self._start_tls(self.transport, self.tls_context))
-
-    async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
-        """RTMPS: the TLS handshake, bounded by handshake_timeout like the RTMP one (the sweep)."""
-        loop = asyncio.get_running_loop()
-        try:
-            tls = await loop.start_tls(raw, self, context, server_side=True)
-        except Exception as exc:  # any failure is the peer's: close this one connection
-            if not self.closed:
-                log.info("RTMPS handshake with %s failed: %s", self.peer, type(exc).__name__)
-                self.abort()
-            return
-        early, self._early = self._early or [], None
-        if tls is None or self.closed:
-            return
-        self.transport = tls
-        for data in early:  # RTMP bytes that came with the end of the TLS handshake
-            self.data_received(data)
+            self._tls = ServerTls(self.tls_context)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        if self._early is not None:  # decrypted, but start_tls has not handed us its transport yet
-            self._early.append(data)
-            return
         self.last_rx = time.monotonic()
+        if self._tls is not None and not (data := self._decrypt(data)):
+            return
         try:
             events = self.session.receive_data(data)
         except ProtocolError as exc:
@@ -185,8 +165,28 @@ class RtmpConnection(asyncio.Protocol):
         elif isinstance(event, HandshakeComplete):
             self.handshake_done = True
 
+    def _decrypt(self, data: bytes) -> bytes:
+        """RTMPS: the RTMP bytes within ``data``, after answering any TLS handshake it carried."""
+        assert self._tls is not None
+        try:
+            data = self._tls.receive(data)
+        except ssl.SSLError as exc:  # the peer's: close this one connection
+            log.info("RTMPS handshake or record from %s failed: %s", self.peer, exc.reason or exc)
+            self.edge.metrics.protocol_error("tls")
+            self.abort()
+            return b""
+        out = self._tls.data_to_send()
+        if out and self.transport is not None:
+            self.transport.write(out)
+        if self._tls.closed:
+            self.close()
+        return data
+
     def _flush(self) -> None:
         out = self.session.data_to_send()
+        if out and self._tls is not None:
+            self._tls.send(out)
+            out = self._tls.data_to_send()
         if out and self.transport is not None:
             self.transport.write(out)
         if self.session.closing:

@@ -134,10 +134,23 @@ class Limits:
     # Application-level ping interval and the silence after which a link is dead.
     ping_interval: float = 5.0
     ping_timeout: float = 15.0
+    # Seconds the dialer waits for the peer's answer to its WebSocket close. A live peer answers
+    # within a round trip; a dead one (half-open) never does, and the redial waits for this
+    # (the websockets default, 10 s, added that much to every half-open recovery).
+    close_timeout: float = 2.0
     # Link proofs remembered for replay detection at once. Only proofs with a
     # good signature are stored, so filling this takes the secret; a link every
     # second for the 2 * auth_max_skew window is 120 entries.
     auth_max_remembered: int = 4096
+
+    # --- Background tasks (dialers, the pull-mode connect loop, the sweep) ------------------
+    # /healthz answers 503 once a task has failed unexpectedly more than
+    # task_failures_unhealthy times within task_failure_window seconds, so the platform
+    # restarts the process. Restarts back off to 10 s, so a task failing on every try fails
+    # ~9 times a minute and trips this within ~10 s; one odd exception never restarts an
+    # edge that holds streams. Expected link failures (app asleep, 502) never count.
+    task_failures_unhealthy: int = 5
+    task_failure_window: float = 60.0
 
     # --- msgpack frames on the link ----------------------------------------------------
     # Longest string anywhere in a frame. Strings carry ids, names, reasons and the

@@ -94,6 +94,11 @@ class Metrics:
         self.protocol_errors = counter(
             "protocol_errors", "Connections closed for a protocol error", ("kind",)
         )
+        self.task_failures = counter(
+            "task_failures",
+            "Unexpected exceptions in background tasks, each logged with its traceback",
+            ("task", "kind"),
+        )
         r.register(_Gauges(prefix, gauges))
         if codecs is not None:
             r.register(_CodecGauge(prefix, codecs))

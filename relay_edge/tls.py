@@ -29,3 +29,52 @@ def client_context(ca_file: str | None = None) -> ssl.SSLContext:
     if ca_file:
         ctx.load_verify_locations(ca_file)
     return ctx
+
+
+class ServerTls:
+    """Server-side TLS as bytes in, bytes out (``ssl.MemoryBIO``): the RTMPS layer of one connection.
+
+    The edge counts an RTMPS connection at TCP accept and runs TLS inside it, in the same
+    sans-I/O way as RTMP, rather than with ``loop.start_tls``: uvloop starts reading a server
+    transport after ``connection_made`` whatever the protocol asked, so a ClientHello could reach
+    the protocol before ``start_tls`` took over, and the handshake would then wait forever.
+    Errors are :class:`ssl.SSLError` (the peer's: close that one connection).
+    """
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self.handshake_done = False
+        self.closed = False  # the peer sent close_notify
+
+    def receive(self, data: bytes) -> bytes:
+        """Feed bytes from the socket; return the application bytes they completed (maybe none)."""
+        self._incoming.write(data)
+        if not self.handshake_done:
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                return b""
+            self.handshake_done = True
+        chunks = []
+        while True:
+            try:
+                chunk = self._tls.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                chunk = b""
+            if not chunk:  # no data is SSLWantReadError: an empty read is the peer's close_notify
+                self.closed = True
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def send(self, data: bytes) -> None:
+        """Encrypt application bytes; collect them with :meth:`data_to_send`."""
+        self._tls.write(data)
+
+    def data_to_send(self) -> bytes:
+        """TLS records due on the socket: handshake messages and encrypted application data."""
+        return self._outgoing.read()

@@ -423,12 +423,24 @@ async def test_gstreamer_rtmp2sink_with_video(tmp_path: Path) -> None:
 
 # Publishes an FLV file with librtmp's own write path, one whole tag (header, body, PreviousTagSize)
 # per RTMP_Write, as OBS's librtmp output does: RTMP_Write reads a tag header without checking that
-# the buffer holds all 11 bytes. The URL comes on stdin: it holds the signed key.
+# the buffer holds all 11 bytes. Like OBS (obs-outputs rtmp-stream.c, send_packet: FIONREAD, then
+# discard_recv_data), it throws away what the server sent before each write: a publisher that never
+# reads closes with our Acknowledgement unread, and its kernel then resets the connection, which can
+# take the unpublish with it. The URL comes on stdin: it holds the signed key.
 LIBRTMP_PUBLISHER = r"""
 #include <librtmp/rtmp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static void discard_received(RTMP *r) {
+    int pending = 0;
+    char buf[512];
+    while (ioctl(RTMP_Socket(r), FIONREAD, &pending) == 0 && pending > 0)
+        if (recv(RTMP_Socket(r), buf, pending > 512 ? 512 : pending, 0) <= 0) return;
+}
 
 int main(int argc, char **argv) {
     static char url[4096];
@@ -449,9 +461,11 @@ int main(int argc, char **argv) {
     int tags = 0;
     for (long pos = 13; pos + 11 <= size; tags++) {
         long len = 11 + ((flv[pos + 1] << 16) | (flv[pos + 2] << 8) | flv[pos + 3]) + 4;
+        discard_received(r);
         if (pos + len > size || RTMP_Write(r, (char *)flv + pos, (int)len) <= 0) return 6;
         pos += len;
     }
+    discard_received(r);
     RTMP_Close(r);
     RTMP_Free(r);
     printf("librtmp %d.%d sent %d tags\n", RTMP_LibVersion() >> 16, (RTMP_LibVersion() >> 8) & 0xff, tags);

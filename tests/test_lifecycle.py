@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 
 from relay_client import Receiver, Stream
 from relay_edge import flv, keys, wire
-from relay_edge.auth import PROOF_HEADER, make_proof
+from relay_edge.auth import PROOF_HEADER, link_target, make_proof
 from relay_edge.edge import Edge, EdgeConfig
 from relay_edge.http import common_routes
 from relay_edge.link import exchange_hello
@@ -67,9 +67,11 @@ async def test_max_streams_refuses_the_next_publish_and_admits_after_one_ends() 
         assert second.codes[-1] == "NetStream.Publish.BadName"
         assert second.statuses[-1].description == "max_streams reached"
         assert sorted(edge.streams) == ["one"] and limit_breaches(edge, "max_streams") == 1
-        # The slot is free once the first stream ends: the same name that was refused now publishes.
+        # The slot is free once the first stream has ended and its tail is gone (an ended stream
+        # still flushing holds memory, so it counts; with no consumer its tail is dropped after
+        # buffer_seconds): the same name that was refused now publishes.
         await unpublish(first)
-        await until(lambda: "one" not in edge.streams, 5, "stream one ended")
+        await until(lambda: not edge.status()["streams"], 5, "stream one ended and its tail dropped")
         second.close()
         third = await RtmpClient.publish(edge.rtmp_port, key("two"))
         assert third.started, third.codes
@@ -256,7 +258,7 @@ async def fake_edge_link(app: App, uid: str, first_seq: int, tags: tuple[bytes, 
 
     Returns the frames the app answered with, until it has nothing more to say (1 s of silence).
     """
-    proof = make_proof(SECRET, "edge", time.time())
+    proof = make_proof(SECRET, "edge", time.time(), target=link_target(app.url()))
     headers = {PROOF_HEADER: proof}
     async with connect(app.url(), additional_headers=headers, subprotocols=[SUBPROTOCOL]) as conn:  # type: ignore[list-item]
         link = WebsocketsTransport(conn, "fake edge")

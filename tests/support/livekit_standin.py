@@ -187,7 +187,7 @@ class LiveKitStandIn:
         tasks = [e.task for e in self.egresses.values() if e.task is not None]
         for task in tasks:
             if not task.done():
-                with contextlib.suppress(asyncio.TimeoutError, Exception):
+                with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.shield(task), 10)
                 task.cancel()
             elif not task.cancelled():

@@ -78,7 +78,7 @@ class Relay:
     async def __aenter__(self) -> Relay:
         app = web.Application()
         app.router.add_get("/relay", self.receiver.handler)
-        common_routes(app, self.receiver.status, self.receiver.metrics.render)
+        common_routes(app, self.receiver.status, self.receiver.metrics.render, health=self.receiver.unhealthy)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
