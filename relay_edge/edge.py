@@ -111,8 +111,11 @@ class EdgeStream:
         # the link flags the Data frame starting there. Pruned as acks pass them.
         self.publisher_marks: dict[int, dict[str, Any]] = {}
         # A publisher that takes over restarts its clock (usually at 0). Its timestamps are
-        # shifted so the stream's timeline goes on from the last tag plus the time between.
+        # shifted so the stream's timeline goes on from the last frame shown plus the time between.
         self.ts_offset = 0
+        # Latest presentation time (timestamp + composition time): with B-frames, a frame sent
+        # before the last tag may show after it, and the next publisher must start later still.
+        self.last_shown: int | None = None
         self.rebase_next = False
         self._last_tag_at = 0.0
         self._rate: list[tuple[float, int]] = []  # (time, bytes_in) samples for bitrate
@@ -128,6 +131,9 @@ class EdgeStream:
         if self.first_ts is None:
             self.first_ts = timestamp
         self.last_ts = timestamp
+        shown = timestamp + max(0, flv.composition_time(data)) if tag_type == flv.VIDEO else timestamp
+        if self.last_shown is None or shown > self.last_shown:
+            self.last_shown = shown
         if tag_type == flv.AUDIO:
             self.has_audio = True
             if "audio" not in self.codecs:  # once per stream, not per tag
@@ -149,9 +155,10 @@ class EdgeStream:
         """The tag's timestamp on the stream's timeline (shifted after a publisher takeover)."""
         if self.rebase_next:
             self.rebase_next = False
-            if self.last_ts is not None:
-                elapsed_ms = round((now - self._last_tag_at) * 1000)
-                self.ts_offset = self.last_ts + elapsed_ms - timestamp
+            if self.last_shown is not None:
+                # At least 1 ms: every frame of the new publisher shows after the old one's last.
+                elapsed_ms = max(1, round((now - self._last_tag_at) * 1000))
+                self.ts_offset = self.last_shown + elapsed_ms - timestamp
         self._last_tag_at = now
         return max(0, timestamp + self.ts_offset)
 

@@ -209,6 +209,32 @@ def is_keyframe(data: bytes | memoryview) -> bool:
     return bool(data) and (data[0] >> 4) & 0x07 == 1
 
 
+def composition_time(data: bytes | memoryview) -> int:
+    """A video tag's composition time offset in ms (its frame shows at timestamp + this), else 0.
+
+    Only H.264/HEVC coded frames carry one; for a multitrack body, the largest of its tracks'.
+    """
+    if len(data) < 5:
+        return 0
+    b0 = data[0]
+    if not b0 & 0x80:  # legacy: codec id 7/12, AVCPacketType 1 (NALU), SI24 at 2
+        return _si24(data, 2) if b0 & 0x0F in (7, 12) and data[1] == 1 and (b0 >> 4) != 5 else 0
+    ptype = b0 & 0x0F
+    if ptype == 1:  # CodedFrames: FourCC, then SI24 for avc1/hvc1 only
+        return _si24(data, 5) if len(data) >= 8 and data[1:5] in (b"avc1", b"hvc1") else 0
+    if ptype not in (_V_MULTITRACK, _V_MODEX):
+        return 0
+    try:  # rare: parse it all
+        packets = tagbody.parse_video(bytes(data))
+    except FLVError:
+        return 0
+    return max((p.cts for p in packets), default=0)
+
+
+def _si24(data: bytes | memoryview, pos: int) -> int:
+    return int.from_bytes(data[pos : pos + 3], "big", signed=True)
+
+
 def audio_codec(data: bytes | memoryview) -> str:
     """Codec name of an audio tag body (its first track), e.g. ``"aac"``, ``"opus"``."""
     return _first_codec(tagbody.parse_audio, data)

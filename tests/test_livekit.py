@@ -31,6 +31,7 @@ from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
 from livekit.protocol.webhook import WebhookEvent
 
+from bench.publisher import Connection, looped, split
 from relay_client import AudioFormat, Receiver
 from relay_client.livekit import (
     EgressManager,
@@ -43,11 +44,13 @@ from relay_client.livekit import (
 from relay_client.pcm_stream import MuteEvent, PcmStream
 from relay_client.stream import GapEvent
 from relay_client.tone import dominant_frequency
-from relay_edge.ingest import RtmpConnection
+from relay_edge import flv, keys
 from relay_edge.keys import verify_key
+from relay_edge.limits import KIB, MIB
 from tests.support import livekit_standin as lk
-from tests.support import publishers
-from tests.support.relay import SECRET, Relay, until
+from tests.support import media, publishers
+from tests.support.net import TcpProxy
+from tests.support.relay import SECRET, Relay, until, with_limits
 
 AUDIO, VIDEO = pm.TrackType.AUDIO, pm.TrackType.VIDEO
 
@@ -318,37 +321,85 @@ async def test_an_expired_key_continues_its_live_stream_but_starts_no_new_one(tm
         assert list(relay.streams) == ["long-call"]
 
 
+async def flood(port: int, name: str, tags: list[flv.Tag], stop: asyncio.Event) -> int:
+    """Publish ``tags`` looped, as fast as the edge reads them, until ``stop``; return the bytes sent."""
+    conn = Connection(port, "live", keys.mint_key(SECRET, name, now=time.time()), chunk_size=4096)
+    await conn.open()
+    config, frames = split(tags)
+    for tag in config:
+        conn.send(tag, 0)
+    for n, (ts, tag) in enumerate(looped(frames)):
+        conn.send(tag, ts)
+        if n % 16 == 0:
+            conn.flush()
+            await conn.writer.drain()
+            if stop.is_set():
+                break
+    await conn.close()
+    return conn.result.bytes
+
+
 @pytest.mark.slow
-async def test_a_paused_publisher_is_read_again_within_max_pause(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_a_stalled_link_pauses_the_publisher_at_most_max_pause_then_drops_a_reported_gap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue 12 item 4: rtmp2sink fails a write after 5 s, so a backpressure pause must end in 2 s.
 
-    The trigger (a link that has credit but can't send fast enough: edge CPU, a flood of video) is
-    the one thing simulated: ``_behind`` reports it for 8 s. The pause is the real transport's, the
-    publisher is LiveKit's rtmp2sink with its real 5 s write timeout.
+    The publisher is a Room Composite egress (AAC and 3000 kbit/s H.264 through rtmp2sink). The
+    app's link really stalls: its TCP path stops forwarding edge -> app. A video flood sharing the
+    link fills the kernel's buffers at once, so the edge's writes block and the egress's unsent
+    bytes pass ``pause_bytes`` while its credit is far from used: the edge stops reading it, reads
+    it again after ``max_pause`` (the link is still stalled), and the buffer's bound drops the
+    oldest tags: a gap the edge and the app both report. The stall lasts 25 s of the egress's
+    media. With ``max_pause=60`` this fails: rtmp2sink's send buffer fills and its write times out
+    ("Socket I/O timed out", ~20 s into the pause on loopback) before the edge reads again.
     """
-    behind_until = [0.0]
-    real_behind = RtmpConnection._behind
-    monkeypatch.setattr(
-        RtmpConnection,
-        "_behind",
-        lambda self, threshold: time.monotonic() < behind_until[0] or real_behind(self, threshold),
+    caplog.set_level(logging.WARNING, "relay_edge")
+    seconds = 34.0
+    limits = with_limits(
+        credit_bytes=1024 * MIB,  # the stalled kernel buffers count as in flight: never credit-bound
+        pause_bytes=16 * KIB,  # ~40 ms of the egress
+        buffer_seconds=3.0,  # then drop: a gap soon after reading again
+        ping_timeout=60.0,  # a stalled path, not a dead link: the same link carries on after it
     )
-    async with Relay(tmp_path) as relay:  # default limits: max_pause 2 s
-        assert relay.edge is not None
-        async with await publishers.gst_livekit(relay.url("held"), seconds=14.0) as pub:
+    video = media.av_flv(tmp_path / "flood.flv", seconds=2, size=(1280, 720), fps=30)
+    proxy = TcpProxy(0)
+    async with Relay(tmp_path, limits=limits, app_proxy=proxy) as relay:
+        assert relay.edge is not None and limits.max_pause == 2.0  # the shipped bound
+        async with await publishers.gst_livekit(relay.url("held"), seconds=seconds, video_kbit=3000) as pub:
             await until(lambda: len(relay.pcm("held")) > 16000, 15, "no audio")  # 0.5 s at 16 kHz mono
-            conn = relay.edge.streams["held"].conn
-            assert conn is not None and not conn.paused
-            behind_until[0] = time.monotonic() + 8.0  # far past rtmp2sink's 5 s write timeout
-            await until(lambda: conn.paused, 5, "never paused")
-            await until(lambda: not conn.paused, 10, "never read again")
-            assert conn.overrun  # read again by the max_pause timer (the link is still "behind")
+            held = relay.edge.streams["held"]
+            conn = held.conn
+            assert conn is not None and not conn.paused and held.last_ts is not None
+            proxy.hold(up=True)  # the path to the app stalls
+            stalled, stalled_ts = proxy.bytes_up, held.last_ts
+            stop = asyncio.Event()
+            tags = media.read_tags(video)
+            flooding = asyncio.ensure_future(flood(relay.edge.rtmp_port, "flood", tags, stop))
+            await until(lambda: conn.paused or flooding.done(), 30, "the egress was never paused")
+            assert conn.paused, flooding  # not a flood that died first
+            stop.set()
+            await until(lambda: not conn.paused or pub.returncode is not None, 40, "never read again")
+            assert pub.returncode is None, f"the publisher died in the pause:\n{pub.output[-2000:]}"
+            assert conn.overrun and proxy.bytes_up == stalled  # by max_pause: the link is still stalled
+            await until(lambda: held.last_ts >= stalled_ts + 25_000 or pub.returncode is not None, 60)
+            assert pub.returncode is None, f"the publisher died in the stall:\n{pub.output[-2000:]}"
+            proxy.release()
+            flooded = await flooding
             await pub.wait_ok(40)  # the publisher survived: no write timeout, no reconnect
-        stats = await relay.ended("held")
+        stats = await relay.ended("held", timeout=60)
     assert relay.edge.metrics.publisher_reconnects._value.get() == 0  # type: ignore[attr-defined]
-    assert abs(len(relay.pcm("held")) / 2 / 16000 - 14.0) <= 0.2 and stats["gaps"] == 0
+    assert stats["resumes"] == 0
+    # The edge reported the drop (per stream, in its log) and the app got it as a gap of the same tags.
+    reported = [r.args for r in caplog.records if r.getMessage().startswith("gap in held:")]
+    assert held.gaps == len(reported) == stats["gaps"] >= 1
+    assert sum(args[1] for args in reported) == stats["gap_tags"]  # type: ignore[index]
+    assert sum(args[3] for args in reported) == stats["gap_ms"]  # type: ignore[index]
+    decoded = len(relay.pcm("held")) / 2 / 16000
+    gap_ms = stats["gap_ms"]
+    print(f"max_pause: decoded {decoded:.2f} s + gap {gap_ms} ms of {seconds} s; {flooded} B flooded")
+    assert stats["gap_ms"] >= 20_000  # the stall (25 s) less the 3 s buffer_seconds kept
+    assert abs(decoded + stats["gap_ms"] / 1000 - seconds) <= 0.3
 
 
 # --- Track Egress fallback -----------------------------------------------------------------------

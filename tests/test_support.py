@@ -108,6 +108,23 @@ async def test_tcp_proxy_cut_resets_both_sides_and_keeps_listening() -> None:
         writer2.close()
 
 
+async def test_tcp_proxy_hold_stalls_one_direction_until_release() -> None:
+    server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    async with server, TcpProxy(server.sockets[0].getsockname()[1]) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"before")
+        assert await asyncio.wait_for(reader.readexactly(6), 5) == b"before"
+        proxy.hold(up=True)
+        payload = bytes(range(256)) * 64 * 1024  # 16 MiB: more than loopback's buffers hold
+        writer.write(payload)
+        with pytest.raises(asyncio.TimeoutError):  # the sender stalls: its TCP is full
+            await asyncio.wait_for(writer.drain(), 1.0)
+        assert proxy.bytes_up == 6 and proxy.bytes_down == 6  # nothing went by
+        proxy.release()
+        assert await asyncio.wait_for(reader.readexactly(len(payload)), 30) == payload  # all, in order
+        writer.close()
+
+
 async def test_tcp_proxy_pause_refuses_new_connections_only() -> None:
     server = await asyncio.start_server(_echo, "127.0.0.1", 0)
     async with server, TcpProxy(server.sockets[0].getsockname()[1]) as proxy:

@@ -187,3 +187,10 @@ def test_edge_codec_names_come_from_the_fourcc() -> None:
     assert flv.is_multitrack(flv.AUDIO, b"\x95\x00") and not flv.is_multitrack(flv.AUDIO, b"\x91")
     assert flv.is_multitrack(flv.VIDEO, b"\x96\x00") and not flv.is_multitrack(flv.VIDEO, b"\x16")
     assert tagbody.codec_name(b"vp08", audio=False) == ("vp8", True)
+
+
+@pytest.mark.parametrize(("body", "expected"), VIDEO_CASES)
+def test_edge_composition_time_is_the_parsers(body: bytes, expected: list[tuple]) -> None:
+    """The edge reads a frame's composition time per tag cheaply; it must agree with the parser."""
+    assert flv.composition_time(body) == max((cts for *_, cts, _ in expected), default=0)
+    assert flv.composition_time(memoryview(body)) == flv.composition_time(body)

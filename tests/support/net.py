@@ -83,6 +83,8 @@ class TcpProxy:
     - :meth:`cut` resets every proxied connection (both sides see ECONNRESET), like a dropped link.
     - :meth:`pause` stops listening, so new connections are refused; established ones keep flowing.
       :meth:`resume` listens again on the same port.
+    - :meth:`hold` stops forwarding one direction (a stalled path: the kernel buffers fill, then the
+      sender's writes block); :meth:`release` forwards again, every byte in order.
     - Half-closes are forwarded (EOF one way does not end the other direction).
 
     Use as ``async with TcpProxy(port) as proxy:`` and connect to ``proxy.port``.
@@ -107,6 +109,9 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._closed: list[asyncio.Server] = []  # paused servers, awaited on close()
         self._conns: dict[asyncio.Task[None], tuple[asyncio.StreamWriter, ...]] = {}
+        self._flowing = {True: asyncio.Event(), False: asyncio.Event()}  # by direction: up, down
+        for flowing in self._flowing.values():
+            flowing.set()
 
     @property
     def connections(self) -> int:
@@ -148,8 +153,21 @@ class TcpProxy:
         await asyncio.gather(*tasks, return_exceptions=True)
         return len(tasks)
 
+    def hold(self, *, up: bool = True) -> None:
+        """Stop forwarding client -> target (``up``) or target -> client on every connection, new ones too.
+
+        Nothing is read from that side any more, so its sender's TCP stalls once the buffers are full.
+        """
+        self._flowing[up].clear()
+
+    def release(self) -> None:
+        """Forward both directions again; what was held goes on in order."""
+        for flowing in self._flowing.values():
+            flowing.set()
+
     async def close(self) -> None:
         """Stop listening and reset every connection."""
+        self.release()  # a held pipe would never see its reset
         await self.pause()
         await self.cut()
         for server in self._closed:
@@ -195,6 +213,7 @@ class TcpProxy:
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, up: bool) -> None:
         while data := await reader.read(self.chunk):
+            await self._flowing[up].wait()  # held: read nothing more from this side
             writer.write(data)
             if up:
                 self.bytes_up += len(data)

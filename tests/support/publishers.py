@@ -277,26 +277,38 @@ async def gst_livekit(
     frequency: float = 440,
     encoder: str = "voaacenc",
     env: dict[str, str] | None = None,
+    video_kbit: int = 0,
 ) -> Publisher:
-    """A GStreamer chain shaped like LiveKit egress's RTMP output (audio only).
+    """A GStreamer chain shaped like LiveKit egress's RTMP output (audio only, or with video).
 
     LiveKit's own AAC encoder (faac/fdkaacenc) is not in Debian; ``voaacenc`` (or ``avenc_aac``) stands
     in. The source is live, so the stream runs in real time; ``num-buffers`` ends it with EOS and
     ``-e`` makes gst-launch wait for that EOS to reach the sink, so a complete stream exits 0.
+    ``video_kbit``: add H.264 as a Room Composite does (x264 veryfast, main, keyframe every 4 s, 30 fps;
+    LiveKit sends 3000 kbit/s of 1280x720): the bitrate is LiveKit's, the picture 320x240 noise, which
+    costs the machine a fraction of the encoding and still fills the bitrate.
     """
     require_gst_elements("audiotestsrc", encoder, "aacparse", "flvmux", "rtmp2sink")
     buffers = max(1, round(seconds * GST_BUFFERS_PER_SECOND))
     # One argv word per token; gst-launch joins and re-parses them, and the quotes keep a key's
     # query string or punctuation inside the location value.
     pipeline = [
+        "flvmux", "name=mux", "streamable=true", "skip-backwards-streams=true",
+        "!", "rtmp2sink", f'location="{url}"', "sync=false", "async=false", "async-connect=false",
+        "chunk-size=128",
         "audiotestsrc", f"freq={frequency}", "is-live=true", f"num-buffers={buffers}",
         f"samplesperbuffer={GST_SAMPLES_PER_BUFFER}",
         "!", "audio/x-raw,rate=44100,channels=2",
-        "!", encoder, "bitrate=128000", "!", "aacparse",
-        "!", "flvmux", "streamable=true", "skip-backwards-streams=true",
-        "!", "rtmp2sink", f'location="{url}"', "sync=false", "async=false", "async-connect=false",
-        "chunk-size=128",
+        "!", encoder, "bitrate=128000", "!", "aacparse", "!", "mux.",
     ]  # fmt: skip
+    if video_kbit:
+        require_gst_elements("videotestsrc", "x264enc", "h264parse")
+        pipeline += [
+            "videotestsrc", "pattern=snow", "is-live=true", f"num-buffers={round(seconds * 30)}",
+            "!", "video/x-raw,width=320,height=240,framerate=30/1",
+            "!", "x264enc", f"bitrate={video_kbit}", "speed-preset=veryfast", "key-int-max=120",
+            "!", "video/x-h264,profile=main", "!", "h264parse", "!", "mux.",
+        ]  # fmt: skip
     return await Publisher.spawn("gst_livekit", [GST_LAUNCH, "-e", *pipeline], env)
 
 

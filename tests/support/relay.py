@@ -24,6 +24,7 @@ from relay_edge import keys
 from relay_edge.edge import Edge, EdgeConfig
 from relay_edge.http import common_routes
 from relay_edge.limits import DEFAULT_LIMITS, Limits
+from tests.support.net import TcpProxy
 from tests.support.wait import until
 
 __all__ = ["SECRET", "Relay", "until", "with_limits"]
@@ -46,6 +47,7 @@ class Relay:
         mode: str = "push",
         edge_options: dict[str, Any] | None = None,
         receiver_options: dict[str, Any] | None = None,
+        app_proxy: TcpProxy | None = None,
     ) -> None:
         assert mode in ("push", "pull")
         self.mode = mode
@@ -70,6 +72,7 @@ class Relay:
         self._runner: web.AppRunner | None = None
         self.edge: Edge | None = None
         self._dialer: asyncio.Task[None] | None = None
+        self.app_proxy = app_proxy  # push mode: the edge dials the app through it (started here)
         self.app_port = 0
 
     async def __aenter__(self) -> Relay:
@@ -81,7 +84,11 @@ class Relay:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.app_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        push = (f"ws://127.0.0.1:{self.app_port}/relay",) if self.mode == "push" else ()
+        app_port = self.app_port
+        if self.app_proxy is not None:
+            self.app_proxy.target = ("127.0.0.1", self.app_port)
+            app_port = (await self.app_proxy.start()).port
+        push = (f"ws://127.0.0.1:{app_port}/relay",) if self.mode == "push" else ()
         config = EdgeConfig(
             secret=self.secret,
             rtmp_listen=("127.0.0.1", 0),
@@ -102,8 +109,12 @@ class Relay:
         if self._dialer is not None:
             self._dialer.cancel()
             await asyncio.gather(self._dialer, return_exceptions=True)
+        if self.app_proxy is not None:
+            self.app_proxy.release()  # a held link would hold up the edge's goodbye
         if self.edge is not None:
             await self.edge.stop()
+        if self.app_proxy is not None:
+            await self.app_proxy.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
