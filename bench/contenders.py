@@ -51,7 +51,11 @@ class Consumer:
     """A consumer process and the JSON lines it printed, read by a thread."""
 
     def __init__(self, argv: list[str]) -> None:
-        self.proc = spawn([sys.executable, "-m", "bench.consumer", *argv], stdout=subprocess.PIPE)
+        # Its stderr is kept (bounded by what one process prints) so a run that got nothing says why.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
+        self.proc = spawn(
+            [sys.executable, "-m", "bench.consumer", *argv], stdout=subprocess.PIPE, stderr=self._stderr
+        )
         self.lines: list[dict[str, Any]] = []
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -102,6 +106,11 @@ class Consumer:
             self.proc.wait()
         self._thread.join(5)
         return self.lines
+
+    def stderr_tail(self, size: int = 2000) -> str:
+        """The end of what the consumer printed on stderr (its traceback, if it died)."""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")[-size:]
 
 
 @dataclass

@@ -241,13 +241,16 @@ def throughput_once(name: str, chunk: int, tags: list[Any], seconds: float) -> d
         figures = meter.stop()
         setup.consumer.settle()
         counts = [(x["t"], x["bytes"]) for x in setup.consumer.finish() if "bytes" in x]
+        received = counts[-1][1] if counts else 0
+        if not received:
+            log(f"  {name}: the consumer received nothing; its stderr:\n{setup.consumer.stderr_tail()}")
     inside = [(t, b) for t, b in counts if pub.started_at + 0.5 <= t <= pub.started_at + seconds]
     rate = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]) if len(inside) > 1 else 0.0
     middle = next((k for k in figures if k != "app"), None)
     return {
         "mb_s": rate / 1e6,
         "sent_mb_s": pub.bytes / seconds / 1e6,
-        "received_mb": counts[-1][1] / 1e6 if counts else 0.0,
+        "received_mb": received / 1e6,
         "sent_mb": pub.bytes / 1e6,
         "server_cpu_pct": figures[middle]["cpu_pct"] if middle else None,
         "app_cpu_pct": figures["app"]["cpu_pct"],
