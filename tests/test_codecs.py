@@ -28,11 +28,9 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay_client.decode import AudioFormat
-from relay_client.receiver import Receiver
 from relay_client.stream import Stream
 from relay_client.tone import dominant_frequency
 from relay_edge import flv, keys, tagbody
@@ -41,6 +39,7 @@ from tests.support import media, publishers
 from tests.support.net import LOOPBACK, TcpProxy
 from tests.support.raw import RtmpClient
 from tests.support.relay import SECRET, Relay, until
+from tests.test_resume import App
 
 pytestmark = pytest.mark.slow
 
@@ -214,24 +213,14 @@ async def test_takeover_flushes_the_first_publishers_frames(tmp_path: Path) -> N
     assert len(relay.frames[name]) > FPS + 20
 
 
-class TrackApp:
+class TrackApp(App):
     """One app instance with its own disk, reading audio tracks 0 and 1 of its stream."""
 
     def __init__(self, out: Path) -> None:
-        self.out = out
         self.pcm: dict[int, bytearray] = {0: bytearray(), 1: bytearray()}
         self.streams: list[Stream] = []
         self.read_all = asyncio.Event()
-        self.receiver = Receiver(
-            SECRET,
-            consume=frozenset({"audio"}),
-            audio_format=FORMAT,
-            out_dir=str(out),
-            name=out.name,
-            on_stream=self._on_stream,
-        )
-        self.runner: web.AppRunner | None = None
-        self.port = 0
+        super().__init__(out, consume=frozenset({"audio"}), audio_format=FORMAT, on_stream=self._on_stream)
 
     async def _on_stream(self, stream: Stream) -> None:
         self.streams.append(stream)
@@ -242,22 +231,6 @@ class TrackApp:
 
         await asyncio.gather(read(0), read(1))
         self.read_all.set()
-
-    async def start(self) -> TrackApp:
-        app = web.Application()
-        app.router.add_get("/relay", self.receiver.handler)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, LOOPBACK, 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        """What ``relay-client serve`` does on SIGTERM."""
-        await self.receiver.shutdown()
-        assert self.runner is not None
-        await self.runner.cleanup()
 
 
 async def test_deploy_mid_stream_resumes_opus_and_every_audio_track(tmp_path: Path) -> None:

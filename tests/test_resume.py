@@ -384,9 +384,10 @@ async def test_publisher_reconnect_with_the_same_key_continues_the_stream(mode: 
 class App:
     """One app instance: an aiohttp server with its own Receiver and its own disk (``out``)."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, **receiver_options: Any) -> None:
         self.out = out
-        self.receiver = Receiver(SECRET, consume=frozenset(), out_dir=str(out), name=out.name)
+        options = {"consume": frozenset(), **receiver_options}
+        self.receiver = Receiver(SECRET, out_dir=str(out), name=out.name, **options)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
