@@ -27,13 +27,13 @@ from aiohttp import web
 from relay_edge import wire
 from relay_edge.auth import ProofVerifier
 from relay_edge.dial import RESTART_CODES, classify
-from relay_edge.errors import WireError
+from relay_edge.errors import TransportClosed, WireError
 from relay_edge.http import LINK_ENDED, accept_link, close_code_for
 from relay_edge.limits import DEFAULT_LIMITS, Limits
 from relay_edge.link import exchange_hello, run_until_first
 from relay_edge.metrics import Metrics
 from relay_edge.supervise import Supervisor
-from relay_edge.transport import AiohttpTransport, Transport, TransportClosed
+from relay_edge.transport import AiohttpTransport, Transport
 from relay_edge.tunnel import TunnelMux
 
 from .decode import AudioFormat

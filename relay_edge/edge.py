@@ -89,7 +89,6 @@ class EdgeStream:
         self.has_audio = False
         self.has_video = False
         self.ready = False  # FLV header decided: first media frame seen
-        self.accepted = False
         self.ended = False
         self.end_reason = ""
         self.end_code = wire.Code.UNPUBLISHED

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .auth import PROOF_HEADER, b64url, derive_key, target_of
-from .errors import AuthError, LimitExceeded, ProtocolError
+from .errors import AuthError, LimitExceeded, ProtocolError, TransportClosed
 from .limits import DEFAULT_LIMITS, Limits
 from .metrics import CONTENT_TYPE
-from .transport import SUBPROTOCOL, AiohttpTransport, TransportClosed
+from .transport import SUBPROTOCOL, AiohttpTransport
 
 if TYPE_CHECKING:
     from .edge import Edge

@@ -77,7 +77,7 @@ class RtmpConnection(asyncio.Protocol):
             events = self.session.receive_data(data)
         except ProtocolError as exc:
             # Keep what the same bytes decoded before the error (the last frames, an unpublish).
-            for event in getattr(exc, "events", ()):
+            for event in exc.events:
                 self._dispatch(event)
             self.fail(str(exc), kind=getattr(exc, "what", type(exc).__name__))
             return

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import wire
 from .auth import acceptor_proof, verify_acceptor_proof
-from .errors import WireError
-from .transport import Transport, TransportClosed
+from .errors import TransportClosed, WireError
+from .transport import Transport
 from .tunnel import TunnelMux
 
 if TYPE_CHECKING:
@@ -90,7 +90,6 @@ class EdgeLink:
         self._sids: dict[str, int] = {}  # stream uid -> sid on this link
         self._streams: dict[int, EdgeStream] = {}  # sid -> stream
         self._closed_sids: set[int] = set()
-        self.frames_out = 0
         self.last_pong = time.monotonic()
         self.rtt_ms: float | None = None
 
@@ -140,7 +139,6 @@ class EdgeLink:
                 if not parts:
                     break
                 await self.transport.send(b"".join(parts))
-                self.frames_out += len(parts)
                 if not more:
                     break
 
@@ -231,6 +229,7 @@ class EdgeLink:
                 await self._handle(frame)
 
     async def _handle(self, frame: object) -> None:
+        # Accept needs no action: the publisher was accepted when its key verified (edge.py).
         if await self.tunnels.handle(frame):
             return
         if isinstance(frame, wire.Ack):
@@ -239,10 +238,6 @@ class EdgeLink:
                 stream.outbox.ack(frame.seq)
                 self.edge.acked(stream)
                 self.wake(stream)  # credit came back
-        elif isinstance(frame, wire.Accept):
-            stream = self._streams.get(frame.sid)
-            if stream is not None:
-                stream.accepted = True
         elif isinstance(frame, wire.Reject):
             stream = self._streams.get(frame.sid)
             if stream is not None:

@@ -15,16 +15,9 @@ from aiohttp import web
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from .errors import TransportClosed
+
 SUBPROTOCOL = "rtmp-relay.v1"
-
-
-class TransportClosed(Exception):
-    """The WebSocket is gone; ``code`` and ``reason`` say how, when known."""
-
-    def __init__(self, code: int | None = None, reason: str = "") -> None:
-        self.code = code
-        self.reason = reason
-        super().__init__(f"link closed ({code}: {reason})" if code else "link closed")
 
 
 class Transport(Protocol):
