@@ -78,6 +78,18 @@ class EdgeConfig:
     tcp_tunnels: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Publisher:
+    """Who publishes a stream: the app sees it as ``Open.publisher`` and on a takeover's Data."""
+
+    addr: str
+    app: str
+    flash_ver: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"addr": self.addr, "app": self.app, "flash_ver": self.flash_ver}
+
+
 class EdgeStream:
     """One published stream, alive across publisher reconnects and link changes."""
 
@@ -108,7 +120,7 @@ class EdgeStream:
         self.gaps = 0
         # Sequence number of the first tag of each publisher that took over -> who it is;
         # the link flags the Data frame starting there. Pruned as acks pass them.
-        self.publisher_marks: dict[int, dict[str, Any]] = {}
+        self.publisher_marks: dict[int, Publisher] = {}
         # A publisher that takes over restarts its clock (usually at 0). Its timestamps are
         # shifted so the stream's timeline goes on from the last frame shown plus the time between.
         self.ts_offset = 0
@@ -162,10 +174,13 @@ class EdgeStream:
         return max(0, timestamp + self.ts_offset)
 
     def publisher_info(self) -> dict[str, Any]:
+        """The current publisher as the wire and the dashboard show it; ``{}`` between publishers."""
+        publisher = self.publisher()
+        return publisher.to_wire() if publisher else {}
+
+    def publisher(self) -> Publisher | None:
         conn = self.conn
-        if conn is None:
-            return {}
-        return {"addr": conn.peer, "app": conn.app, "flash_ver": conn.flash_ver}
+        return None if conn is None else Publisher(conn.peer, conn.app, conn.flash_ver)
 
     def bitrate(self, now: float) -> float:
         """Bits per second over the last ~5 s."""
@@ -370,7 +385,7 @@ class Edge:
         stream.orphaned_at = None
         stream.publishers += 1
         if takeover:
-            stream.publisher_marks[stream.outbox.next_seq] = stream.publisher_info()
+            stream.publisher_marks[stream.outbox.next_seq] = Publisher(conn.peer, conn.app, conn.flash_ver)
             stream.rebase_next = True
         conn.accept(event.stream_id, stream)
         self._release_ip(conn)  # a signed publisher: bounded by max_streams, not per address

@@ -215,7 +215,8 @@ class EdgeLink:
             # A new publisher's first tag starts its own Data frame, flagged with who it is.
             for start, end in zip([seq, *cuts], [*cuts, seq + len(tags)], strict=False):
                 who = marks.get(start) if marks else None
-                parts.append(wire.encode_data(sid, start, tags[start - seq : end - seq], who))
+                publisher = who.to_wire() if who else None
+                parts.append(wire.encode_data(sid, start, tags[start - seq : end - seq], publisher))
             if stream.conn is not None and stream.conn.paused:
                 stream.conn.resume_if_caught_up()
         return sum(map(len, tags))
