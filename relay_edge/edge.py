@@ -28,11 +28,12 @@ from .access import AllowList
 from .auth import ProofVerifier
 from .dial import dial_forever, safe_url
 from .errors import AuthError
+from .frames import Gap
 from .ingest import RtmpConnection
 from .limits import DEFAULT_LIMITS, Limits
 from .link import EdgeLink, exchange_hello
 from .metrics import Metrics
-from .outbox import Budget, Gap, Outbox
+from .outbox import Budget, Outbox
 from .rtmp.events import PublishRequested
 from .supervise import Supervisor
 from .transport import WebsocketsTransport

@@ -203,11 +203,9 @@ class EdgeLink:
         outbox = stream.outbox
         if not outbox.pending:
             return 0
-        gap, seq, tags = outbox.take()
+        gap, seq, tags = outbox.take(sid)
         if gap is not None:
-            parts.append(
-                wire.encode(wire.Gap(sid=sid, seq=gap.seq, tags=gap.tags, bytes=gap.bytes, ms=gap.ms))
-            )
+            parts.append(wire.encode(gap))
             self.edge.gap(stream, gap)
         if tags:
             marks = stream.publisher_marks

@@ -16,8 +16,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from .errors import TransportClosed
+from .frames import SUBPROTOCOL
 
-SUBPROTOCOL = "rtmp-relay.v1"
+__all__ = ["SUBPROTOCOL", "AiohttpTransport", "Transport", "WebsocketsTransport"]
 
 
 class Transport(Protocol):
