@@ -9,72 +9,54 @@ module only pumps frames.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import fnmatch
 import logging
 import time
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from . import wire
-from .auth import acceptor_proof, verify_acceptor_proof
-from .errors import TransportClosed, WireError
-from .transport import Transport
+from .edgestream import EdgeStream
+from .errors import TransportClosed
+from .frames import Gap
+from .limits import Limits
+from .transport import Transport, run_until_first
 from .tunnel import TunnelMux
 
-if TYPE_CHECKING:
-    from .edge import Edge, EdgeStream
-
 log = logging.getLogger("relay_edge.link")
+
+
+class NamedConfig(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class LinkHost(Protocol):
+    """What a link asks of its edge (:class:`~relay_edge.edge.Edge`)."""
+
+    @property
+    def limits(self) -> Limits: ...
+
+    @property
+    def config(self) -> NamedConfig: ...
+
+    def streams_for(self, link: EdgeLink) -> list[EdgeStream]: ...
+
+    def acked(self, stream: EdgeStream) -> None: ...
+
+    def gap(self, stream: EdgeStream, gap: Gap) -> None: ...
+
+    def refused(self, stream: EdgeStream, code: str, reason: str) -> None: ...
+
 
 # Frames gathered into one WebSocket message stop growing past this; the rest
 # goes in the next message. Keeps one burst from delaying pings and acks.
 _MESSAGE_TARGET = 256 * 1024
 
 
-async def exchange_hello(
-    transport: Transport,
-    ours: wire.Hello,
-    *,
-    secret: str,
-    dialer_proof: str,
-    dialed: bool,
-    timeout: float,
-) -> wire.Hello:
-    """Send our Hello, receive the peer's; the dialer checks the acceptor's proof."""
-    if not dialed:
-        ours = dataclasses.replace(ours, proof=acceptor_proof(secret, dialer_proof))
-    await transport.send(wire.encode(ours))
-    message = await asyncio.wait_for(transport.recv(), timeout)
-    frames = wire.decode_message(message)
-    if not frames or not isinstance(frames[0], wire.Hello):
-        raise WireError("link must start with hello")
-    peer = frames[0]
-    if min(peer.version, wire.PROTOCOL_VERSION) < wire.PROTOCOL_VERSION:
-        # Both speak the lower of the two versions; we know no version below ours.
-        raise WireError(f"peer speaks protocol version {peer.version}, we need {wire.PROTOCOL_VERSION}")
-    if dialed:
-        verify_acceptor_proof(secret, dialer_proof, peer.proof)
-    return peer
-
-
-async def run_until_first(*loops: Coroutine[Any, Any, None]) -> None:
-    """Run a link's loops together; the first to end (or fail) ends them all."""
-    tasks = [asyncio.create_task(loop) for loop in loops]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 class EdgeLink:
     """One live link from this edge to one app instance."""
 
-    def __init__(self, edge: Edge, transport: Transport, peer: wire.Hello) -> None:
+    def __init__(self, edge: LinkHost, transport: Transport, peer: wire.Hello) -> None:
         self.edge = edge
         self.transport = transport
         self.peer = peer
