@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from relay_edge.auth import PROOF_HEADER
-from relay_edge.errors import AuthError
-from relay_edge.http import acceptor_target
-from relay_edge.transport import SUBPROTOCOL, TransportClosed
+from relay_edge.errors import AuthError, TransportClosed
+from relay_edge.transport import SUBPROTOCOL
+from relay_edge.web import acceptor_target
 
 from .receiver import Receiver
 

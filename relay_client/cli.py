@@ -12,21 +12,20 @@ from collections.abc import Callable
 import click
 from aiohttp import web
 
-from relay_edge import cli as edge_cli
-from relay_edge.cli import (
+from relay_edge.cliopts import (
     limit_option,
     limits_from,
+    mint_key,
     run_until_signal,
     secret_from,
     status_token_cmd,
     tunnels_from,
     with_log_options,
 )
-from relay_edge.edge import parse_hostport
-from relay_edge.http import GuardedSite, app_runner, common_routes, harden, listener_token
 from relay_edge.logs import setup_logging
 from relay_edge.loop import run
-from relay_edge.urls import warn_if_plaintext
+from relay_edge.urls import parse_hostport, warn_if_plaintext
+from relay_edge.web import GuardedSite, app_runner, common_routes, harden, listener_token
 
 from .decode import AudioFormat
 from .livekit import cli as livekit_cli
@@ -277,7 +276,7 @@ def _remote_test(
 
 
 # The same command as the edge's: one implementation.
-main.add_command(edge_cli.mint_key)
+main.add_command(mint_key)
 main.add_command(livekit_cli.livekit)
 
 

@@ -37,9 +37,9 @@ import aiohttp
 
 from relay_edge import keys
 from relay_edge.errors import ProtocolError, RelayError
-from relay_edge.http import status_token
 from relay_edge.rtmp.client import ClientSession
 from relay_edge.rtmp.events import Connected, PublishRejected, PublishStarted
+from relay_edge.web import status_token
 
 # What asyncio.wait_for raises: not the builtin TimeoutError before Python 3.11.
 TIMEOUTS = (TimeoutError,)
@@ -340,7 +340,7 @@ class _Checks:
 
     async def _status(self) -> dict[str, Any]:
         if self.http is None:
-            # A deployed app's status asks for the status token (relay_edge.http.listener_token).
+            # A deployed app's status asks for the status token (relay_edge.web.listener_token).
             auth = {"Authorization": f"Bearer {status_token(self.secret)}"}
             self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), headers=auth)
         async with self.http.get(f"{self.t.app_base}/api/rtmp/status") as response:

@@ -27,14 +27,13 @@ from aiohttp import web
 from relay_edge import wire
 from relay_edge.auth import ProofVerifier
 from relay_edge.dial import RESTART_CODES, classify
-from relay_edge.errors import WireError
-from relay_edge.http import LINK_ENDED, accept_link, close_code_for
+from relay_edge.errors import TransportClosed, WireError
 from relay_edge.limits import DEFAULT_LIMITS, Limits
-from relay_edge.link import exchange_hello, run_until_first
 from relay_edge.metrics import Metrics
 from relay_edge.supervise import Supervisor
-from relay_edge.transport import AiohttpTransport, Transport, TransportClosed
+from relay_edge.transport import AiohttpTransport, Transport, exchange_hello, run_until_first
 from relay_edge.tunnel import TunnelMux
+from relay_edge.web import LINK_ENDED, accept_link, close_code_for
 
 from .decode import AudioFormat
 from .republish import DEFAULT_REPUBLISH_LIMITS, LocalPublish, RepublishLimits, Target
@@ -204,7 +203,7 @@ class Receiver:
 
     def verify_proof(self, proof: str, target: str = "") -> None:
         """Check a dialing edge's proof header for ``target`` (raises AuthError): for endpoints on
-        other servers; ``target`` is :func:`relay_edge.http.acceptor_target` of the request."""
+        other servers; ``target`` is :func:`relay_edge.web.acceptor_target` of the request."""
         self._verify(proof, target)
 
     # --- links ------------------------------------------------------------------------------

@@ -60,6 +60,32 @@ class GapEvent:
     ms: int
 
 
+# What the link (and the app's iterators) put in a stream's inbox for its pipeline.
+@dataclass(frozen=True, slots=True)
+class _Tags:
+    seq: int
+    tags: tuple[bytes, ...]
+    publisher: dict[str, Any] | None  # set where a new publisher starts, at ``seq``
+
+
+@dataclass(frozen=True, slots=True)
+class _Init:
+    tags: list[bytes]  # the init tags the edge replays on every Open
+
+
+@dataclass(frozen=True, slots=True)
+class _Track:
+    track: int  # an audio track the app asked for: start its decoder between two batches
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    reason: str
+
+
+_InboxItem = _Tags | _Init | _Track | _End | GapEvent
+
+
 @dataclass(frozen=True)
 class PublisherReconnected:
     """A new publisher took the stream over with the same key; its first tag is ``seq``.
@@ -155,7 +181,7 @@ class Stream(StreamEvents):
         self.delivered = open_frame.seq - 1  # highest sequence handed to the app
         self._format = audio_format
         self._ack = ack
-        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._inbox: asyncio.Queue[_InboxItem] = asyncio.Queue()
         self._queues = {kind: asyncio.Queue[Any](QUEUE_ITEMS) for kind in consume}
         self._want_audio = "audio" in consume or out_dir is not None
         self._audio = AudioDecoder(audio_format) if self._want_audio else None
@@ -179,7 +205,7 @@ class Stream(StreamEvents):
         self._working = False  # a batch is between the inbox and its ack
         self._task: asyncio.Task[None] | None = None
         if open_frame.init:
-            self._inbox.put_nowait(("init", list(open_frame.init)))
+            self._inbox.put_nowait(_Init(list(open_frame.init)))
 
     def _restore(self, files: StreamFiles, open_frame: wire.Open) -> None:
         """Continue from an earlier process's checkpoint of this very stream, if there is one."""
@@ -221,7 +247,7 @@ class Stream(StreamEvents):
             if self.ended:
                 self._late_track(track, self._queues[kind])
             else:  # through the inbox: the pipeline starts the decoder between two batches
-                self._inbox.put_nowait(("track", track))
+                self._inbox.put_nowait(_Track(track))
         async for item in self._drain(kind):
             yield item
 
@@ -250,10 +276,10 @@ class Stream(StreamEvents):
 
     def feed(self, seq: int, tags: tuple[bytes, ...], publisher: dict[str, Any] | None = None) -> None:
         """Tags ``seq``, ``seq + 1``, ...; ``publisher`` is set when a new publisher starts at ``seq``."""
-        self._inbox.put_nowait(("data", seq, tags, publisher))
+        self._inbox.put_nowait(_Tags(seq, tags, publisher))
 
     def feed_gap(self, gap: GapEvent) -> None:
-        self._inbox.put_nowait(("gap", gap))
+        self._inbox.put_nowait(gap)
 
     def reopen(self, open_frame: wire.Open) -> None:
         """The same stream on a new link (this process kept its state)."""
@@ -263,7 +289,7 @@ class Stream(StreamEvents):
     def end(self, reason: str) -> None:
         if self.republish is not None:
             self.republish.stop_retrying()  # no more waiting for a local server that is down
-        self._inbox.put_nowait(("end", reason))
+        self._inbox.put_nowait(_End(reason))
 
     @property
     def queued(self) -> int:
@@ -310,7 +336,7 @@ class Stream(StreamEvents):
             self._finish("client error")
             raise
 
-    def _select(self, batch: list[Any]) -> tuple[list[bytes], list[bytes], int, str | None, list[int]]:
+    def _select(self, batch: list[_InboxItem]) -> tuple[list[bytes], list[bytes], int, str | None, list[int]]:
         """Replayed init tags and new tags from a batch, skipping any already delivered.
 
         The last item lists where in the new tags a new publisher starts: the decoders
@@ -322,25 +348,24 @@ class Stream(StreamEvents):
         last = self.delivered
         end = None
         for item in batch:
-            kind = item[0]
-            if kind == "data":
-                _, seq, data, publisher = item
-                if publisher is not None and seq > last:  # first delivery, not a replay
-                    self._note_publisher(seq, publisher)
+            if isinstance(item, _Tags):
+                seq = item.seq
+                if item.publisher is not None and seq > last:  # first delivery, not a replay
+                    self._note_publisher(seq, item.publisher)
                     cuts.append(len(tags))
                 skip = max(0, last + 1 - seq)
-                tags.extend(data[skip:])
-                last = max(last, seq + len(data) - 1)
-            elif kind == "init":
-                init = item[1]
-            elif kind == "gap":
-                self._note_gap(item[1])
-                last = max(last, item[1].seq - 1)
-            elif kind == "end":
-                end = item[1]
-            elif kind == "track" and item[1] not in self._tracks:
-                self._tracks[item[1]] = AudioDecoder(self._format, track=item[1])
-                self._new_tracks.append(item[1])
+                tags.extend(item.tags[skip:])
+                last = max(last, seq + len(item.tags) - 1)
+            elif isinstance(item, _Init):
+                init = item.tags
+            elif isinstance(item, GapEvent):
+                self._note_gap(item)
+                last = max(last, item.seq - 1)
+            elif isinstance(item, _End):
+                end = item.reason
+            elif item.track not in self._tracks:
+                self._tracks[item.track] = AudioDecoder(self._format, track=item.track)
+                self._new_tracks.append(item.track)
         return init, tags, last, end, cuts
 
     def _note_publisher(self, seq: int, publisher: dict[str, Any]) -> None:

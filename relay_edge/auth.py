@@ -49,8 +49,6 @@ NONCE_SIZE = 16  # 128 random bits: collisions are not a concern
 # Proofs this long or longer are malformed before we parse them: the real
 # thing is under 100 characters.
 MAX_PROOF_CHARS = 256
-# Valid proofs remembered for replay detection at once (Limits.auth_max_remembered).
-MAX_REMEMBERED_PROOFS = DEFAULT_LIMITS.auth_max_remembered
 
 _PROOF_RE = re.compile(
     r"2\.(?P<role>[a-z]{1,16})\.(?P<ts>0|[1-9][0-9]{0,11})"

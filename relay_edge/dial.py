@@ -33,10 +33,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from . import tls
 from .auth import PROOF_HEADER, link_target, make_proof
-from .errors import AuthError, ProtocolError
+from .errors import AuthError, ProtocolError, TransportClosed
 from .limits import Limits
 from .supervise import BACKOFF_FIRST, BACKOFF_MAX, Backoff, Rand, Sleep
-from .transport import SUBPROTOCOL, TransportClosed, WebsocketsTransport
+from .transport import SUBPROTOCOL, WebsocketsTransport
 
 log = logging.getLogger("relay_edge.dial")
 

@@ -23,31 +23,37 @@ from typing import Any
 
 from aiohttp import web
 
-from . import flv, keys, tls, wire
+from . import keys, tls, wire
 from .access import AllowList
 from .auth import ProofVerifier
 from .dial import dial_forever, safe_url
+from .edgestream import EdgeStream, Publisher
 from .errors import AuthError
+from .frames import Gap
 from .ingest import RtmpConnection
 from .limits import DEFAULT_LIMITS, Limits
-from .link import EdgeLink, exchange_hello
+from .link import EdgeLink
 from .metrics import Metrics
-from .outbox import Budget, Gap, Outbox
+from .outbox import Budget
 from .rtmp.events import PublishRequested
 from .supervise import Supervisor
-from .transport import WebsocketsTransport
+from .transport import AiohttpTransport, WebsocketsTransport, exchange_hello
 from .tunnel import TunnelMux, serve_tunnel
 from .urls import warn_if_plaintext
+from .web import (
+    LINK_ENDED,
+    GuardedSite,
+    accept_link,
+    app_runner,
+    close_code_for,
+    common_routes,
+    harden,
+    is_loopback,
+    status_token,
+)
 
 log = logging.getLogger("relay_edge")
-
-
-def parse_hostport(value: str, default_port: int) -> tuple[str, int]:
-    """``"0.0.0.0:1935"`` → ``("0.0.0.0", 1935)``; ``"[::1]:80"`` and ``":80"`` work too."""
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        return value or "0.0.0.0", default_port
-    return (host.strip("[]") or "0.0.0.0"), int(port)
+http_log = logging.getLogger("relay_edge.http")  # pull links: the name their log lines have always had
 
 
 @dataclass
@@ -76,106 +82,6 @@ class EdgeConfig:
     status_token: str | None = field(default=None, repr=False)
     # Raw TCP tunnels {NAME: (HOST, PORT)} to listen on (``--tcp HOST:PORT=NAME``).
     tcp_tunnels: dict[str, tuple[str, int]] = field(default_factory=dict)
-
-
-class EdgeStream:
-    """One published stream, alive across publisher reconnects and link changes."""
-
-    def __init__(self, uid: str, name: str, limits: Limits, budget: Budget | None = None) -> None:
-        self.uid = uid
-        self.name = name
-        self.outbox = Outbox(limits, budget)
-        self.codecs: dict[str, str] = {}
-        self.has_audio = False
-        self.has_video = False
-        self.ready = False  # FLV header decided: first media frame seen
-        self.accepted = False
-        self.ended = False
-        self.end_reason = ""
-        self.end_code = wire.Code.UNPUBLISHED
-        self.conn: RtmpConnection | None = None
-        self.rtmp_stream_id = 0
-        self.link: EdgeLink | None = None
-        self.consumer = ""  # hello.instance of the app it was last given to
-        self.started = time.time()
-        self.orphaned_at: float | None = None
-        self.key_expiry: int | None = None  # of the signed key it was published with (keys.verify_key)
-        self.ended_at = 0.0
-        self.publishers = 0
-        self.tags_in = 0
-        self.bytes_in = 0
-        self.first_ts: int | None = None
-        self.last_ts: int | None = None
-        self.gaps = 0
-        # Sequence number of the first tag of each publisher that took over -> who it is;
-        # the link flags the Data frame starting there. Pruned as acks pass them.
-        self.publisher_marks: dict[int, dict[str, Any]] = {}
-        # A publisher that takes over restarts its clock (usually at 0). Its timestamps are
-        # shifted so the stream's timeline goes on from the last frame shown plus the time between.
-        self.ts_offset = 0
-        # Latest presentation time (timestamp + composition time): with B-frames, a frame sent
-        # before the last tag may show after it, and the next publisher must start later still.
-        self.last_shown: int | None = None
-        self.rebase_next = False
-        self._last_tag_at = 0.0
-        self._rate: list[tuple[float, int]] = []  # (time, bytes_in) samples for bitrate
-
-    @property
-    def header(self) -> bytes:
-        return flv.file_header(self.has_audio, self.has_video)
-
-    def note(self, tag_type: int, timestamp: int, data: bytes) -> None:
-        """Track codecs and decide the FLV header on the first real media frame."""
-        self.tags_in += 1
-        self.bytes_in += len(data)
-        if self.first_ts is None:
-            self.first_ts = timestamp
-        self.last_ts = timestamp
-        shown = timestamp + max(0, flv.composition_time(data)) if tag_type == flv.VIDEO else timestamp
-        if self.last_shown is None or shown > self.last_shown:
-            self.last_shown = shown
-        if tag_type == flv.AUDIO:
-            self.has_audio = True
-            if "audio" not in self.codecs:  # once per stream, not per tag
-                self.codecs["audio"] = flv.audio_codec(data)
-        elif tag_type == flv.VIDEO:
-            self.has_video = True
-            if "video" not in self.codecs:
-                self.codecs["video"] = flv.video_codec(data)
-        else:
-            return
-        if flv.is_multitrack(tag_type, data) and flv.sequence_key(tag_type, data):
-            # Enhanced RTMP v2: a track's SequenceStart names its codec ("audio.1": "aac").
-            for key, codec in flv.track_codecs(tag_type, data).items():
-                self.codecs.setdefault(key, codec)
-        if not self.ready and not flv.is_sequence_header(tag_type, data):
-            self.ready = True
-
-    def rebase(self, timestamp: int, now: float) -> int:
-        """The tag's timestamp on the stream's timeline (shifted after a publisher takeover)."""
-        if self.rebase_next:
-            self.rebase_next = False
-            if self.last_shown is not None:
-                # At least 1 ms: every frame of the new publisher shows after the old one's last.
-                elapsed_ms = max(1, round((now - self._last_tag_at) * 1000))
-                self.ts_offset = self.last_shown + elapsed_ms - timestamp
-        self._last_tag_at = now
-        return max(0, timestamp + self.ts_offset)
-
-    def publisher_info(self) -> dict[str, Any]:
-        conn = self.conn
-        if conn is None:
-            return {}
-        return {"addr": conn.peer, "app": conn.app, "flash_ver": conn.flash_ver}
-
-    def bitrate(self, now: float) -> float:
-        """Bits per second over the last ~5 s."""
-        samples = self._rate
-        samples.append((now, self.bytes_in))
-        while len(samples) > 2 and now - samples[0][0] > 5:
-            samples.pop(0)
-        (t0, b0), (t1, b1) = samples[0], samples[-1]
-        return (b1 - b0) * 8 / (t1 - t0) if t1 > t0 else 0.0
 
 
 class Edge:
@@ -242,8 +148,6 @@ class Edge:
             self.rtmps_port = self._rtmps_server.sockets[0].getsockname()[1]
             log.info("RTMPS server started on port %d", self.rtmps_port)
         if self.config.http_listen is not None:
-            from .http import GuardedSite, app_runner, edge_app
-
             self._http_runner = app_runner(edge_app(self), self.limits)
             await self._http_runner.setup()
             site = GuardedSite(self._http_runner, *self.config.http_listen, self.limits, reuse_address=True)
@@ -371,7 +275,7 @@ class Edge:
         stream.orphaned_at = None
         stream.publishers += 1
         if takeover:
-            stream.publisher_marks[stream.outbox.next_seq] = stream.publisher_info()
+            stream.publisher_marks[stream.outbox.next_seq] = Publisher(conn.peer, conn.app, conn.flash_ver)
             stream.rebase_next = True
         conn.accept(event.stream_id, stream)
         self._release_ip(conn)  # a signed publisher: bounded by max_streams, not per address
@@ -704,3 +608,35 @@ class Edge:
                 self.budget.used,
             ),
         }
+
+
+def edge_app(edge: Edge) -> web.Application:
+    """The edge's HTTP app: the common routes plus ``/link`` for apps that dial in (pull)."""
+    app = harden(web.Application(), edge.limits)
+    host = edge.config.http_listen[0] if edge.config.http_listen else "127.0.0.1"
+    token = None if is_loopback(host) else (edge.config.status_token or status_token(edge.config.secret))
+    common_routes(app, edge.status, edge.metrics.render, token, health=edge.unhealthy)
+
+    async def link(request: web.Request) -> web.StreamResponse:
+        accepted = await accept_link(request, edge.verify_link_proof, edge.limits.ws_max_message)
+        if isinstance(accepted, web.Response):
+            edge.metrics.auth_failures.labels("link_proof").inc()
+            return accepted
+        ws, proof = accepted
+        transport = AiohttpTransport(ws, f"{request.remote} (pull)")
+        try:
+            await edge.run_link(transport, dialer_proof=proof, dialed=False)
+        except LINK_ENDED as exc:
+            http_log.warning("link from %s ended: %s", request.remote, exc)
+            with contextlib.suppress(Exception):
+                await transport.close(close_code_for(exc), str(exc))
+        except Exception as exc:  # a bug: logged with its traceback and counted; only this link ends
+            edge.supervisor.report("link (pull)", exc, then="dropping that link")
+            with contextlib.suppress(Exception):
+                await transport.close(1011, f"internal error: {type(exc).__name__}")
+        finally:
+            await ws.close()
+        return ws
+
+    app.router.add_get("/link", link)
+    return app

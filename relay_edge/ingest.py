@@ -13,23 +13,43 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
+from .edgestream import EdgeStream
 from .errors import ProtocolError
+from .limits import Limits
+from .metrics import Metrics
 from .rtmp.events import Connect, HandshakeComplete, Media, PublishRequested, Unpublished
 from .rtmp.session import ServerSession
 from .tls import ServerTls
 
-if TYPE_CHECKING:
-    from .edge import Edge, EdgeStream
-
 log = logging.getLogger("relay_edge.ingest")
+
+
+class IngestHost(Protocol):
+    """What a publisher connection asks of its edge (:class:`~relay_edge.edge.Edge`)."""
+
+    @property
+    def limits(self) -> Limits: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    def admit(self, conn: RtmpConnection) -> str | None: ...
+
+    def disconnected(self, conn: RtmpConnection) -> None: ...
+
+    def publish(self, conn: RtmpConnection, event: PublishRequested) -> None: ...
+
+    def media(self, stream: EdgeStream, tag_type: int, timestamp: int, data: bytes) -> None: ...
+
+    def unpublish(self, stream: EdgeStream, reason: str) -> None: ...
 
 
 class RtmpConnection(asyncio.Protocol):
     """One publisher's TCP (or TLS) connection."""
 
-    def __init__(self, edge: Edge, tls_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, edge: IngestHost, tls_context: ssl.SSLContext | None = None) -> None:
         self.edge = edge
         self.tls_context = tls_context  # RTMPS: TLS starts after accept, once counted
         self.session = ServerSession(edge.limits)
@@ -77,7 +97,7 @@ class RtmpConnection(asyncio.Protocol):
             events = self.session.receive_data(data)
         except ProtocolError as exc:
             # Keep what the same bytes decoded before the error (the last frames, an unpublish).
-            for event in getattr(exc, "events", ()):
+            for event in exc.events:
                 self._dispatch(event)
             self.fail(str(exc), kind=getattr(exc, "what", type(exc).__name__))
             return

@@ -9,72 +9,54 @@ module only pumps frames.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import fnmatch
 import logging
 import time
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from . import wire
-from .auth import acceptor_proof, verify_acceptor_proof
-from .errors import WireError
-from .transport import Transport, TransportClosed
+from .edgestream import EdgeStream
+from .errors import TransportClosed
+from .frames import Gap
+from .limits import Limits
+from .transport import Transport, run_until_first
 from .tunnel import TunnelMux
 
-if TYPE_CHECKING:
-    from .edge import Edge, EdgeStream
-
 log = logging.getLogger("relay_edge.link")
+
+
+class NamedConfig(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class LinkHost(Protocol):
+    """What a link asks of its edge (:class:`~relay_edge.edge.Edge`)."""
+
+    @property
+    def limits(self) -> Limits: ...
+
+    @property
+    def config(self) -> NamedConfig: ...
+
+    def streams_for(self, link: EdgeLink) -> list[EdgeStream]: ...
+
+    def acked(self, stream: EdgeStream) -> None: ...
+
+    def gap(self, stream: EdgeStream, gap: Gap) -> None: ...
+
+    def refused(self, stream: EdgeStream, code: str, reason: str) -> None: ...
+
 
 # Frames gathered into one WebSocket message stop growing past this; the rest
 # goes in the next message. Keeps one burst from delaying pings and acks.
 _MESSAGE_TARGET = 256 * 1024
 
 
-async def exchange_hello(
-    transport: Transport,
-    ours: wire.Hello,
-    *,
-    secret: str,
-    dialer_proof: str,
-    dialed: bool,
-    timeout: float,
-) -> wire.Hello:
-    """Send our Hello, receive the peer's; the dialer checks the acceptor's proof."""
-    if not dialed:
-        ours = dataclasses.replace(ours, proof=acceptor_proof(secret, dialer_proof))
-    await transport.send(wire.encode(ours))
-    message = await asyncio.wait_for(transport.recv(), timeout)
-    frames = wire.decode_message(message)
-    if not frames or not isinstance(frames[0], wire.Hello):
-        raise WireError("link must start with hello")
-    peer = frames[0]
-    if min(peer.version, wire.PROTOCOL_VERSION) < wire.PROTOCOL_VERSION:
-        # Both speak the lower of the two versions; we know no version below ours.
-        raise WireError(f"peer speaks protocol version {peer.version}, we need {wire.PROTOCOL_VERSION}")
-    if dialed:
-        verify_acceptor_proof(secret, dialer_proof, peer.proof)
-    return peer
-
-
-async def run_until_first(*loops: Coroutine[Any, Any, None]) -> None:
-    """Run a link's loops together; the first to end (or fail) ends them all."""
-    tasks = [asyncio.create_task(loop) for loop in loops]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 class EdgeLink:
     """One live link from this edge to one app instance."""
 
-    def __init__(self, edge: Edge, transport: Transport, peer: wire.Hello) -> None:
+    def __init__(self, edge: LinkHost, transport: Transport, peer: wire.Hello) -> None:
         self.edge = edge
         self.transport = transport
         self.peer = peer
@@ -90,7 +72,6 @@ class EdgeLink:
         self._sids: dict[str, int] = {}  # stream uid -> sid on this link
         self._streams: dict[int, EdgeStream] = {}  # sid -> stream
         self._closed_sids: set[int] = set()
-        self.frames_out = 0
         self.last_pong = time.monotonic()
         self.rtt_ms: float | None = None
 
@@ -140,7 +121,6 @@ class EdgeLink:
                 if not parts:
                     break
                 await self.transport.send(b"".join(parts))
-                self.frames_out += len(parts)
                 if not more:
                     break
 
@@ -205,11 +185,9 @@ class EdgeLink:
         outbox = stream.outbox
         if not outbox.pending:
             return 0
-        gap, seq, tags = outbox.take()
+        gap, seq, tags = outbox.take(sid)
         if gap is not None:
-            parts.append(
-                wire.encode(wire.Gap(sid=sid, seq=gap.seq, tags=gap.tags, bytes=gap.bytes, ms=gap.ms))
-            )
+            parts.append(wire.encode(gap))
             self.edge.gap(stream, gap)
         if tags:
             marks = stream.publisher_marks
@@ -217,7 +195,8 @@ class EdgeLink:
             # A new publisher's first tag starts its own Data frame, flagged with who it is.
             for start, end in zip([seq, *cuts], [*cuts, seq + len(tags)], strict=False):
                 who = marks.get(start) if marks else None
-                parts.append(wire.encode_data(sid, start, tags[start - seq : end - seq], who))
+                publisher = who.to_wire() if who else None
+                parts.append(wire.encode_data(sid, start, tags[start - seq : end - seq], publisher))
             if stream.conn is not None and stream.conn.paused:
                 stream.conn.resume_if_caught_up()
         return sum(map(len, tags))
@@ -231,6 +210,7 @@ class EdgeLink:
                 await self._handle(frame)
 
     async def _handle(self, frame: object) -> None:
+        # Accept needs no action: the publisher was accepted when its key verified (edge.py).
         if await self.tunnels.handle(frame):
             return
         if isinstance(frame, wire.Ack):
@@ -239,10 +219,6 @@ class EdgeLink:
                 stream.outbox.ack(frame.seq)
                 self.edge.acked(stream)
                 self.wake(stream)  # credit came back
-        elif isinstance(frame, wire.Accept):
-            stream = self._streams.get(frame.sid)
-            if stream is not None:
-                stream.accepted = True
         elif isinstance(frame, wire.Reject):
             stream = self._streams.get(frame.sid)
             if stream is not None:

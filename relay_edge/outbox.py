@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from . import flv
+from .frames import Gap
 from .limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger("relay_edge.outbox")
@@ -40,16 +41,6 @@ class Budget:
 
     def __init__(self) -> None:
         self.used = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """Tags the buffer had to drop: ``tags`` tags before sequence ``seq``."""
-
-    seq: int
-    tags: int
-    bytes: int
-    ms: int
 
 
 @dataclass(slots=True)
@@ -201,14 +192,15 @@ class Outbox:
         """Whether there is something to send (tags or a gap report)."""
         return self.next_seq - 1 > self.sent
 
-    def take(self) -> tuple[Gap | None, int, list[bytes]]:
+    def take(self, sid: int) -> tuple[Gap | None, int, list[bytes]]:
         """Next tags for the link within the credit window.
 
-        Returns ``(gap, first_seq, tags)``: ``gap`` reports tags dropped before
-        ``first_seq`` since the last take. At least one tag is taken when nothing
+        Returns ``(gap, first_seq, tags)``: ``gap`` is the Gap frame (for the
+        stream's ``sid`` on this link) reporting tags dropped before ``first_seq``
+        since the last take. At least one tag is taken when nothing
         is in flight, so a tag larger than the window still moves.
         """
-        gap = self._gap_before_next()
+        gap = self._gap_before_next(sid)
         out: list[bytes] = []
         if not self._tags:
             return gap, self.sent + 1, out
@@ -226,7 +218,7 @@ class Outbox:
         self.inflight_bytes += sum(map(len, out))
         return gap, first_seq, out
 
-    def _gap_before_next(self) -> Gap | None:
+    def _gap_before_next(self, sid: int) -> Gap | None:
         """Account for dropped tags between what was last sent and the buffer's head."""
         head = self._tags[0].seq if self._tags else self.next_seq
         if self.sent + 1 >= head:
@@ -243,7 +235,7 @@ class Outbox:
             last_ts = drop.last_ts
         self.sent = head - 1
         ms = (last_ts - first_ts) if first_ts is not None and last_ts is not None else 0
-        return Gap(seq=head, tags=tags, bytes=size, ms=ms)
+        return Gap(sid=sid, seq=head, tags=tags, bytes=size, ms=ms)
 
     def ack(self, seq: int) -> None:
         """The app has everything up to ``seq``: free it and return its credit."""

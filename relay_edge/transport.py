@@ -8,6 +8,8 @@ sees only :class:`Transport`, so both modes share every line of it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 import aiohttp
@@ -15,16 +17,19 @@ from aiohttp import web
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-SUBPROTOCOL = "rtmp-relay.v1"
+from . import wire
+from .auth import acceptor_proof, verify_acceptor_proof
+from .errors import TransportClosed, WireError
+from .frames import SUBPROTOCOL
 
-
-class TransportClosed(Exception):
-    """The WebSocket is gone; ``code`` and ``reason`` say how, when known."""
-
-    def __init__(self, code: int | None = None, reason: str = "") -> None:
-        self.code = code
-        self.reason = reason
-        super().__init__(f"link closed ({code}: {reason})" if code else "link closed")
+__all__ = [
+    "SUBPROTOCOL",
+    "AiohttpTransport",
+    "Transport",
+    "WebsocketsTransport",
+    "exchange_hello",
+    "run_until_first",
+]
 
 
 class Transport(Protocol):
@@ -99,3 +104,45 @@ class AiohttpTransport:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._ws.close(code=code, message=reason[:120].encode())
+
+
+# --- link helpers both ends share ------------------------------------------------------
+
+
+async def exchange_hello(
+    transport: Transport,
+    ours: wire.Hello,
+    *,
+    secret: str,
+    dialer_proof: str,
+    dialed: bool,
+    timeout: float,
+) -> wire.Hello:
+    """Send our Hello, receive the peer's; the dialer checks the acceptor's proof."""
+    if not dialed:
+        ours = dataclasses.replace(ours, proof=acceptor_proof(secret, dialer_proof))
+    await transport.send(wire.encode(ours))
+    message = await asyncio.wait_for(transport.recv(), timeout)
+    frames = wire.decode_message(message)
+    if not frames or not isinstance(frames[0], wire.Hello):
+        raise WireError("link must start with hello")
+    peer = frames[0]
+    if min(peer.version, wire.PROTOCOL_VERSION) < wire.PROTOCOL_VERSION:
+        # Both speak the lower of the two versions; we know no version below ours.
+        raise WireError(f"peer speaks protocol version {peer.version}, we need {wire.PROTOCOL_VERSION}")
+    if dialed:
+        verify_acceptor_proof(secret, dialer_proof, peer.proof)
+    return peer
+
+
+async def run_until_first(*loops: Coroutine[Any, Any, None]) -> None:
+    """Run a link's loops together; the first to end (or fail) ends them all."""
+    tasks = [asyncio.create_task(loop) for loop in loops]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from .http import is_loopback
+from .web import is_loopback
 
 
 def plaintext_warning(url: str) -> str | None:
@@ -28,3 +28,11 @@ def warn_if_plaintext(url: str, log: logging.Logger) -> None:
     warning = plaintext_warning(url)
     if warning:
         log.warning("%s", warning)
+
+
+def parse_hostport(value: str, default_port: int) -> tuple[str, int]:
+    """``"0.0.0.0:1935"`` → ``("0.0.0.0", 1935)``; ``"[::1]:80"`` and ``":80"`` work too."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        return value or "0.0.0.0", default_port
+    return (host.strip("[]") or "0.0.0.0"), int(port)

@@ -36,7 +36,7 @@ from relay_client.tone import count_silent_gaps, dominant_frequency
 from relay_edge import flv, keys
 from relay_edge.auth import make_proof
 from relay_edge.edge import Edge, EdgeConfig
-from relay_edge.http import common_routes
+from relay_edge.web import common_routes
 from tests.support import publishers
 from tests.support.raw import RtmpClient, wait_closed, ws_upgrade
 from tests.support.relay import SECRET, Relay, until, with_limits

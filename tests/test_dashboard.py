@@ -115,7 +115,7 @@ def test_dashboard_ships_as_package_data() -> None:
     """One file, no build step: listed in package-data so wheels and the Docker image carry it."""
     import tomllib
 
-    from relay_edge.http import dashboard_html
+    from relay_edge.web import dashboard_html
 
     root = Path(__file__).resolve().parent.parent
     package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]

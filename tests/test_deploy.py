@@ -205,7 +205,7 @@ def test_dockerfile_is_small_edge_only_and_non_root() -> None:
 
 
 def test_edge_imports_without_pyav() -> None:
-    code = "import sys; import relay_edge.cli, relay_edge.edge, relay_edge.http; print('av' in sys.modules)"
+    code = "import sys; import relay_edge.cli, relay_edge.edge, relay_edge.web; print('av' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

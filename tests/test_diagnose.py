@@ -22,7 +22,7 @@ from aiohttp import web
 from relay_client.diagnose import Target, diagnose
 from relay_client.receiver import Receiver
 from relay_edge.edge import Edge, EdgeConfig
-from relay_edge.http import common_routes, derived_status_token
+from relay_edge.web import common_routes, derived_status_token
 from tests.support.net import free_port
 from tests.support.relay import SECRET, until
 

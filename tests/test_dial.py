@@ -34,11 +34,11 @@ from relay_edge import cli as edge_cli
 from relay_edge import dial, keys
 from relay_edge.dial import classify, dial_forever, upgrade_target
 from relay_edge.edge import Edge, EdgeConfig
-from relay_edge.http import common_routes
 from relay_edge.limits import DEFAULT_LIMITS
 from relay_edge.metrics import Metrics
 from relay_edge.supervise import Backoff, Supervisor
 from relay_edge.transport import SUBPROTOCOL
+from relay_edge.web import common_routes
 from tests.support import media, publishers
 from tests.support.faults import FaultFront
 from tests.support.net import LOOPBACK, free_port

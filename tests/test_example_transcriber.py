@@ -20,7 +20,7 @@ from examples.livekit_transcriber.app import MANAGER, RECEIVER, build_app
 from examples.livekit_transcriber.transcriber import WavSegmentTranscriber
 from relay_client.tone import dominant_frequency
 from relay_edge.edge import Edge, EdgeConfig
-from relay_edge.http import derived_status_token
+from relay_edge.web import derived_status_token
 from tests.support import livekit_standin as lk
 from tests.support.relay import SECRET, until
 

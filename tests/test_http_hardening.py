@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from relay_edge.edge import Edge, EdgeConfig
-from relay_edge.http import STATUS_COOKIE, derived_status_token
+from relay_edge.web import STATUS_COOKIE, derived_status_token
 from tests.support.raw import wait_closed
 from tests.support.relay import SECRET, with_limits
 

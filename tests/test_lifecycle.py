@@ -21,9 +21,8 @@ from relay_client import Receiver, Stream
 from relay_edge import flv, keys, wire
 from relay_edge.auth import PROOF_HEADER, link_target, make_proof
 from relay_edge.edge import Edge, EdgeConfig
-from relay_edge.http import common_routes
-from relay_edge.link import exchange_hello
-from relay_edge.transport import SUBPROTOCOL, WebsocketsTransport
+from relay_edge.transport import SUBPROTOCOL, WebsocketsTransport, exchange_hello
+from relay_edge.web import common_routes
 from tests.support import media
 from tests.support.net import TcpProxy, free_port, port_is_open
 from tests.support.raw import RtmpClient, wait_closed

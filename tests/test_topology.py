@@ -20,7 +20,7 @@ from relay_client import Receiver, Stream
 from relay_client.tone import dominant_frequency
 from relay_edge import flv, keys
 from relay_edge.edge import Edge, EdgeConfig
-from relay_edge.http import common_routes
+from relay_edge.web import common_routes
 from tests.support import media, publishers
 from tests.support.net import TcpProxy
 from tests.support.relay import SECRET, until

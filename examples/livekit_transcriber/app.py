@@ -34,7 +34,7 @@ from livekit import api
 
 from relay_client import AudioFormat, Receiver
 from relay_client.livekit import ConfigError, EgressManager, LiveKitConfig, TrackAudioEndpoint, WebhookHandler
-from relay_edge.http import GuardedSite, app_runner, common_routes, harden, status_token
+from relay_edge.web import GuardedSite, app_runner, common_routes, harden, status_token
 
 from .transcriber import Transcriber, WavSegmentTranscriber
 
@@ -169,7 +169,7 @@ async def room_state(request: web.Request) -> web.Response:
 
 
 def main() -> None:
-    """Serve on 0.0.0.0:$PORT, with the relay's HTTP timeouts (relay_edge.http.GuardedSite)."""
+    """Serve on 0.0.0.0:$PORT, with the relay's HTTP timeouts (relay_edge.web.GuardedSite)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app = build_app()

@@ -9,7 +9,7 @@ import sys
 import click
 from livekit import api
 
-from relay_edge.cli import with_log_options
+from relay_edge.cliopts import with_log_options
 from relay_edge.logs import setup_logging
 
 from .egress import ConfigError, EgressManager, EgressStatus, LiveKitConfig, RoomNotFound

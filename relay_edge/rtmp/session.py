@@ -121,9 +121,8 @@ class ServerSession:
             # Keep what the bytes before the error completed (e.g. the last
             # audio frames before a malformed command): the I/O layer may
             # deliver them before it closes.
-            exc.events = events  # type: ignore[attr-defined]
             self._failed = str(exc)
-            raise
+            raise exc.with_events(events) from None
         if self._handshake is None and (
             self.bytes_received - self._last_ack >= self._ack_window or (self._ack_on_media and events)
         ):

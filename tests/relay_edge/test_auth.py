@@ -126,7 +126,7 @@ def test_a_proof_verifies_only_for_its_target() -> None:
 
 
 def test_the_acceptor_target_prefers_its_configured_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    from relay_edge.http import acceptor_target
+    from relay_edge.web import acceptor_target
 
     monkeypatch.delenv("RELAY_PUBLIC_HOST", raising=False)
     monkeypatch.delenv("RENDER_EXTERNAL_URL", raising=False)

@@ -49,7 +49,7 @@ def test_the_budget_follows_pushes_acks_drops_and_discards() -> None:
         b.push(flv.AUDIO, i, bytes(50), float(i))
     assert a.dropped_tags > 0
     assert budget.used == a.held_bytes + b.held_bytes
-    _, _, sent = b.take()
+    _, _, sent = b.take(1)
     b.ack(len(sent) // 2)
     assert b.drop_oldest() == 50 + 11 + TAG_OVERHEAD
     assert budget.used == a.held_bytes + b.held_bytes
@@ -87,7 +87,7 @@ async def test_past_max_buffered_total_the_oldest_tags_of_any_stream_go_first() 
         assert edge.budget.used <= limit
         assert edge.budget.used == old_box.held_bytes + new_box.held_bytes
         assert old_box.dropped_tags > 0 and new_box.dropped_tags == 0  # the older data went
-        gap, first, _ = old_box.take()  # the link would report it, right where the tags were
+        gap, first, _ = old_box.take(1)  # the link would report it, right where the tags were
         assert gap is not None and gap.tags == old_box.dropped_tags and gap.seq == first
         metrics = edge.metrics.render().decode()
         assert 'relay_edge_limit_breaches_total{limit="max_buffered_total"}' in metrics

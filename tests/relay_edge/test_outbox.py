@@ -9,12 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay_edge import flv
+from relay_edge.frames import Gap
 from relay_edge.limits import DEFAULT_LIMITS
-from relay_edge.outbox import Gap, Outbox
+from relay_edge.outbox import Outbox
 
 AAC_CONFIG = b"\xaf\x00\x12\x10"
 AVC_CONFIG = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f"
 METADATA = b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x00\x00\x00\x09"
+
+SID = 7  # the stream's sid on the link: outbox.take() puts it in the Gap frame
 
 
 def frame(i: int, size: int = 100) -> bytes:
@@ -38,17 +41,17 @@ def fill(ob: Outbox, n: int, size: int = 100, now: float = 0.0, step_ms: int = 2
 def test_sequence_numbers_and_take_in_order() -> None:
     ob = box()
     assert [ob.push(flv.AUDIO, i, frame(i), 0.0) for i in range(5)] == [1, 2, 3, 4, 5]
-    gap, seq, tags = ob.take()
+    gap, seq, tags = ob.take(SID)
     assert (gap, seq) == (None, 1)
     assert tags == [enc(flv.AUDIO, i, frame(i)) for i in range(5)]
     assert not ob.pending
-    assert ob.take() == (None, 6, [])
+    assert ob.take(SID) == (None, 6, [])
 
 
 def test_ack_frees_buffer_and_credit() -> None:
     ob = box()
     fill(ob, 4)
-    ob.take()
+    ob.take(SID)
     assert ob.inflight_bytes == ob.buffered_bytes == 4 * 111
     ob.ack(2)
     assert (ob.acked, ob.buffered_tags, ob.inflight_bytes) == (2, 2, 2 * 111)
@@ -63,7 +66,7 @@ def test_behind_means_unsent_bytes_with_credit_to_spare() -> None:
     fill(ob, 25)
     assert ob.behind(2000)  # 2775 unsent, nothing in flight: the link is not keeping up
     assert not ob.behind(2775)
-    ob.take()  # ten go out: the window is full
+    ob.take(SID)  # ten go out: the window is full
     assert ob.buffered_bytes - ob.inflight_bytes == 15 * 111
     assert not ob.behind(1000)  # unsent, but waiting on the app's acks: not the link's fault
     ob.ack(5)
@@ -83,11 +86,11 @@ CREDIT_CASES = [
 def test_credit_window(credit: int, size: int, pushed: int, taken: int) -> None:
     ob = box(credit_bytes=credit)
     fill(ob, pushed, size)
-    _, seq, tags = ob.take()
+    _, seq, tags = ob.take(SID)
     assert (seq, len(tags)) == (1, taken)
-    assert ob.take()[2] == [] or taken == pushed  # nothing more until an ack
+    assert ob.take(SID)[2] == [] or taken == pushed  # nothing more until an ack
     ob.ack(taken)
-    _, seq, more = ob.take()
+    _, seq, more = ob.take(SID)
     assert seq == taken + 1
     assert len(more) == min(taken, pushed - taken)
 
@@ -95,10 +98,10 @@ def test_credit_window(credit: int, size: int, pushed: int, taken: int) -> None:
 def test_rewind_resends_everything_after_the_last_ack() -> None:
     ob = box()
     fill(ob, 6)
-    ob.take()
+    ob.take(SID)
     ob.ack(3)
     ob.rewind()  # link dropped with 4..6 in flight
-    gap, seq, tags = ob.take()
+    gap, seq, tags = ob.take(SID)
     assert (gap, seq, len(tags)) == (None, 4, 3)
     assert tags[0] == enc(flv.AUDIO, 3 * 23, frame(3))
 
@@ -106,11 +109,11 @@ def test_rewind_resends_everything_after_the_last_ack() -> None:
 def test_resume_from_a_client_that_delivered_more_than_we_saw_acked() -> None:
     ob = box()
     fill(ob, 6)
-    ob.take()
+    ob.take(SID)
     ob.ack(2)
     ob.resume_from(5)  # its ack for 3..5 was lost with the link
     assert ob.acked == 5
-    gap, seq, tags = ob.take()
+    gap, seq, tags = ob.take(SID)
     assert (gap, seq, len(tags)) == (None, 6, 1)
     assert ob.inflight_bytes == 111
 
@@ -126,11 +129,11 @@ def test_overflow_by_bytes_drops_oldest_whole_tags_and_reports_the_gap() -> None
     ob = box(buffer_bytes=111 * 10)
     fill(ob, 15)  # 5 too many, never sent
     assert (ob.buffered_tags, ob.dropped_tags, ob.dropped_bytes) == (10, 5, 5 * 111)
-    gap, seq, tags = ob.take()
-    assert gap == Gap(seq=6, tags=5, bytes=5 * 111, ms=4 * 23)
+    gap, seq, tags = ob.take(SID)
+    assert gap == Gap(sid=SID, seq=6, tags=5, bytes=5 * 111, ms=4 * 23)
     assert (seq, len(tags)) == (6, 10)
     assert tags[0] == enc(flv.AUDIO, 5 * 23, frame(5))
-    assert ob.take()[0] is None  # reported once
+    assert ob.take(SID)[0] is None  # reported once
 
 
 def test_overflow_by_seconds() -> None:
@@ -139,32 +142,32 @@ def test_overflow_by_seconds() -> None:
         ob.push(flv.AUDIO, i * 1000, frame(i), now=float(i))
     # At now=19, tags that arrived before t=9 are gone: seq 1..9.
     assert ob.dropped_tags == 9
-    gap, seq, _ = ob.take()
-    assert gap == Gap(seq=10, tags=9, bytes=9 * 111, ms=8000)
+    gap, seq, _ = ob.take(SID)
+    assert gap == Gap(sid=SID, seq=10, tags=9, bytes=9 * 111, ms=8000)
     assert seq == 10
 
 
 def test_dropping_in_flight_tags_shows_as_a_gap_only_if_the_link_drops() -> None:
     ob = box(buffer_bytes=111 * 5)
     fill(ob, 5)
-    ob.take()  # 1..5 in flight
+    ob.take(SID)  # 1..5 in flight
     ob.push(flv.AUDIO, 500, frame(5), 0.0)  # pushes 1 out while in flight
     assert ob.dropped_tags == 1
     assert ob.inflight_bytes == 4 * 111
     # The link survives: the client got 1 anyway and acks it; no gap.
     ob.ack(5)
-    gap, seq, tags = ob.take()
+    gap, seq, tags = ob.take(SID)
     assert (gap, seq, len(tags)) == (None, 6, 1)
 
 
 def test_in_flight_drop_then_link_loss_reports_a_gap_on_the_next_link() -> None:
     ob = box(buffer_bytes=111 * 5)
     fill(ob, 5)
-    ob.take()
+    ob.take(SID)
     fill(ob, 2)  # drops 1 and 2, which were in flight
     ob.rewind()
-    gap, seq, tags = ob.take()
-    assert gap == Gap(seq=3, tags=2, bytes=2 * 111, ms=23)
+    gap, seq, tags = ob.take(SID)
+    assert gap == Gap(sid=SID, seq=3, tags=2, bytes=2 * 111, ms=23)
     assert (seq, len(tags)) == (3, 5)
 
 
@@ -246,7 +249,7 @@ def test_every_tag_is_delivered_once_or_reported_as_a_gap(ops: list[tuple[str, i
         elif op == "resume":
             ob.resume_from(delivered)  # a new link whose client delivered more than it acked
         elif op == "take":
-            gap, seq, tags = ob.take()
+            gap, seq, tags = ob.take(SID)
             if gap is not None:
                 assert gap.seq - gap.tags <= delivered + 1 <= gap.seq
                 assert gap.bytes == sum(sizes[s] for s in range(gap.seq - gap.tags, gap.seq))
@@ -263,7 +266,7 @@ def test_every_tag_is_delivered_once_or_reported_as_a_gap(ops: list[tuple[str, i
     # Drain: everything pushed is either delivered or reported.
     ob.rewind()
     while ob.pending:
-        gap, seq, tags = ob.take()
+        gap, seq, tags = ob.take(SID)
         if gap is not None:
             delivered = max(delivered, gap.seq - 1)
         if tags:
@@ -331,14 +334,14 @@ STATE_CASES = [
     pytest.param(
         {"buffer_bytes": 3 * T},
         [("push", 5)],
-        (Gap(3, 2, 2 * T, 23), 3, 3),
+        (Gap(SID, 3, 2, 2 * T, 23), 3, 3),
         (0, 3, 3 * T),
         id="overflow, unsent",
     ),
     pytest.param(
         {"buffer_seconds": 1.0},
         [("push", 2, 0.0), ("push", 1, 5.0)],
-        (Gap(3, 2, 2 * T, 23), 3, 1),
+        (Gap(SID, 3, 2, 2 * T, 23), 3, 1),
         (0, 1, T),
         id="too old, unsent",
     ),
@@ -352,21 +355,21 @@ STATE_CASES = [
     pytest.param(
         {"buffer_bytes": 3 * T},
         [("push", 3), ("take",), ("push", 2), ("rewind",)],
-        (Gap(3, 2, 2 * T, 23), 3, 3),
+        (Gap(SID, 3, 2, 2 * T, 23), 3, 3),
         (0, 3, 3 * T),
         id="dropped in flight, link lost: gap on the next link",
     ),
     pytest.param(
         {"buffer_bytes": 3 * T},
         [("push", 3), ("take",), ("ack", 1), ("rewind",), ("push", 3), ("resume", 2)],
-        (Gap(4, 1, T, 0), 4, 3),
+        (Gap(SID, 4, 1, T, 0), 4, 3),
         (2, 3, 3 * T),
         id="dropped while down, client delivered part of it: gap counts only the rest",
     ),
     pytest.param(
         {"buffer_bytes": 3 * T},
         [("push", 5), ("take",), ("rewind",)],
-        (Gap(3, 2, 2 * T, 23), 3, 3),
+        (Gap(SID, 3, 2, 2 * T, 23), 3, 3),
         (0, 3, 3 * T),
         id="gap reported, link lost before its ack: reported again",
     ),
@@ -403,14 +406,14 @@ def test_outbox_states(
                 i = ob.next_seq - 1
                 ob.push(flv.AUDIO, i * 23, frame(i), now)
         elif op == "take":
-            ob.take()
+            ob.take(SID)
         elif op == "ack":
             ob.ack(args[0])
         elif op == "rewind":
             ob.rewind()
         elif op == "resume":
             ob.resume_from(args[0])
-    gap, seq, tags = ob.take()
+    gap, seq, tags = ob.take(SID)
     assert (gap, seq, len(tags)) == take
     assert (ob.acked, ob.buffered_tags, ob.inflight_bytes) == books
     for offset, tag in enumerate(tags):  # the right tags, byte for byte

@@ -1,6 +1,6 @@
 """A publisher takes a stream over: the new one's timeline goes on after everything the old one showed.
 
-Sans-I/O, on :class:`~relay_edge.edge.EdgeStream`: tags go through ``rebase`` then ``note`` in the
+Sans-I/O, on :class:`~relay_edge.edgestream.EdgeStream`: tags go through ``rebase`` then ``note`` in the
 order ``Edge.media`` uses. With B-frames a frame sent before the old publisher's last tag shows
 after it (timestamp + composition time); the new publisher's frames must show later still.
 """

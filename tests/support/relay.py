@@ -22,8 +22,8 @@ from relay_client.receiver import Receiver
 from relay_client.stream import Stream
 from relay_edge import keys
 from relay_edge.edge import Edge, EdgeConfig
-from relay_edge.http import common_routes
 from relay_edge.limits import DEFAULT_LIMITS, Limits
+from relay_edge.web import common_routes
 from tests.support.net import TcpProxy
 from tests.support.wait import until
 

@@ -109,7 +109,7 @@ class CaptureServer:
                     with contextlib.suppress(OSError):  # see the class docstring
                         await loop.sock_sendall(conn, out)
         except ProtocolError as exc:
-            capture.events.extend(exc.events)  # type: ignore[attr-defined]
+            capture.events.extend(exc.events)
             capture.error = exc
         except ConnectionError:
             pass

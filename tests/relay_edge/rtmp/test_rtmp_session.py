@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from rtmp_support import SPLIT_MODES, Wire, client_handshake, connected_pair, feed_all, pump
 
 from relay_edge import flv
-from relay_edge.errors import LocalProtocolError, MessageError, ProtocolError
+from relay_edge.errors import LimitExceeded, LocalProtocolError, MessageError, ProtocolError
 from relay_edge.limits import Limits
 from relay_edge.rtmp import (
     AcknowledgementReceived,
@@ -273,7 +273,18 @@ def test_error_keeps_the_events_completed_before_it() -> None:
     data = wire.msg(4, m.AUDIO, 1, 0, b"\xaf\x01last") + wire.command("publish", 0.0, None, "x", stream_id=9)
     with pytest.raises(MessageError) as info:
         server.receive_data(data)
-    assert info.value.events == [Media(1, flv.AUDIO, 0, b"\xaf\x01last")]  # type: ignore[attr-defined]
+    assert info.value.events == [Media(1, flv.AUDIO, 0, b"\xaf\x01last")]
+
+
+def test_limit_breach_keeps_its_fields_and_the_events_before_it() -> None:
+    _, server, _, _ = connected_pair()
+    wire = Wire(4096)
+    command = wire.command("publish", 0.0, None, "x" * (server.limits.max_command_message + 1), stream_id=1)
+    with pytest.raises(LimitExceeded) as info:
+        server.receive_data(wire.msg(4, m.AUDIO, 1, 0, b"\xaf\x01last") + command)
+    assert info.value.what == "max_command_message"
+    assert info.value.limit == server.limits.max_command_message
+    assert info.value.events == [Media(1, flv.AUDIO, 0, b"\xaf\x01last")]
 
 
 # --- acknowledgements, ping, window ---------------------------------------------------------

@@ -1,7 +1,7 @@
-"""The edge's HTTP side: health, status, metrics, and ``/link`` for apps that dial in (pull).
+"""HTTP both sides serve: health, status, metrics, and accepting a link that dials in.
 
-Shared with the app side: :func:`common_routes` (``/healthz`` open; status, metrics and
-the dashboard behind a bearer token on non-loopback listeners), :func:`harden` (a body
+:func:`common_routes` (``/healthz`` open; status, metrics and the dashboard behind
+a bearer token on non-loopback listeners), :func:`harden` (a body
 timeout) and :class:`GuardedSite` (a request-head timeout from accept). aiohttp has
 neither timeout by default, so a client sending half a request held its socket forever.
 """
@@ -9,7 +9,6 @@ neither timeout by default, so a client sending half a request held its socket f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hmac
 import ipaddress
@@ -17,20 +16,17 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from .auth import PROOF_HEADER, b64url, derive_key, target_of
-from .errors import AuthError, LimitExceeded, ProtocolError
+from .errors import AuthError, LimitExceeded, ProtocolError, TransportClosed
 from .limits import DEFAULT_LIMITS, Limits
 from .metrics import CONTENT_TYPE
-from .transport import SUBPROTOCOL, AiohttpTransport, TransportClosed
+from .transport import SUBPROTOCOL
 
-if TYPE_CHECKING:
-    from .edge import Edge
-
-log = logging.getLogger("relay_edge.http")
+log = logging.getLogger("relay_edge.http")  # the name logs have always shown
 
 
 @functools.cache
@@ -314,34 +310,3 @@ def close_code_for(exc: BaseException) -> int:
     if isinstance(exc, AuthError):
         return 1008
     return 1000
-
-
-def edge_app(edge: Edge) -> web.Application:
-    app = harden(web.Application(), edge.limits)
-    host = edge.config.http_listen[0] if edge.config.http_listen else "127.0.0.1"
-    token = None if is_loopback(host) else (edge.config.status_token or status_token(edge.config.secret))
-    common_routes(app, edge.status, edge.metrics.render, token, health=edge.unhealthy)
-
-    async def link(request: web.Request) -> web.StreamResponse:
-        accepted = await accept_link(request, edge.verify_link_proof, edge.limits.ws_max_message)
-        if isinstance(accepted, web.Response):
-            edge.metrics.auth_failures.labels("link_proof").inc()
-            return accepted
-        ws, proof = accepted
-        transport = AiohttpTransport(ws, f"{request.remote} (pull)")
-        try:
-            await edge.run_link(transport, dialer_proof=proof, dialed=False)
-        except LINK_ENDED as exc:
-            log.warning("link from %s ended: %s", request.remote, exc)
-            with contextlib.suppress(Exception):
-                await transport.close(close_code_for(exc), str(exc))
-        except Exception as exc:  # a bug: logged with its traceback and counted; only this link ends
-            edge.supervisor.report("link (pull)", exc, then="dropping that link")
-            with contextlib.suppress(Exception):
-                await transport.close(1011, f"internal error: {type(exc).__name__}")
-        finally:
-            await ws.close()
-        return ws
-
-    app.router.add_get("/link", link)
-    return app
