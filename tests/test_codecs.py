@@ -34,12 +34,11 @@ from relay_client.decode import AudioFormat
 from relay_client.stream import Stream
 from relay_client.tone import dominant_frequency
 from relay_edge import flv, keys, tagbody
-from relay_edge.edge import Edge, EdgeConfig
 from tests.support import media, publishers
 from tests.support.net import LOOPBACK, TcpProxy
 from tests.support.raw import RtmpClient
 from tests.support.relay import SECRET, Relay, until
-from tests.test_resume import App
+from tests.test_resume import App, routed_edge
 
 pytestmark = pytest.mark.slow
 
@@ -238,14 +237,7 @@ async def test_deploy_mid_stream_resumes_opus_and_every_audio_track(tmp_path: Pa
     SequenceStart of each track (Opus on track 0, AAC on track 1) and decodes both to the end."""
     old = await TrackApp(tmp_path / "old").start()
     router = await TcpProxy(old.port).start()  # the platform's router: one public URL
-    config = EdgeConfig(
-        secret=SECRET,
-        rtmp_listen=(LOOPBACK, 0),
-        http_listen=None,
-        upstreams=(f"ws://{LOOPBACK}:{router.port}/relay",),
-        name="test-edge",
-    )
-    edge = Edge(config)
+    edge = routed_edge(router)
     new: TrackApp | None = None
     seconds = 5  # the switch happens after ~1 s: 4 s of margin for a loaded machine
     try:

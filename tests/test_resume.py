@@ -408,13 +408,8 @@ class App:
         await self.runner.cleanup()
 
 
-async def test_deploy_moves_streams_to_the_new_instance_without_loss(tmp_path: Path) -> None:
-    """A Render deploy: the new instance comes up and gets the traffic, the old one keeps its link
-    (and the stream) until SIGTERM; then the stream resumes on the new one. Together their files
-    hold every tag exactly once."""
-    source = media.tone_flv(tmp_path / "src.flv", seconds=8, frequency=440)
-    old = await App(tmp_path / "old").start()
-    router = await TcpProxy(old.port).start()  # the platform's router: one public URL
+def routed_edge(router: TcpProxy) -> Edge:
+    """An edge pushing to the platform's router (one public URL in front of the app instances)."""
     config = EdgeConfig(
         secret=SECRET,
         rtmp_listen=(LOOPBACK, 0),
@@ -422,7 +417,17 @@ async def test_deploy_moves_streams_to_the_new_instance_without_loss(tmp_path: P
         upstreams=(f"ws://{LOOPBACK}:{router.port}/relay",),
         name="test-edge",
     )
-    edge = Edge(config)
+    return Edge(config)
+
+
+async def test_deploy_moves_streams_to_the_new_instance_without_loss(tmp_path: Path) -> None:
+    """A Render deploy: the new instance comes up and gets the traffic, the old one keeps its link
+    (and the stream) until SIGTERM; then the stream resumes on the new one. Together their files
+    hold every tag exactly once."""
+    source = media.tone_flv(tmp_path / "src.flv", seconds=8, frequency=440)
+    old = await App(tmp_path / "old").start()
+    router = await TcpProxy(old.port).start()  # the platform's router: one public URL
+    edge = routed_edge(router)
     new: App | None = None
     try:
         await edge.start()
