@@ -132,9 +132,15 @@ def _edge(rtmp: int, http: int, *upstream: str) -> subprocess.Popen[bytes]:
     argv = [str(BIN / "relay-edge"), "serve", "--rtmp", f"127.0.0.1:{rtmp}", "--http", f"127.0.0.1:{http}"]
     for url in upstream:
         argv += ["--upstream", url]
-    proc = spawn(argv, EDGE_ENV)
-    wait_listening(rtmp, proc)
-    wait_listening(http, proc)
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - the child holds it; read if it exits early
+    proc = spawn(argv, EDGE_ENV, stderr=log)
+    try:
+        wait_listening(rtmp, proc)
+        wait_listening(http, proc)
+    except RuntimeError as exc:
+        log.seek(0)
+        tail = log.read().decode(errors="replace")[-2000:]
+        raise RuntimeError(f"{exc}; its stderr:\n{tail}") from None
     return proc
 
 

@@ -122,6 +122,11 @@ class Limits:
     http_header_timeout: float = 10.0
     # Seconds for a request body (at most 1 MiB, aiohttp's client_max_size) to arrive.
     http_body_timeout: float = 30.0
+    # Open HTTP connections per listener, links included. A deployment has a few links,
+    # a dashboard and a scraper; each connection costs aiohttp's buffers, so without a
+    # cap anyone could hold thousands for http_header_timeout each. Past it, new
+    # connections are closed at accept (the ones open are untouched).
+    http_max_connections: int = 256
 
     # --- The edge <-> client link -----------------------------------------------------
     # One WebSocket message: a batch of frames. Must exceed max_message_size

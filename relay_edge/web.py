@@ -13,7 +13,9 @@ import functools
 import hmac
 import ipaddress
 import logging
+import math
 import os
+import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -179,21 +181,48 @@ def harden(app: web.Application, limits: Limits = DEFAULT_LIMITS) -> web.Applica
     return app
 
 
+class _OpenCount:
+    """The HTTP connections open on one listener, against ``http_max_connections``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.open, self.refused = limit, 0, 0
+        self._last_log = -math.inf
+
+    def admit(self, transport: asyncio.BaseTransport) -> bool:
+        if self.open < self.limit:
+            self.open += 1
+            return True
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._last_log >= 10.0:  # one line per 10 s however hard it is hammered
+            self._last_log = now
+            log.warning(
+                "refusing HTTP connections: http_max_connections (%d) open; %d refused so far (last from %s)",
+                self.limit, self.refused, transport.get_extra_info("peername"),
+            )  # fmt: skip
+        return False
+
+
 class _HeadDeadline(asyncio.Protocol):
     """Wraps aiohttp's protocol: a connection whose first request head (up to the blank line)
     isn't in within ``timeout`` seconds of accept is closed. Later requests on a kept-alive
     connection are bounded by aiohttp's ``keepalive_timeout``, which :class:`GuardedSite` sets
-    to the same value."""
+    to the same value. Past ``http_max_connections`` open, a connection is closed at accept."""
 
-    def __init__(self, inner: asyncio.Protocol, timeout: float) -> None:
-        self.inner, self.timeout = inner, timeout
+    def __init__(self, inner: Callable[[], asyncio.Protocol], timeout: float, count: _OpenCount) -> None:
+        self._make_inner, self.timeout, self._count = inner, timeout, count
+        self.inner: asyncio.Protocol | None = None  # made only for an admitted connection
         self._tail: bytes | None = b""  # last bytes seen while looking for the head's end; None once found
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._count.admit(transport):
+            transport.abort()  # an RST: nothing of aiohttp's is made for it
+            return
         self._transport = transport
         self._timer = asyncio.get_running_loop().call_later(self.timeout, self._expired)
+        self.inner = self._make_inner()
         self.inner.connection_made(transport)
 
     def _expired(self) -> None:
@@ -203,6 +232,8 @@ class _HeadDeadline(asyncio.Protocol):
             self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        if self.inner is None:
+            return
         if self._tail is not None:
             seen = self._tail + data[:4096]
             if b"\r\n\r\n" in seen or b"\n\n" in seen:
@@ -214,36 +245,42 @@ class _HeadDeadline(asyncio.Protocol):
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+        return self.inner.eof_received() if self.inner is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self.inner.connection_lost(exc)
+        if self.inner is not None:
+            self._count.open -= 1
+            self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()
+        if self.inner is not None:
+            self.inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self.inner.resume_writing()
+        if self.inner is not None:
+            self.inner.resume_writing()
 
 
 class GuardedSite(web.TCPSite):
-    """A TCPSite whose connections must send a request head within ``http_header_timeout``."""
+    """A TCPSite whose connections must send a request head within ``http_header_timeout``,
+    with at most ``http_max_connections`` open at once."""
 
     def __init__(
         self, runner: web.BaseRunner, host: str, port: int, limits: Limits = DEFAULT_LIMITS, **kw: Any
     ):
         super().__init__(runner, host, port, **kw)
         self.header_timeout = limits.http_header_timeout
+        self.connections = _OpenCount(limits.http_max_connections)
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         server = self._runner.server
         assert server is not None
-        timeout = self.header_timeout
+        timeout, count = self.header_timeout, self.connections
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _HeadDeadline(server(), timeout),
+            lambda: _HeadDeadline(server, timeout, count),
             self._host,
             self._port,
             ssl=self._ssl_context,

@@ -2,6 +2,8 @@
 
 - half a request head is closed at ``http_header_timeout``; a body that never finishes gets 408 at
   ``http_body_timeout``; everyone else is served meanwhile;
+- past ``http_max_connections`` open, a new connection is closed at accept; once one closes, the
+  next is served;
 - on a listener bound to a non-loopback address, status and metrics need the bearer token (or the
   dashboard's cookie), ``/healthz`` stays open; ``RELAY_STATUS_TOKEN`` overrides the derived token;
   ``relay-edge status-token`` prints what the listener asks for.
@@ -22,6 +24,7 @@ import aiohttp
 import pytest
 
 from relay_edge.edge import Edge, EdgeConfig
+from relay_edge.limits import Limits
 from relay_edge.web import STATUS_COOKIE, derived_status_token
 from tests.support.raw import wait_closed
 from tests.support.relay import SECRET, with_limits
@@ -31,8 +34,8 @@ SLACK = 5.0
 
 
 @asynccontextmanager
-async def edge_on(host: str) -> AsyncIterator[Edge]:
-    config = EdgeConfig(secret=SECRET, rtmp_listen=("127.0.0.1", 0), http_listen=(host, 0), limits=LIMITS)
+async def edge_on(host: str, limits: Limits = LIMITS) -> AsyncIterator[Edge]:
+    config = EdgeConfig(secret=SECRET, rtmp_listen=("127.0.0.1", 0), http_listen=(host, 0), limits=limits)
     edge = Edge(config)
     await edge.start()
     try:
@@ -64,6 +67,36 @@ async def test_a_body_that_never_finishes_gets_408() -> None:
         assert head.startswith(b"HTTP/1.1 408 ")
         assert time.monotonic() - started >= LIMITS.http_body_timeout - 0.05
         writer.close()
+
+
+async def test_connections_past_the_cap_are_closed_at_accept() -> None:
+    limits = with_limits(http_max_connections=3, http_header_timeout=30.0)
+    async with edge_on("127.0.0.1", limits) as edge:
+        held = [await asyncio.open_connection("127.0.0.1", edge.http_port) for _ in range(3)]
+        for _, writer in held:  # half a head each: they hold their slots, as a slow attacker would
+            writer.write(b"GET /healthz HTTP/1.1\r\n")
+        # Accepted in order: by the time this one is, the three before it hold every slot.
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.http_port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: edge\r\n\r\n")
+        _, _, data = await wait_closed(reader, SLACK)
+        writer.close()
+        assert data == b""  # refused: closed before any answer
+        held.pop()[1].transport.abort()  # one slot frees: a client is served again
+        assert await get_when_served(f"http://127.0.0.1:{edge.http_port}/healthz") == (200, "ok\n")
+        for _, writer in held:
+            writer.transport.abort()
+
+
+async def get_when_served(url: str, timeout: float = SLACK) -> tuple[int, str]:
+    """``get(url)``, retried while the listener refuses the connection (it frees a slot soon)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await get(url)
+        except aiohttp.ClientConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.01)
 
 
 async def get(url: str, **headers: str) -> tuple[int, str]:

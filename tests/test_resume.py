@@ -136,6 +136,12 @@ async def wait_link(http_port: int, timeout: float) -> float:
     return time.monotonic() - start
 
 
+def resumes_logged(app: Proc) -> int:
+    """How often the app logged taking its stream up again: on a new link, or after a restart."""
+    log = app.log
+    return log.count("resumed on a new link") + log.count("continuing after a restart")
+
+
 @pytest.fixture(scope="module")
 def minute_tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """60 s of a 440 Hz AAC tone (2584 audio tags), the chaos test's source."""
@@ -144,6 +150,8 @@ def minute_tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 async def test_chaos_link_cuts_and_app_kill_lose_nothing(tmp_path: Path, minute_tone: Path) -> None:
     """60 s stream; the edge-app link is cut 5 times (0.1-3 s) and the app SIGKILLed and restarted once.
+
+    Each cut comes only once the stream resumed after the one before, so each is a resume.
 
     The publisher never notices; the app's NAME.flv holds every source audio tag exactly once, in
     order, byte-identical; NAME.wav is as long as the source to within one AAC frame.
@@ -167,26 +175,34 @@ async def test_chaos_link_cuts_and_app_kill_lose_nothing(tmp_path: Path, minute_
 
                 relinks: list[float] = []
 
+                async def relinked(resumed_before: int) -> None:
+                    # The link is up and the stream resumed on it: the next cut hits a link that
+                    # carries it (one cut right after a relink could otherwise count one resume).
+                    relinks.append(await wait_link(http_port, 30))
+                    await until(lambda: resumes_logged(app) > resumed_before, 30, "the stream to resume")
+
                 async def outage(start: float, seconds: float) -> None:
                     # Refuse redials for the outage, then reset the live link (RST both ways).
                     await at(start)
+                    resumed_before = resumes_logged(app)
                     await proxy.pause()
                     assert await proxy.cut() == 1, "the link should have been up before each cut"
                     await asyncio.sleep(seconds)
                     await proxy.resume()
-                    relinks.append(await wait_link(http_port, 20))
+                    await relinked(resumed_before)
 
                 await outage(5, 0.1)
                 await outage(12, 1.0)
                 await outage(19, 3.0)
                 # The app dies without a chance to ack or close, then a new process starts.
                 await at(28)
+                resumed_before = resumes_logged(app)
                 await app.kill()
                 await asyncio.sleep(1.0)
                 await app.start()
-                relinks.append(await wait_link(http_port, 30))
+                await relinked(resumed_before)
                 await outage(38, 0.5)
-                await outage(47, 2.0)
+                await outage(45, 2.0)
                 await pub.wait_ok(60)  # ffmpeg never saw any of it: exit 0
             assert pub.returncode == 0
             await until((out / "chaos.json").exists, 30, "the app never finished the stream")

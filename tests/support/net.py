@@ -8,22 +8,51 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
+import random
 import socket
 import struct
 import time
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago.
+def _listen_ports() -> range:
+    """Ports below the kernel's ephemeral range, where no outgoing connection can hold one.
 
-    The kernel picks it (bind to port 0); another process could take it before the caller binds,
-    which on a test machine is rare enough to accept.
+    A port the kernel hands out for ``bind(0)`` is also one it hands out as the source port of any
+    client socket: in a suite that opens thousands of connections, a server told to listen there a
+    moment later sometimes found it taken (``relay-edge exited with 1 before listening``).
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10000, max(low, 10001))
+
+
+_PORTS = _listen_ports()
+# Concurrent test processes (other checkouts on one machine) start at different points of the range.
+_cursor = itertools.count(random.Random(os.getpid() ^ time.time_ns()).randrange(len(_PORTS)))
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port free a moment ago, outside the ephemeral range, never the same twice in a run.
+
+    Another process could still take it before the caller binds; outside the ephemeral range only a
+    listener can, which on a test machine is rare enough to accept.
+    """
+    for _ in range(len(_PORTS)):
+        port = _PORTS[next(_cursor) % len(_PORTS)]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port in {_PORTS.start}..{_PORTS.stop - 1}")
 
 
 def port_is_open(host: str, port: int, timeout: float = 0.2) -> bool:
