@@ -273,19 +273,6 @@ Output = (
 # --- state ----------------------------------------------------------------------------
 
 
-class CoreStream(EdgeStream):
-    """An :class:`EdgeStream` as the core holds it: publisher and link by id."""
-
-    def __init__(self, uid: str, name: str, limits: Limits, budget: Budget) -> None:
-        super().__init__(uid, name, limits, budget)
-        self.conn_id: int | None = None
-        self.link_id: int | None = None
-        self.current: Publisher | None = None
-
-    def publisher(self) -> Publisher | None:
-        return self.current
-
-
 @dataclass(eq=False)
 class CoreLink:
     """One link's send state: sids both ways, closed sids, streams with something due."""
@@ -297,9 +284,9 @@ class CoreLink:
     load: int = 0  # streams assigned to it
     next_sid: int = 1
     sids: dict[str, int] = field(default_factory=dict)  # stream uid -> sid
-    streams: dict[int, CoreStream] = field(default_factory=dict)  # sid -> stream
+    streams: dict[int, EdgeStream] = field(default_factory=dict)  # sid -> stream
     closed_sids: set[int] = field(default_factory=set)
-    dirty: dict[CoreStream, None] = field(default_factory=dict)  # an ordered set
+    dirty: dict[EdgeStream, None] = field(default_factory=dict)  # an ordered set
     due: bool = False  # LinkDue said and no LinkWritable since
 
     def wants(self, name: str) -> bool:
@@ -307,7 +294,7 @@ class CoreLink:
         patterns = self.hello.patterns
         return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
-    def close_sent(self, stream: CoreStream) -> bool:
+    def close_sent(self, stream: EdgeStream) -> bool:
         sid = self.sids.get(stream.uid)
         return sid is not None and sid in self.closed_sids
 
@@ -340,13 +327,13 @@ class EdgeCore:
         self.edge_name = edge_name
         self.limits = limits
         self.budget = Budget()  # bytes all streams' buffers hold (Limits.max_buffered_total)
-        self.streams: dict[str, CoreStream] = {}  # live and orphaned, by name
-        self.finishing: set[CoreStream] = set()  # ended, tail not yet acked
+        self.streams: dict[str, EdgeStream] = {}  # live and orphaned, by name
+        self.finishing: set[EdgeStream] = set()  # ended, tail not yet acked
         self.links: dict[int, CoreLink] = {}  # in the order they came up
-        self._by_conn: dict[int, dict[int, CoreStream]] = {}  # conn -> RTMP stream id -> stream
+        self._by_conn: dict[int, dict[int, EdgeStream]] = {}  # conn -> RTMP stream id -> stream
         self._uids = itertools.count(1)
         self._out: list[Output] = []
-        self._timers: list[tuple[float, int, str, CoreStream | None, float]] = []
+        self._timers: list[tuple[float, int, str, EdgeStream | None, float]] = []
         self._timer_seq = itertools.count()
         self.draining = False
         self._drain_done = False
@@ -404,6 +391,16 @@ class EdgeCore:
 
     # --- queries for the pump -------------------------------------------------------------
 
+    @property
+    def pending(self) -> bool:
+        """Whether :meth:`outputs` has something (the per-tag path skips the call when not)."""
+        return bool(self._out)
+
+    def stream_for(self, conn_id: int, rtmp_stream_id: int) -> EdgeStream | None:
+        """The stream ``conn_id`` publishes as RTMP stream ``rtmp_stream_id``."""
+        streams = self._by_conn.get(conn_id)
+        return streams.get(rtmp_stream_id) if streams else None
+
     def resume_points(self) -> tuple[wire.ResumePoint, ...]:
         """Every stream held, for the edge's Hello: a client can finish the ones we no longer have."""
         held = [*self.streams.values(), *self.finishing]
@@ -420,10 +417,10 @@ class EdgeCore:
 
     # --- timers ---------------------------------------------------------------------------
 
-    def _timer(self, when: float, kind: str, stream: CoreStream | None, stamp: float) -> None:
+    def _timer(self, when: float, kind: str, stream: EdgeStream | None, stamp: float) -> None:
         heapq.heappush(self._timers, (when, next(self._timer_seq), kind, stream, stamp))
 
-    def _valid(self, entry: tuple[float, int, str, CoreStream | None, float]) -> bool:
+    def _valid(self, entry: tuple[float, int, str, EdgeStream | None, float]) -> bool:
         """Lazy deletion: a timer is stale once its stream left the state it was set in."""
         _, _, kind, stream, stamp = entry
         if kind == _GRACE:
@@ -457,7 +454,7 @@ class EdgeCore:
             )
             return
         else:
-            stream = CoreStream(f"{self.instance}-{next(self._uids)}", name, self.limits, self.budget)
+            stream = EdgeStream(f"{self.instance}-{next(self._uids)}", name, self.limits, self.budget)
             self.streams[name] = stream
             self._out.append(Count("streams"))
         stream.conn_id = event.conn_id
@@ -471,7 +468,7 @@ class EdgeCore:
         self._log(logging.INFO, f"publish {name} from {addr} (app {event.app!r})")
         self._assign(stream)
 
-    def _take_over(self, stream: CoreStream, event: PublishVerified) -> None:
+    def _take_over(self, stream: EdgeStream, event: PublishVerified) -> None:
         """The same key again: the new publisher continues the same logical stream."""
         old = stream.conn_id
         if old is not None and old != event.conn_id:
@@ -560,7 +557,7 @@ class EdgeCore:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def _end(self, stream: CoreStream, reason: str, code: str, now: float) -> None:
+    def _end(self, stream: EdgeStream, reason: str, code: str, now: float) -> None:
         """Live or orphaned -> finishing: the tail goes out, then the Close."""
         stream.transition(END)
         stream.end_code = code
@@ -576,7 +573,7 @@ class EdgeCore:
             self._mark(self.links[stream.link_id], stream)
         self._check_drained()
 
-    def _expire(self, stream: CoreStream, now: float) -> None:
+    def _expire(self, stream: EdgeStream, now: float) -> None:
         """An ended stream's tail outlived ``buffer_seconds``: let it go, never silently.
 
         With a link up that has not sent the Close yet (the app stopped taking this stream),
@@ -598,7 +595,7 @@ class EdgeCore:
             return
         self._finish(stream)
 
-    def _finish(self, stream: CoreStream) -> None:
+    def _finish(self, stream: EdgeStream) -> None:
         """Finishing -> gone: free its buffer and its per-link state."""
         stream.transition(FINISH)
         self.finishing.discard(stream)
@@ -614,7 +611,7 @@ class EdgeCore:
         stream.outbox.discard()
         self._check_drained()
 
-    def _refused(self, stream: CoreStream, code: str, reason: str, now: float) -> None:
+    def _refused(self, stream: EdgeStream, code: str, reason: str, now: float) -> None:
         """The app refused or closed the stream: tell the publisher, end it, let it go."""
         self._log(logging.WARNING, f"app refused {stream.name}: {code} {reason}")
         if stream.conn_id is not None:
@@ -629,7 +626,7 @@ class EdgeCore:
             self._end(stream, f"app: {reason or code}", code, now)
         self._finish(stream)
 
-    def _acked(self, stream: CoreStream, link: CoreLink | None) -> None:
+    def _acked(self, stream: EdgeStream, link: CoreLink | None) -> None:
         marks = stream.publisher_marks
         outbox = stream.outbox
         if marks:
@@ -675,7 +672,7 @@ class EdgeCore:
                     self._assign(stream)
         self._check_drained()
 
-    def _assign(self, stream: CoreStream) -> bool:
+    def _assign(self, stream: EdgeStream) -> bool:
         """Give an unassigned stream to one consumer; True if it has one."""
         if stream.link_id is None:
             link = pick(stream, list(self.links.values()))
@@ -687,7 +684,7 @@ class EdgeCore:
         self._mark(self.links[stream.link_id], stream)
         return True
 
-    def _mark(self, link: CoreLink, stream: CoreStream) -> None:
+    def _mark(self, link: CoreLink, stream: EdgeStream) -> None:
         """``stream`` may have something due on ``link``: say LinkDue once until the link pulls."""
         link.dirty[stream] = None
         if not link.due:
@@ -732,7 +729,7 @@ class EdgeCore:
                 return parts, bool(dirty)
         return parts, False
 
-    def _open(self, link: CoreLink, stream: CoreStream, parts: list[bytes]) -> int:
+    def _open(self, link: CoreLink, stream: EdgeStream, parts: list[bytes]) -> int:
         sid = link.next_sid
         link.next_sid += 1
         link.sids[stream.uid] = sid
@@ -766,7 +763,7 @@ class EdgeCore:
         )
         return sid
 
-    def _take(self, link: CoreLink, stream: CoreStream, sid: int, parts: list[bytes]) -> int:
+    def _take(self, link: CoreLink, stream: EdgeStream, sid: int, parts: list[bytes]) -> int:
         outbox = stream.outbox
         if not outbox.pending:
             return 0
@@ -784,7 +781,7 @@ class EdgeCore:
                 parts.append(wire.encode_data(sid, start, tags[start - seq : end - seq], publisher))
         return sum(map(len, tags))
 
-    def _gap(self, stream: CoreStream, gap: Gap) -> None:
+    def _gap(self, stream: EdgeStream, gap: Gap) -> None:
         stream.gaps += 1
         self._out.append(GapReported(stream.uid, stream.name, gap))
         self._log(
