@@ -268,7 +268,7 @@ class Edge:
                 if link is not None:
                     link.wake()
             elif isinstance(out, Log):
-                logging.getLogger(out.logger).log(out.level, out.message)
+                logging.getLogger(out.logger).log(out.level, out.msg, *out.args)
             elif isinstance(out, AcceptPublish):
                 conn = self._conns.get(out.conn_id)
                 stream = self.core.stream_for(out.conn_id, out.rtmp_stream_id)

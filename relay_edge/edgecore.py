@@ -30,7 +30,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import wire
 from .edgestream import (
@@ -219,11 +219,20 @@ class Drained:
 
 @dataclass(frozen=True, slots=True)
 class Log:
-    """A log line, exactly as users know it (docs, runbooks): the pump logs it."""
+    """A log line, exactly as users know it (docs, runbooks): the pump logs ``msg % args``.
+
+    The arguments stay separate, as in a ``logging`` call: formatted only if the level is on,
+    and log handlers (and tests) see the record's ``args``.
+    """
 
     logger: str
     level: int
-    message: str
+    msg: str
+    args: tuple[Any, ...] = ()
+
+    @property
+    def message(self) -> str:
+        return self.msg % self.args if self.args else self.msg
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,7 +455,7 @@ class EdgeCore:
             self._take_over(stream, event)
         elif refusal := self._stream_limit(name):
             self._out.append(LimitBreached(refusal))
-            self._log(logging.WARNING, f"refused publish of {name!r} from {addr}: {refusal} reached")
+            self._log(logging.WARNING, "refused publish of %r from %s: %s reached", name, addr, refusal)
             self._out.append(
                 RejectPublish(
                     event.conn_id, event.rtmp_stream_id, "NetStream.Publish.BadName", f"{refusal} reached"
@@ -465,7 +474,7 @@ class EdgeCore:
         stream.publishers += 1
         self._by_conn.setdefault(event.conn_id, {})[event.rtmp_stream_id] = stream
         self._out.append(AcceptPublish(event.conn_id, event.rtmp_stream_id, stream.uid))
-        self._log(logging.INFO, f"publish {name} from {addr} (app {event.app!r})")
+        self._log(logging.INFO, "publish %s from %s (app %r)", name, addr, event.app)
         self._assign(stream)
 
     def _take_over(self, stream: EdgeStream, event: PublishVerified) -> None:
@@ -478,7 +487,7 @@ class EdgeCore:
         stream.publisher_marks[stream.outbox.next_seq] = event.publisher
         stream.rebase_next = True
         self._out.append(Count("publisher_reconnects"))
-        self._log(logging.INFO, f"publisher of {stream.name} reconnected from {event.publisher.addr}")
+        self._log(logging.INFO, "publisher of %s reconnected from %s", stream.name, event.publisher.addr)
 
     def _stream_limit(self, name: str) -> str | None:
         """The limit a new stream called ``name`` would breach, if any.
@@ -530,15 +539,17 @@ class EdgeCore:
         self._out.append(LimitBreached("max_buffered_total"))
         self._log(
             logging.WARNING,
-            f"max_buffered_total: {self.budget.used + dropped} bytes held by {len(held)} streams; "
-            f"dropped the oldest {dropped} bytes",
+            "max_buffered_total: %d bytes held by %d streams; dropped the oldest %d bytes",
+            self.budget.used + dropped,
+            len(held),
+            dropped,
         )
 
     def _unpublish(self, event: Unpublished, now: float) -> None:
         stream = self._by_conn.get(event.conn_id, {}).pop(event.rtmp_stream_id, None)
         if stream is None or stream.ended:
             return
-        self._log(logging.INFO, f"unpublish {stream.name} ({event.reason})")
+        self._log(logging.INFO, "unpublish %s (%s)", stream.name, event.reason)
         self._end(stream, f"publisher: {event.reason}", wire.Code.UNPUBLISHED, now)
 
     def _publisher_gone(self, conn_id: int, now: float) -> None:
@@ -552,7 +563,9 @@ class EdgeCore:
             self._timer(now + self.limits.reconnect_grace, _GRACE, stream, now)
             self._log(
                 logging.INFO,
-                f"publisher of {stream.name} disconnected; waiting {self.limits.reconnect_grace:g} s for it",
+                "publisher of %s disconnected; waiting %g s for it",
+                stream.name,
+                self.limits.reconnect_grace,
             )
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -584,8 +597,10 @@ class EdgeCore:
         if outbox.buffered_tags:
             self._log(
                 logging.WARNING,
-                f"{stream.name} ended {self.limits.buffer_seconds:g} s ago; "
-                f"dropping its {outbox.buffered_tags} unacked tags",
+                "%s ended %g s ago; dropping its %d unacked tags",
+                stream.name,
+                self.limits.buffer_seconds,
+                outbox.buffered_tags,
             )
         link = self.links.get(stream.link_id) if stream.link_id is not None else None
         if link is not None and not link.close_sent(stream):
@@ -613,7 +628,7 @@ class EdgeCore:
 
     def _refused(self, stream: EdgeStream, code: str, reason: str, now: float) -> None:
         """The app refused or closed the stream: tell the publisher, end it, let it go."""
-        self._log(logging.WARNING, f"app refused {stream.name}: {code} {reason}")
+        self._log(logging.WARNING, "app refused %s: %s %s", stream.name, code, reason)
         if stream.conn_id is not None:
             self._out.append(
                 RejectPublish(
@@ -758,7 +773,8 @@ class EdgeCore:
             Log(
                 LINK_LOG,
                 logging.INFO,
-                f"link {link.remote}: open {stream.name} (sid {sid}, from seq {frame.seq})",
+                "link %s: open %s (sid %d, from seq %d)",
+                (link.remote, stream.name, sid, frame.seq),
             )
         )
         return sid
@@ -786,8 +802,12 @@ class EdgeCore:
         self._out.append(GapReported(stream.uid, stream.name, gap))
         self._log(
             logging.WARNING,
-            f"gap in {stream.name}: dropped {gap.tags} tags ({gap.bytes} bytes, {gap.ms} ms) "
-            f"before seq {gap.seq}",
+            "gap in %s: dropped %d tags (%d bytes, %d ms) before seq %d",
+            stream.name,
+            gap.tags,
+            gap.bytes,
+            gap.ms,
+            gap.seq,
         )
 
     def _frame(self, link_id: int, frame: wire.Frame, now: float) -> None:
@@ -837,10 +857,10 @@ class EdgeCore:
         self._drain_done = True
         unacked = self.unacked()
         if unacked:
-            self._log(logging.WARNING, f"shutting down with {unacked} tags not acked by the app")
+            self._log(logging.WARNING, "shutting down with %d tags not acked by the app", unacked)
         self._out.append(Drained(unacked))
         for link_id in self.links:
             self._out.append(CloseLink(link_id, wire.Code.SHUTDOWN, "edge shutting down"))
 
-    def _log(self, level: int, message: str) -> None:
-        self._out.append(Log(EDGE_LOG, level, message))
+    def _log(self, level: int, msg: str, *args: Any) -> None:
+        self._out.append(Log(EDGE_LOG, level, msg, args))
