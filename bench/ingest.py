@@ -79,8 +79,11 @@ def publisher_bytes(tags: list[flv.Tag], seconds: float, chunk_size: int, key: s
     return Stream(bytes(setup), reads, count)
 
 
-def run_once(streams: list[Stream]) -> tuple[float, int, int]:
-    """Push every stream's bytes through the path; (seconds, tags, link bytes)."""
+def run_once(streams: list[Stream], keep: list[bytes] | None = None) -> tuple[float, int, int]:
+    """Push every stream's bytes through the path; (seconds, tags, link bytes).
+
+    ``keep`` gets every link message (tests check what the path carried).
+    """
     budget = Budget()
     sessions = [ServerSession(random_bytes=lambda n: bytes(n)) for _ in streams]
     outboxes = [Outbox(DEFAULT_LIMITS, budget) for _ in streams]
@@ -110,6 +113,8 @@ def run_once(streams: list[Stream]) -> tuple[float, int, int]:
             parts.append(wire.encode_data(sid, seq, taken))
         message = b"".join(parts)
         link_bytes += len(message)
+        if keep is not None:
+            keep.append(message)
         for outbox in outboxes:
             outbox.ack(outbox.sent)
     return time.process_time() - start, tags, link_bytes
