@@ -328,7 +328,7 @@ class AppCore:
     def tick(self, now: float) -> None:
         """Timers: end a link silent for ``ping_timeout`` (a half-open one), ping when due."""
         for link in list(self._links.values()):
-            if now - link.last_rx > self.limits.ping_timeout:
+            if now - link.last_rx >= self.limits.ping_timeout:
                 reason = f"ping_timeout: nothing from the edge for {self.limits.ping_timeout:g} s"
                 self._close_link(link, wire.Code.TIMEOUT, reason)
             elif now >= link.next_ping:
