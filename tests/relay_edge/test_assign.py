@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 
+from relay_edge import cli
 from relay_edge.assign import Candidate, pick
+from relay_edge.edge import MAX_LINKS, Edge, EdgeConfig
 
 
 def link(instance: str, streams: int = 0, *, wants: bool = True, patterned: bool = False) -> Candidate:
@@ -71,3 +74,12 @@ def test_streams_spread_evenly_over_instances_not_links() -> None:
         held[index] += 1
     assert (held[0] + held[1], held[2]) == (6, 6)
     assert abs(held[0] - held[1]) <= 1
+
+
+@pytest.mark.parametrize("links", [0, MAX_LINKS + 1])
+def test_links_per_upstream_is_bounded(links: int) -> None:
+    with pytest.raises(ValueError, match=f"links per upstream must be 1 to {MAX_LINKS}"):
+        Edge(EdgeConfig(secret="s" * 32, upstreams=("ws://127.0.0.1:9/relay",), links=links))
+    result = CliRunner().invoke(cli.main, ["serve", "--secret", "s" * 32, "--links", str(links)])
+    assert result.exit_code == 2
+    assert f"Invalid value for '--links': {links} is not in the range 1<=x<={MAX_LINKS}" in result.output
