@@ -39,6 +39,9 @@ EDGE_ENV = {
     "RELAY_LOG_LEVEL": "warning",
     # Every publisher comes from 127.0.0.1 here; the per-IP default (50) is for the field.
     "RELAY_LIMITS": "max_connections_per_ip=100000,max_streams=100000",
+    # One app process here: a second link to it would change what relay-push measures (one link's
+    # throughput and latency, comparable with earlier runs), not add capacity.
+    "RELAY_LINKS": "1",
 }
 
 FIRST_FRAME = ["floor", "relay-push", "relay-pull", "nginx-pyav", "nginx-pyav-tuned", "websockify-pyav"]

@@ -16,7 +16,7 @@ from .cliopts import (
     tunnels_from,
     with_log_options,
 )
-from .edge import Edge, EdgeConfig
+from .edge import MAX_LINKS, Edge, EdgeConfig
 from .logs import setup_logging
 from .loop import run
 from .urls import parse_hostport
@@ -49,6 +49,15 @@ def main() -> None:
     multiple=True,
     help="push mode: the app's relay URL (wss://app.onrender.com/relay); repeatable or comma-separated",
 )
+@click.option(
+    "--links",
+    envvar="RELAY_LINKS",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, MAX_LINKS),
+    help="push mode: links to each upstream, so a load balancer spreads streams over its app instances "
+    "(set it to at least the instance count)",
+)
 @click.option("--secret", envvar="RELAY_SECRET", required=True, help="shared secret (never logged)")
 @click.option("--name", envvar="RELAY_NAME", default=None, help="this edge's name in status pages")
 @click.option("--ca-file", envvar="RELAY_CA_FILE", default=None, help="extra CA to trust when dialing wss://")
@@ -76,6 +85,7 @@ def serve(
     rtmp: str,
     http: str,
     upstream: tuple[str, ...],
+    links: int,
     secret: str,
     name: str | None,
     ca_file: str | None,
@@ -104,6 +114,7 @@ def serve(
         rtmp_listen=parse_hostport(rtmp, 1935),
         http_listen=parse_hostport(http, 8080),
         upstreams=split_list(upstream),
+        links=links,
         ca_file=ca_file,
         rtmps_listen=parse_hostport(rtmps, 1936) if rtmps else None,
         tls_cert=cert,

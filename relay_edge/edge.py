@@ -76,6 +76,9 @@ from .web import (
 )
 
 log = logging.getLogger("relay_edge")
+# Links one edge keeps to each upstream URL (``--links``): enough for a Render service scaled
+# to its plan's maximum; each link is a dialer, a socket and per-link send state.
+MAX_LINKS = 16
 http_log = logging.getLogger("relay_edge.http")  # pull links: the name their log lines have always had
 
 
@@ -87,6 +90,9 @@ class EdgeConfig:
     rtmp_listen: tuple[str, int] = ("0.0.0.0", 1935)
     http_listen: tuple[str, int] | None = ("0.0.0.0", 8080)
     upstreams: tuple[str, ...] = ()
+    # Links to each upstream URL, so a load balancer can spread them over several app
+    # instances (docs/TOPOLOGY.md). The CLI defaults to 2; in-process users keep one.
+    links: int = 1
     name: str = field(default_factory=socket.gethostname)
     limits: Limits = DEFAULT_LIMITS
     # TLS to the app: verification is on; ``ca_file`` adds a private CA.
@@ -141,7 +147,10 @@ class Edge:
         self._http_runner: web.AppRunner | None = None
         self.rtmp_port = 0
         self.http_port = 0
-        self.link_state: dict[str, str] = {url: "down" for url in config.upstreams}
+        if not 1 <= config.links <= MAX_LINKS:
+            raise ValueError(f"links per upstream must be 1 to {MAX_LINKS}, not {config.links}")
+        # Each dialer's state ("down", "connecting", "up"), per upstream URL.
+        self.link_state: dict[str, list[str]] = {url: ["down"] * config.links for url in config.upstreams}
         self.metrics = Metrics("relay_edge", self._gauges, lambda: [s.codecs for s in self.streams.values()])
         # Background tasks (the sweep, one dialer per upstream) run supervised: restarted on a bug,
         # and /healthz turns 503 while one keeps failing.
@@ -193,7 +202,9 @@ class Edge:
             log.info("TCP tunnel %s listening on port %d", tunnel, server.sockets[0].getsockname()[1])
         for url in self.config.upstreams:
             warn_if_plaintext(url, log)
-            self.supervisor.spawn(f"dial {safe_url(url)}", functools.partial(self._dial_forever, url))
+            for i in range(self.config.links):
+                name = f"dial {safe_url(url)}" + (f" #{i + 1}" if self.config.links > 1 else "")
+                self.supervisor.spawn(name, functools.partial(self._dial_forever, url, i))
 
     def _tunnel_link(self) -> TunnelMux | None:
         """The link a new raw TCP connection rides on: the longest-lived one up."""
@@ -416,7 +427,8 @@ class Edge:
         self.links.append(link)
         self._links_by_id[link.link_id] = link
         self.metrics.link_connects.inc()
-        log.info("link up: %s (%s %r)", transport.remote, peer.role, peer.name or peer.instance)
+        # The instance says which app replica a load balancer gave this link (--links).
+        log.info("link up: %s (%s %r, instance %s)", transport.remote, peer.role, peer.name, peer.instance)
         self._feed(LinkUp(link.link_id, peer, transport.remote))
         try:
             await link.run()
@@ -427,14 +439,14 @@ class Edge:
             for conn in list(self.paused):
                 conn.resume_if_caught_up()  # no link: buffer (and drop), never stall
 
-    async def _dial_forever(self, url: str) -> None:
-        """Push mode: keep one link to ``url`` up (the loop pull mode uses too)."""
+    async def _dial_forever(self, url: str, index: int = 0) -> None:
+        """Push mode: keep link ``index`` to ``url`` up (the loop pull mode uses too)."""
 
         async def run(transport: WebsocketsTransport, proof: str) -> None:
             await self.run_link(transport, dialer_proof=proof, dialed=True)
 
         def on_state(state: str) -> None:
-            self.link_state[url] = state
+            self.link_state[url][index] = state
 
         await dial_forever(
             url,
@@ -501,12 +513,13 @@ class Edge:
                 {
                     "remote": ln.transport.remote,
                     "peer": ln.peer.name or ln.peer.instance,
+                    "instance": ln.peer.instance,  # which app replica (several behind one URL)
                     "since": ln.since,
                     "rtt_ms": ln.rtt_ms,
                 }
                 for ln in self.links
             ],
-            "upstreams": [{"url": u.split("?")[0], "state": st} for u, st in self.link_state.items()],
+            "upstreams": [_upstream_status(url, states) for url, states in self.link_state.items()],
             "streams": streams,
         }
 
@@ -524,6 +537,12 @@ class Edge:
                 self.budget.used,
             ),
         }
+
+
+def _upstream_status(url: str, states: list[str]) -> dict[str, Any]:
+    """One upstream in ``/api/rtmp/status``: "up" while any of its links is, and how many are."""
+    state = next((st for st in ("up", "connecting") if st in states), "down")
+    return {"url": safe_url(url), "state": state, "links_up": states.count("up"), "links": len(states)}
 
 
 def edge_app(edge: Edge) -> web.Application:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from . import wire
+from .assign import Candidate, pick
 from .edgestream import (
     END,
     FINISH,
@@ -308,19 +309,14 @@ class CoreLink:
         return sid is not None and sid in self.closed_sids
 
 
-def pick(stream: EdgeStream, candidates: Sequence[CoreLink]) -> CoreLink | None:
-    """The consumer ``stream`` goes to (docs/TOPOLOGY.md); None if no link wants it.
-
-    Its previous consumer while connected, else the least-loaded one that asked for it;
-    consumers whose patterns name the stream come before catch-alls (no patterns), so a
-    ``room-*`` subscriber gets every room even beside a catch-all.
-    """
-    wanting = [ln for ln in candidates if ln.wants(stream.name)]
-    for link in wanting:
-        if link.hello.instance == stream.consumer:
-            return link
-    wanting = [ln for ln in wanting if ln.hello.patterns] or wanting
-    return min(wanting, key=lambda ln: ln.load) if wanting else None
+def pick_link(stream: EdgeStream, links: Sequence[CoreLink]) -> CoreLink | None:
+    """The consumer ``stream`` goes to by :func:`assign.pick` (docs/TOPOLOGY.md); None if no
+    link wants it. Load counts per app instance first, so N links to one instance are one."""
+    candidates = [
+        Candidate(ln.hello.instance, bool(ln.hello.patterns), ln.wants(stream.name), ln.load) for ln in links
+    ]
+    index = pick(candidates, stream.consumer)
+    return None if index is None else links[index]
 
 
 _GRACE = "grace"
@@ -690,7 +686,7 @@ class EdgeCore:
     def _assign(self, stream: EdgeStream) -> bool:
         """Give an unassigned stream to one consumer; True if it has one."""
         if stream.link_id is None:
-            link = pick(stream, list(self.links.values()))
+            link = pick_link(stream, list(self.links.values()))
             if link is None:
                 return False
             stream.link_id = link.link_id

@@ -58,6 +58,7 @@ SINGLE_LOOP = {
     "test_dashboard.py": "the subject is the page in chromium; its edge runs on both loops elsewhere",
     "test_deploy.py": "the services are subprocesses, which pick their own loop (RELAY_LOOP)",
     "test_cli_pull.py": "the CLIs are subprocesses, parametrized over RELAY_LOOP=uvloop/asyncio",
+    "test_links.py": "the CLIs are subprocesses, parametrized over RELAY_LOOP=uvloop/asyncio",
 }
 
 

@@ -303,10 +303,12 @@ async def test_edge_acknowledges_a_livekit_egress_within_a_second_of_media(tmp_p
 async def test_an_expired_key_continues_its_live_stream_but_starts_no_new_one(tmp_path: Path) -> None:
     """Issue 12 item 3: the egress retries with the same URL for as long as its session lives."""
     async with Relay(tmp_path) as relay:
-        url = relay.url("long-call", ttl=1)
+        # 4 s: the first publish must be in before the key expires, and gst-launch alone can take
+        # over a second to start on a loaded machine (ttl=1 failed there 5 of 8 times).
+        url = relay.url("long-call", ttl=4)
         expiry = int(url.rsplit(".", 2)[1])
         async with await publishers.gst_livekit(url, seconds=30) as pub:
-            await until(lambda: len(relay.pcm("long-call")) > 0 and time.time() > expiry + 0.5, 10)
+            await until(lambda: len(relay.pcm("long-call")) > 0 and time.time() > expiry + 0.5, 15)
             await pub.kill()  # the network drops after the key expired; LiveKit retries the same URL
         async with await publishers.gst_livekit(url, seconds=1.0, frequency=660) as retry:
             await retry.wait_ok(30)

@@ -58,6 +58,8 @@ def cli_pair(
     env = {**os.environ, "RELAY_SECRET": SECRET, "RELAY_UPSTREAM": f"ws://{LOOPBACK}:{upstream_port}/relay"}
     # The CLIs run on the loop this test is parametrized with, so [uvloop]/[asyncio] cover both there too.
     env["RELAY_LOOP"] = loop_name()
+    # One link, so each proxy cut is the cut of the stream's link (several links: tests/test_links.py).
+    env["RELAY_LINKS"] = "1"
     client = [
         str(VENV_BIN / "relay-client"),
         "serve",

@@ -145,6 +145,9 @@ async def test_cli_run_leaks_nothing(tmp_path: Path, tone_flv_file: Path) -> Non
     out = tmp_path / "out"
     app_port, rtmp_port, http_port = free_port(), free_port(), free_port()
     env = {**os.environ, "RELAY_SECRET": SECRET, "RELAY_ALLOW_KEYS": f"studio={STATIC_KEY}"}
+    # A bursting ffmpeg may close with the edge's early ack unread: its RST drops the unpublish and
+    # the stream ends only after reconnect_grace (docs/LIMITS.md, ack_window). 2 s, not 30.
+    env["RELAY_LIMITS"] = "reconnect_grace=2"
     client_argv = [str(BIN / "relay-client"), "serve", "--listen", f"127.0.0.1:{app_port}", "--out", str(out)]
     edge_argv = [
         str(BIN / "relay-edge"),

@@ -39,6 +39,7 @@ class Capture:
 
     events: list[Any] = field(default_factory=list)
     error: BaseException | None = None
+    reset: BaseException | None = None
     acks_sent: int = 0
     bytes_received: int = 0
 
@@ -111,8 +112,8 @@ class CaptureServer:
         except ProtocolError as exc:
             capture.events.extend(exc.events)
             capture.error = exc
-        except ConnectionError:
-            pass
+        except ConnectionError as exc:
+            capture.reset = exc
         except BaseException as exc:  # a bug in the session: fail the test, not the loop
             capture.error = exc
         finally:
@@ -150,7 +151,12 @@ def check_publish(capture: Capture, frames: float) -> list[Media]:
     """The checks every AAC publish must pass; ``frames`` is the expected AAC frame count."""
     requests = [e for e in capture.events if isinstance(e, PublishRequested)]
     assert [(r.app, r.name) for r in requests] == [("live", "test")]
-    assert any(isinstance(e, Unpublished) for e in capture.events), "publisher never unpublished"
+    # A publisher that closes with our last ack unread makes its kernel send RST, which drops its
+    # FCUnpublish in flight (seen with ffmpeg's H.264 publish on a loaded machine, every frame in):
+    # TCP's doing, not the session's. The media checks below still see the whole stream.
+    assert capture.reset is not None or any(isinstance(e, Unpublished) for e in capture.events), (
+        "publisher never unpublished"
+    )
     audio = capture.of_type(flv.AUDIO)
     assert audio, "no audio"
     assert flv.audio_codec(audio[0].data) == "aac"
