@@ -1,50 +1,20 @@
-"""One published stream on the edge, and what it needs of its publisher and its link.
+"""One published stream on the edge: its buffer, codecs, timeline and lifecycle. Sans-I/O.
 
-:class:`EdgeStream` lives across publisher reconnects and link changes. Its
-publisher's connection (``ingest.RtmpConnection``) and its link
-(``link.EdgeLink``) are seen here only through the small protocols below, so
-the stream, the ingest and the link modules import none of each other in a circle.
+:class:`EdgeStream` lives across publisher reconnects and link changes. The edge
+core (``edgecore.EdgeCore``) drives it along :data:`TRANSITIONS` and knows its
+publisher and its link only by id, so nothing here refers to a socket.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from . import flv, wire
+from .errors import LocalProtocolError
 from .limits import Limits
 from .outbox import Budget, Outbox
-from .transport import Transport
-
-
-class PublisherConn(Protocol):
-    """What the edge asks of a stream's publisher connection (:class:`~relay_edge.ingest.RtmpConnection`)."""
-
-    peer: str
-    app: str
-    flash_ver: str
-    closed: bool
-    paused: bool
-    streams: dict[int, EdgeStream]
-
-    def resume_if_caught_up(self) -> None: ...
-
-    def reject(self, stream_id: int, code: str, description: str) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class StreamLink(Protocol):
-    """What the edge asks of the link a stream is on (:class:`~relay_edge.link.EdgeLink`)."""
-
-    transport: Transport
-
-    def wake(self, stream: EdgeStream | None = None) -> None: ...
-
-    def close_sent(self, stream: EdgeStream) -> bool: ...
-
-    def forget(self, stream: EdgeStream) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +29,39 @@ class Publisher:
         return {"addr": self.addr, "app": self.app, "flash_ver": self.flash_ver}
 
 
+# --- lifecycle -------------------------------------------------------------------------
+#
+# One explicit table, as h11's ``_state.py``: (state, event) -> next state. Anything
+# missing is a bug in the caller and raises LocalProtocolError naming all three.
+
+LIVE = "live"  # a publisher is sending
+ORPHANED = "orphaned"  # its publisher is gone; a takeover within reconnect_grace continues it
+FINISHING = "finishing"  # ended; the tail still waits for the app's ack (or buffer_seconds)
+GONE = "gone"  # forgotten: its buffer is freed and no link knows it
+
+TAKEOVER = "takeover"  # a publisher with the same key (a reconnect, or a second one replacing the first)
+PUBLISHER_LOST = "publisher_lost"  # the publisher's connection closed without unpublishing
+END = "end"  # unpublished, reconnect grace over, refused by the app, or the edge draining
+FINISH = "finish"  # the tail is acked (or expired, or refused): let it go
+
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (LIVE, TAKEOVER): LIVE,
+    (LIVE, PUBLISHER_LOST): ORPHANED,
+    (LIVE, END): FINISHING,
+    (ORPHANED, TAKEOVER): LIVE,
+    (ORPHANED, END): FINISHING,
+    (FINISHING, FINISH): GONE,
+}
+
+
+def next_state(state: str, event: str) -> str:
+    """The state after ``event``; a LocalProtocolError if the table has no such transition."""
+    try:
+        return TRANSITIONS[state, event]
+    except KeyError:
+        raise LocalProtocolError(f"stream event {event!r} has no transition from state {state!r}") from None
+
+
 class EdgeStream:
     """One published stream, alive across publisher reconnects and link changes."""
 
@@ -71,11 +74,13 @@ class EdgeStream:
         self.has_video = False
         self.ready = False  # FLV header decided: first media frame seen
         self.ended = False
+        self.state = LIVE  # see TRANSITIONS; the edge core drives it (edgecore.py)
         self.end_reason = ""
         self.end_code = wire.Code.UNPUBLISHED
-        self.conn: PublisherConn | None = None
+        self.conn_id: int | None = None  # the publisher's connection, while it is there
+        self.current: Publisher | None = None  # who that publisher is
         self.rtmp_stream_id = 0
-        self.link: StreamLink | None = None
+        self.link_id: int | None = None  # the link it is assigned to
         self.consumer = ""  # hello.instance of the app it was last given to
         self.started = time.time()
         self.orphaned_at: float | None = None
@@ -99,6 +104,11 @@ class EdgeStream:
         self.rebase_next = False
         self._last_tag_at = 0.0
         self._rate: list[tuple[float, int]] = []  # (time, bytes_in) samples for bitrate
+
+    def transition(self, event: str) -> None:
+        """Move along the lifecycle table (LocalProtocolError if ``event`` is not allowed now)."""
+        self.state = next_state(self.state, event)
+        self.ended = self.state in (FINISHING, GONE)
 
     @property
     def header(self) -> bytes:
@@ -148,8 +158,7 @@ class EdgeStream:
         return publisher.to_wire() if publisher else {}
 
     def publisher(self) -> Publisher | None:
-        conn = self.conn
-        return None if conn is None else Publisher(conn.peer, conn.app, conn.flash_ver)
+        return self.current
 
     def bitrate(self, now: float) -> float:
         """Bits per second over the last ~5 s."""
