@@ -1,0 +1,320 @@
+"""The invariants, derived from the cores' outputs (and the tags the publishers sent).
+
+Edge outputs tell which stream (uid) a publisher's tags join (AcceptPublish), which
+link a stream is on (Open), what was sent (Data, Gap, Close) and when a stream is gone
+(StreamEnded); app outputs tell what each consumer delivered. A consumer is one app
+core incarnation (its Hello ``instance``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from relay_edge import flv
+from relay_edge.frames import Ack, Data, Gap, Open
+from relay_edge.limits import Limits
+from relay_edge.outbox import TAG_OVERHEAD
+
+# Seconds a stream may stay on no link while its edge has a live link: the edge assigns
+# at once (LinkUp, LinkDown, publish), so one second is slack for nothing but bugs.
+ASSIGN_GRACE = 1.0
+# Seconds past reconnect_grace + buffer_seconds by which a stream whose publisher left
+# must be gone from its edge (timer granularity and the last acks' round trip).
+END_SLACK = 5.0
+_TAG_HEADER = 11
+
+
+class Violation(Exception):
+    """An invariant failed: ``invariant`` names it, the message says where and with what numbers."""
+
+    def __init__(self, invariant: str, detail: str) -> None:
+        super().__init__(f"{invariant}: {detail}")
+        self.invariant = invariant
+
+
+@dataclass(slots=True)
+class _Ledger:
+    """What one stream (uid) was sent by its publishers, and what became of it."""
+
+    uid: str
+    edge: str
+    bodies: list[bytes] = field(default_factory=list)  # seq s is bodies[s - 1]
+    times: list[float] = field(default_factory=list)  # push time, edge clock
+    prefix: list[int] = field(default_factory=lambda: [0])  # encoded bytes of seqs 1..s
+    delivered: bytearray = field(default_factory=bytearray)  # consumers that delivered seq s (capped)
+    gapped: list[tuple[int, int]] = field(default_factory=list)  # reported [first, last]
+    acked: int = 0  # highest ack the edge received
+    first_init: int = 0  # seq of the first sequence header (0: none yet)
+    at_risk: int = 0  # highest seq a limit was exceeded for
+    open_on: tuple[int, int] | None = None  # (link, sid) at the edge
+    unassigned_since: float | None = None
+    end_by: float | None = None  # global time it must be gone by
+    ended: bool = False
+    exempt: bool = False  # its edge crashed: buffered tags were lost with the process
+
+
+class Checker:
+    """Checks every output as it comes out; :meth:`periodic` and :meth:`final` the timed ones."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.streams: dict[str, _Ledger] = {}
+        self.conn_uid: dict[int, str] = {}
+        self.link_sids: dict[int, dict[int, str]] = {}
+        self.edge_links: dict[str, dict[int, None]] = {}  # edge -> links up at the edge
+        self.edge_live: dict[str, dict[str, None]] = {}  # edge -> uids not yet gone
+        self.edge_held: dict[str, int] = {}  # shadow of the edge's buffer budget
+        self.expect: dict[tuple[str, str], int] = {}  # (consumer, uid) -> next seq
+        self.reopened: dict[tuple[str, str], None] = {}  # opened again since its last tags
+        self.replayed = 0  # tags delivered by a second consumer
+        self.max_replay = 0  # largest run of them in one delivery
+        self.tags = 0
+        self.max_tag = 0
+
+    # --- publishers and edges ---------------------------------------------------------
+
+    def accepted(self, edge: str, conn: int, uid: str) -> None:
+        self.conn_uid[conn] = uid
+        ledger = self.streams.get(uid)
+        if ledger is None:
+            ledger = self.streams[uid] = _Ledger(uid, edge)
+            self.edge_live.setdefault(edge, {})[uid] = None
+        ledger.end_by = None
+
+    def detached(self, conn: int, now: float) -> None:
+        """The publisher left (unpublished or dropped): the stream must end within its grace."""
+        uid = self.conn_uid.pop(conn, None)
+        if uid is not None:
+            ledger = self.streams[uid]
+            ledger.end_by = now + self.limits.reconnect_grace + self.limits.buffer_seconds + END_SLACK
+
+    def pushed(self, conn: int, body: bytes, edge_now: float) -> bool:
+        """A tag the edge core will number next; False if ``conn`` is not (or no longer) attached."""
+        uid = self.conn_uid.get(conn)
+        if uid is None:
+            return False
+        ledger = self.streams[uid]
+        size = _TAG_HEADER + len(body)
+        ledger.bodies.append(body)
+        ledger.times.append(edge_now)
+        ledger.prefix.append(ledger.prefix[-1] + size)
+        ledger.delivered.append(0)
+        self.tags += 1
+        self.max_tag = max(self.max_tag, size)
+        top = len(ledger.bodies)
+        if not ledger.first_init and _is_init(body):
+            ledger.first_init = top
+        if ledger.prefix[top] - ledger.prefix[ledger.acked] > self.limits.buffer_bytes:
+            ledger.at_risk = top - 1
+        held = self.edge_held.get(ledger.edge, 0) + size + TAG_OVERHEAD
+        self.edge_held[ledger.edge] = held
+        if held > self.limits.max_buffered_total:
+            for other in self.edge_live.get(ledger.edge, {}):
+                o = self.streams[other]
+                o.at_risk = len(o.bodies) - 1 if other != uid else top - 1
+        return True
+
+    def edge_crashed(self, edge: str) -> None:
+        for uid in self.edge_live.pop(edge, {}):
+            self.streams[uid].exempt = True
+        for link in self.edge_links.pop(edge, {}):
+            self.link_sids.pop(link, None)
+
+    def link_up(self, edge: str, link: int) -> None:
+        self.edge_links.setdefault(edge, {})[link] = None
+        self.link_sids[link] = {}
+
+    def link_down(self, edge: str, link: int) -> None:
+        self.edge_links.get(edge, {}).pop(link, None)
+        for uid in self.link_sids.pop(link, {}).values():
+            ledger = self.streams[uid]
+            if ledger.open_on is not None and ledger.open_on[0] == link:
+                ledger.open_on = None
+
+    def edge_sent(self, edge: str, link: int, frames: tuple[object, ...], edge_now: float) -> None:
+        sids = self.link_sids.get(link)
+        if sids is None:
+            raise Violation("send on a dead link", f"{edge} sent {len(frames)} frames on link {link}")
+        for frame in frames:
+            if isinstance(frame, Open):
+                self._opened(edge, link, frame)
+                sids[frame.sid] = frame.uid
+                continue
+            uid = sids.get(getattr(frame, "sid", -1))
+            if uid is None:
+                raise Violation("frame for an unknown sid", f"{frame!r} on link {link}")
+            ledger = self.streams[uid]
+            if isinstance(frame, Data):
+                self._data_sent(ledger, frame)
+            elif isinstance(frame, Gap):
+                self._gap(ledger, frame, edge_now)
+
+    def _opened(self, edge: str, link: int, frame: Open) -> None:
+        ledger = self.streams.get(frame.uid)
+        if ledger is None:
+            raise Violation("open of an unknown stream", repr(frame))
+        if ledger.open_on is not None and ledger.open_on[0] != link:
+            raise Violation(
+                "one stream on two consumers",
+                f"{frame.uid} opened on link {link} while on link {ledger.open_on[0]}",
+            )
+        ledger.open_on = (link, frame.sid)
+        ledger.unassigned_since = None
+        first = ledger.first_init
+        if 0 < first < frame.seq and not any(_is_init(tag[_TAG_HEADER:]) for tag in frame.init):
+            raise Violation(
+                "init tags not replayed on resume",
+                f"{frame.uid} opened at seq {frame.seq} on link {link}, sequence header at seq {first}",
+            )
+
+    def _data_sent(self, ledger: _Ledger, frame: Data) -> None:
+        if frame.seq <= ledger.acked:
+            raise Violation("acked tag sent again", f"{ledger.uid} seq {frame.seq}, acked {ledger.acked}")
+        self._same_tags(ledger, frame.seq, frame.tags)
+
+    def _same_tags(self, ledger: _Ledger, seq: int, tags: tuple[bytes, ...]) -> None:
+        for i, tag in enumerate(tags):
+            s = seq + i
+            if s > len(ledger.bodies) or tag[_TAG_HEADER:] != ledger.bodies[s - 1]:
+                raise Violation("wrong tag", f"{ledger.uid} seq {s} is not the tag pushed as seq {s}")
+
+    def _gap(self, ledger: _Ledger, gap: Gap, edge_now: float) -> None:
+        first = gap.seq - gap.tags
+        if gap.tags <= 0 or first < 1:
+            raise Violation("gap without a size", f"{ledger.uid} {gap!r}")
+        for s in range(max(first, ledger.acked + 1), gap.seq):
+            old = edge_now - ledger.times[s - 1] >= self.limits.buffer_seconds - 1e-6
+            if s > ledger.at_risk and not old:
+                raise Violation(
+                    "gap where no limit was exceeded",
+                    f"{ledger.uid} seq {s} in {gap!r}: {edge_now - ledger.times[s - 1]:.3f} s old, "
+                    f"limits exceeded up to seq {ledger.at_risk}",
+                )
+        ledger.gapped.append((first, gap.seq - 1))
+
+    def gap_reported(self, uid: str, gap: Gap, edge_now: float) -> None:
+        self._gap(self.streams[uid], gap, edge_now)
+
+    def stream_gone(self, edge: str, uid: str) -> None:
+        ledger = self.streams[uid]
+        ledger.ended = True
+        ledger.open_on = None
+        ledger.end_by = None
+        self.edge_live.get(edge, {}).pop(uid, None)
+        held = (
+            ledger.prefix[-1]
+            - ledger.prefix[ledger.acked]
+            + TAG_OVERHEAD * (len(ledger.bodies) - ledger.acked)
+        )
+        self.edge_held[edge] = self.edge_held.get(edge, 0) - held
+
+    def edge_got(self, link: int, frame: object) -> None:
+        """A frame reached the edge core (acks raise what the edge may free)."""
+        if not isinstance(frame, Ack):
+            return
+        uid = self.link_sids.get(link, {}).get(frame.sid)
+        if uid is None:
+            return
+        ledger = self.streams[uid]
+        if ledger.open_on == (link, frame.sid) and frame.seq > ledger.acked:
+            top = min(frame.seq, len(ledger.bodies))
+            freed = ledger.prefix[top] - ledger.prefix[ledger.acked] + TAG_OVERHEAD * (top - ledger.acked)
+            self.edge_held[ledger.edge] = self.edge_held.get(ledger.edge, 0) - freed
+            ledger.acked = top
+
+    def memory(self, edge: str, largest: int, total: int) -> None:
+        if largest > self.limits.buffer_bytes + self.max_tag:
+            raise Violation("buffer over its limit", f"{edge}: a stream holds {largest} bytes")
+        if total > self.limits.max_buffered_total + self.max_tag + TAG_OVERHEAD:
+            raise Violation("buffers over their total", f"{edge}: {total} bytes")
+
+    # --- consumers --------------------------------------------------------------------
+
+    def app_tags(self, consumer: str, uid: str, seq: int, tags: tuple[bytes, ...]) -> None:
+        """A core handed tags to its app: exactly once and in order within one consumer."""
+        key = (consumer, uid)
+        expected = self.expect.get(key)
+        if key in self.reopened and expected is not None and seq - 1 <= self.streams[uid].acked:
+            expected = seq  # it came back after another consumer delivered and acked the middle
+        self.reopened.pop(key, None)
+        if expected is not None and seq > expected:
+            raise Violation(
+                "seq jump without a gap report", f"{consumer} {uid}: expected seq {expected}, got {seq}"
+            )
+        if expected is not None and seq < expected:
+            raise Violation("duplicate within one consumer", f"{consumer} {uid}: seq {seq} again")
+        self._same_tags(self.streams[uid], seq, tags)
+        self.expect[key] = seq + len(tags)
+
+    def app_opened(self, consumer: str, uid: str) -> None:
+        if (consumer, uid) in self.expect:
+            self.reopened[(consumer, uid)] = None
+
+    def app_gap(self, consumer: str, uid: str, gap: Gap) -> None:
+        key = (consumer, uid)
+        expected = self.expect.get(key)
+        if key in self.reopened and expected is not None:
+            expected = max(expected, min(gap.seq - gap.tags, self.streams[uid].acked + 1))
+        self.reopened.pop(key, None)
+        if expected is not None and gap.seq - gap.tags > expected:
+            raise Violation("gap under-reported", f"{consumer} {uid}: {gap!r}, expected seq {expected}")
+        self.expect[key] = gap.seq
+
+    def delivered(self, uid: str, seq: int, count: int) -> None:
+        """The app's pipeline finished ``count`` tags from ``seq``: across consumers at least once."""
+        done = self.streams[uid].delivered
+        again = 0
+        for s in range(seq - 1, seq - 1 + count):
+            if done[s]:
+                again += 1
+            done[s] = min(done[s] + 1, 255)
+        self.replayed += again
+        self.max_replay = max(self.max_replay, again)
+
+    # --- timed ------------------------------------------------------------------------
+
+    def periodic(self, now: float, edges_with_consumers: dict[str, bool]) -> None:
+        """Every stream ends or is assigned within its grace."""
+        for edge, uids in self.edge_live.items():
+            can_assign = edges_with_consumers.get(edge, False)
+            for uid in uids:
+                ledger = self.streams[uid]
+                if ledger.end_by is not None and now > ledger.end_by:
+                    raise Violation("stream not ended within its grace", f"{uid} still at {edge}")
+                if ledger.open_on is not None or not can_assign:
+                    ledger.unassigned_since = None
+                elif ledger.unassigned_since is None:
+                    ledger.unassigned_since = now
+                elif now - ledger.unassigned_since > ASSIGN_GRACE:
+                    raise Violation(
+                        "stream not assigned within its grace", f"{uid} on no link of {edge} with a consumer"
+                    )
+
+    def final(self) -> None:
+        """After the quiet end: every tag delivered or reported lost, every stream gone."""
+        for ledger in self.streams.values():
+            if ledger.exempt:
+                continue
+            if not ledger.ended:
+                raise Violation("stream never ended", ledger.uid)
+            missing = _missing(ledger)
+            if missing:
+                raise Violation(
+                    "tag lost", f"{ledger.uid} seq {missing[0]} neither delivered nor reported in a gap"
+                )
+
+    def lost(self) -> int:
+        """Tags neither delivered nor in a reported gap (scale's ``lost_tags``), exempt streams included."""
+        return sum(len(_missing(ledger)) for ledger in self.streams.values())
+
+
+def _missing(ledger: _Ledger) -> list[int]:
+    """Seqs of ``ledger`` no consumer delivered and no gap reported."""
+    gapped = bytearray(len(ledger.bodies) + 1)
+    for first, last in ledger.gapped:
+        gapped[first : last + 1] = b"\x01" * (last - first + 1)
+    return [s for s in range(1, len(ledger.bodies) + 1) if not ledger.delivered[s - 1] and not gapped[s]]
+
+
+def _is_init(body: bytes) -> bool:
+    return flv.sequence_key(flv.AUDIO, body) is not None

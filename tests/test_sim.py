@@ -1,0 +1,51 @@
+"""The deterministic simulation (sim/): seeds pass, traces replay byte for byte, mutants are caught.
+
+Pure Python and single-threaded: no event loop, so these tests run once (not per loop).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sim.run import run_seed, run_seeds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Every seed that ever failed, with what it found; each runs as its own test.
+REGRESSION_SEEDS = [
+    1,  # the checker missed that a link closed by the app's shutdown Close is down at the edge
+    38,  # a stream back on its first consumer after another one acked the middle: not a jump
+    52,  # an ended stream's unacked tail, dropped by buffer_seconds on a dead link, must be reported
+    177,  # the buffer budget must drop from a stream holding more than its newest tag
+]
+
+
+@pytest.mark.parametrize("seed", REGRESSION_SEEDS)
+def test_regression_seed(seed: int) -> None:
+    outcome = run_seed(seed)
+    assert outcome.violation is None, f"seed {seed}: {outcome.violation}"
+    assert outcome.tags > 0
+
+
+def test_a_few_hundred_seeds() -> None:
+    failed = run_seeds(0, 300)
+    assert failed is None, f"seed {failed.seed}: {failed.violation}"
+
+
+def _trace(seed: int, hashseed: str) -> bytes:
+    env = {**os.environ, "PYTHONHASHSEED": hashseed}
+    cmd = [sys.executable, "-m", "sim", "--seed", str(seed), "--trace"]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, check=True, timeout=120).stdout
+
+
+def test_trace_is_the_same_bytes_for_the_same_seed() -> None:
+    first = _trace(52, "1")
+    assert first == _trace(52, "2")  # string hashing differs; the trace must not
+    assert first.count(b"\n") > 1000
+    assert b"LinkDown" in first and b"TagsToDeliver" in first
+    assert first.rstrip().endswith(b"0 violations")
