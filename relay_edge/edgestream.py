@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import flv, wire
+from .errors import LocalProtocolError
 from .limits import Limits
 from .outbox import Budget, Outbox
 from .transport import Transport
@@ -59,6 +60,39 @@ class Publisher:
         return {"addr": self.addr, "app": self.app, "flash_ver": self.flash_ver}
 
 
+# --- lifecycle -------------------------------------------------------------------------
+#
+# One explicit table, as h11's ``_state.py``: (state, event) -> next state. Anything
+# missing is a bug in the caller and raises LocalProtocolError naming all three.
+
+LIVE = "live"  # a publisher is sending
+ORPHANED = "orphaned"  # its publisher is gone; a takeover within reconnect_grace continues it
+FINISHING = "finishing"  # ended; the tail still waits for the app's ack (or buffer_seconds)
+GONE = "gone"  # forgotten: its buffer is freed and no link knows it
+
+TAKEOVER = "takeover"  # a publisher with the same key (a reconnect, or a second one replacing the first)
+PUBLISHER_LOST = "publisher_lost"  # the publisher's connection closed without unpublishing
+END = "end"  # unpublished, reconnect grace over, refused by the app, or the edge draining
+FINISH = "finish"  # the tail is acked (or expired, or refused): let it go
+
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (LIVE, TAKEOVER): LIVE,
+    (LIVE, PUBLISHER_LOST): ORPHANED,
+    (LIVE, END): FINISHING,
+    (ORPHANED, TAKEOVER): LIVE,
+    (ORPHANED, END): FINISHING,
+    (FINISHING, FINISH): GONE,
+}
+
+
+def next_state(state: str, event: str) -> str:
+    """The state after ``event``; a LocalProtocolError if the table has no such transition."""
+    try:
+        return TRANSITIONS[state, event]
+    except KeyError:
+        raise LocalProtocolError(f"stream event {event!r} has no transition from state {state!r}") from None
+
+
 class EdgeStream:
     """One published stream, alive across publisher reconnects and link changes."""
 
@@ -71,6 +105,7 @@ class EdgeStream:
         self.has_video = False
         self.ready = False  # FLV header decided: first media frame seen
         self.ended = False
+        self.state = LIVE  # see TRANSITIONS; the edge core drives it (edgecore.py)
         self.end_reason = ""
         self.end_code = wire.Code.UNPUBLISHED
         self.conn: PublisherConn | None = None
@@ -99,6 +134,11 @@ class EdgeStream:
         self.rebase_next = False
         self._last_tag_at = 0.0
         self._rate: list[tuple[float, int]] = []  # (time, bytes_in) samples for bitrate
+
+    def transition(self, event: str) -> None:
+        """Move along the lifecycle table (LocalProtocolError if ``event`` is not allowed now)."""
+        self.state = next_state(self.state, event)
+        self.ended = self.state in (FINISHING, GONE)
 
     @property
     def header(self) -> bytes:

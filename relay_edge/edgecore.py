@@ -1,0 +1,849 @@
+"""The edge's end of the link as a sans-I/O core (docs/CORE.md, "Edge core").
+
+:class:`EdgeCore` holds the stream registry, each stream's lifecycle
+(``edgestream.TRANSITIONS``), the assignment of streams to consumers, each
+link's send state (sids, closed sids, what is due), resume and rewind, credit,
+acks, gaps, publisher takeover, and the reconnect-grace and tail-expiry timers.
+It does no I/O and reads no clock, like websockets' ``Protocol``::
+
+    core.handle(event, now)      # feed one input
+    core.outputs()               # drain what is due, in order
+    core.next_deadline()         # sleep until then, then core.tick(now)
+
+Sending is pull-based: the core says :class:`LinkDue` once when a link gets
+something to send; when its transport can take more the pump feeds
+:class:`LinkWritable` and the core answers with one :class:`SendFrames` of
+encoded frames (at most about :data:`MESSAGE_TARGET` bytes), and another
+LinkDue if more waits. Log lines and metrics stay with the pump, fed by the
+observation outputs (:class:`Log`, :class:`GapReported`, :class:`StreamEnded`,
+:class:`LimitBreached`, :class:`Count`).
+
+The key check stays in the pump (it needs secrets and the allow-list): the core
+gets :class:`PublishVerified` with the name the key verified to.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import heapq
+import itertools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from . import wire
+from .edgestream import (
+    END,
+    FINISH,
+    FINISHING,
+    LIVE,
+    ORPHANED,
+    PUBLISHER_LOST,
+    TAKEOVER,
+    EdgeStream,
+    Publisher,
+)
+from .errors import LocalProtocolError
+from .frames import Gap
+from .limits import DEFAULT_LIMITS, Limits
+from .outbox import Budget
+
+# Frames gathered into one WebSocket message stop growing past this; the rest goes in the
+# next message (the link's _MESSAGE_TARGET). Keeps one burst from delaying pings and acks.
+MESSAGE_TARGET = 256 * 1024
+# An expired tail handed to a link that never acks: it gets this long to send the Gap and
+# the Close before the stream is let go anyway (the period of the sweep this timer replaces).
+TAIL_RECHECK = 1.0
+
+EDGE_LOG = "relay_edge"
+LINK_LOG = "relay_edge.link"
+
+
+# --- inputs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PublishVerified:
+    """A publish whose key verified to ``name`` (the pump checked it)."""
+
+    conn_id: int
+    rtmp_stream_id: int
+    name: str
+    app: str  # as the publish command named it (logged)
+    publisher: Publisher
+    key_expiry: int | None = None
+
+
+class Media(NamedTuple):
+    """One tag from a publisher (per tag: a NamedTuple, cheap to build)."""
+
+    conn_id: int
+    rtmp_stream_id: int
+    tag_type: int
+    timestamp: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Unpublished:
+    """The publisher ended one stream (FCUnpublish, deleteStream, closeStream)."""
+
+    conn_id: int
+    rtmp_stream_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherGone:
+    """A publisher's connection closed: its live streams wait ``reconnect_grace`` for it."""
+
+    conn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUp:
+    """A link finished its Hello exchange; ``remote`` is how log lines name it."""
+
+    link_id: int
+    hello: wire.Hello
+    remote: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown:
+    """A link is gone: its streams rewind to their last ack and wait for the next link."""
+
+    link_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class FrameReceived:
+    """A stream-level frame from the app (Ack, Reject, Accept, Close with a sid).
+
+    Link-level frames (Ping, Pong, Close without a sid, tunnel frames) are the pump's.
+    """
+
+    link_id: int
+    frame: wire.Frame
+
+
+@dataclass(frozen=True, slots=True)
+class LinkWritable:
+    """The link's transport can take one more message."""
+
+    link_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Graceful stop: end every stream, wait up to ``grace`` s for the tails' acks, then close links."""
+
+    grace: float
+
+
+Event = (
+    PublishVerified
+    | Media
+    | Unpublished
+    | PublisherGone
+    | LinkUp
+    | LinkDown
+    | FrameReceived
+    | LinkWritable
+    | Drain
+)
+
+
+# --- outputs --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptPublish:
+    conn_id: int
+    rtmp_stream_id: int
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class RejectPublish:
+    """Answer the publish with this status, then close that connection."""
+
+    conn_id: int
+    rtmp_stream_id: int
+    code: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClosePublisher:
+    """Close a publisher's connection (replaced by a takeover, or the edge draining)."""
+
+    conn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDue:
+    """``link_id`` has something to send: feed LinkWritable when its transport can take it."""
+
+    link_id: int
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class SendFrames:
+    """Encoded frames for one WebSocket message on ``link_id``."""
+
+    link_id: int
+    frames: tuple[bytes, ...]
+
+    def __repr__(self) -> str:
+        size = sum(map(len, self.frames))
+        return f"SendFrames(link_id={self.link_id}, frames={len(self.frames)}, bytes={size})"
+
+
+@dataclass(frozen=True, slots=True)
+class CloseLink:
+    """Close the link: ``Close(sid=None, code, reason)`` then a 1001 close."""
+
+    link_id: int
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """A Drain is over (tails acked or its grace ran out); ``unacked`` tags were never acked."""
+
+    unacked: int
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """A log line, exactly as users know it (docs, runbooks): the pump logs it."""
+
+    logger: str
+    level: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class GapReported:
+    uid: str
+    name: str
+    gap: Gap
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    uid: str
+    name: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LimitBreached:
+    limit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """Count ``n`` on the counter ``metric`` (``streams``, ``publisher_reconnects``, ``resumes``)."""
+
+    metric: str
+    n: int = 1
+
+
+Output = (
+    AcceptPublish
+    | RejectPublish
+    | ClosePublisher
+    | LinkDue
+    | SendFrames
+    | CloseLink
+    | Drained
+    | Log
+    | GapReported
+    | StreamEnded
+    | LimitBreached
+    | Count
+)
+
+
+# --- state ----------------------------------------------------------------------------
+
+
+class CoreStream(EdgeStream):
+    """An :class:`EdgeStream` as the core holds it: publisher and link by id."""
+
+    def __init__(self, uid: str, name: str, limits: Limits, budget: Budget) -> None:
+        super().__init__(uid, name, limits, budget)
+        self.conn_id: int | None = None
+        self.link_id: int | None = None
+        self.current: Publisher | None = None
+
+    def publisher(self) -> Publisher | None:
+        return self.current
+
+
+@dataclass(eq=False)
+class CoreLink:
+    """One link's send state: sids both ways, closed sids, streams with something due."""
+
+    link_id: int
+    hello: wire.Hello
+    remote: str
+    resume_points: dict[str, int]
+    load: int = 0  # streams assigned to it
+    next_sid: int = 1
+    sids: dict[str, int] = field(default_factory=dict)  # stream uid -> sid
+    streams: dict[int, CoreStream] = field(default_factory=dict)  # sid -> stream
+    closed_sids: set[int] = field(default_factory=set)
+    dirty: dict[CoreStream, None] = field(default_factory=dict)  # an ordered set
+    due: bool = False  # LinkDue said and no LinkWritable since
+
+    def wants(self, name: str) -> bool:
+        """Whether this consumer asked for ``name`` (its hello patterns; none means all)."""
+        patterns = self.hello.patterns
+        return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    def close_sent(self, stream: CoreStream) -> bool:
+        sid = self.sids.get(stream.uid)
+        return sid is not None and sid in self.closed_sids
+
+
+def pick(stream: EdgeStream, candidates: Sequence[CoreLink]) -> CoreLink | None:
+    """The consumer ``stream`` goes to (docs/TOPOLOGY.md); None if no link wants it.
+
+    Its previous consumer while connected, else the least-loaded one that asked for it;
+    consumers whose patterns name the stream come before catch-alls (no patterns), so a
+    ``room-*`` subscriber gets every room even beside a catch-all.
+    """
+    wanting = [ln for ln in candidates if ln.wants(stream.name)]
+    for link in wanting:
+        if link.hello.instance == stream.consumer:
+            return link
+    wanting = [ln for ln in wanting if ln.hello.patterns] or wanting
+    return min(wanting, key=lambda ln: ln.load) if wanting else None
+
+
+_GRACE = "grace"
+_TAIL = "tail"
+_DRAIN = "drain"
+
+
+class EdgeCore:
+    """Registry, lifecycle, assignment and send state of one edge; no I/O (see the module doc)."""
+
+    def __init__(self, instance: str, edge_name: str = "", limits: Limits = DEFAULT_LIMITS) -> None:
+        self.instance = instance
+        self.edge_name = edge_name
+        self.limits = limits
+        self.budget = Budget()  # bytes all streams' buffers hold (Limits.max_buffered_total)
+        self.streams: dict[str, CoreStream] = {}  # live and orphaned, by name
+        self.finishing: set[CoreStream] = set()  # ended, tail not yet acked
+        self.links: dict[int, CoreLink] = {}  # in the order they came up
+        self._by_conn: dict[int, dict[int, CoreStream]] = {}  # conn -> RTMP stream id -> stream
+        self._uids = itertools.count(1)
+        self._out: list[Output] = []
+        self._timers: list[tuple[float, int, str, CoreStream | None, float]] = []
+        self._timer_seq = itertools.count()
+        self.draining = False
+        self._drain_done = False
+
+    # --- the sans-I/O interface ----------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> None:
+        """Feed one input at time ``now`` (seconds, any monotonic clock)."""
+        if type(event) is Media:  # the hot path first, without a dispatch table
+            self._media(event, now)
+        elif isinstance(event, LinkWritable):
+            self._writable(event.link_id)
+        elif isinstance(event, FrameReceived):
+            self._frame(event.link_id, event.frame, now)
+        elif isinstance(event, PublishVerified):
+            self._publish(event, now)
+        elif isinstance(event, Unpublished):
+            self._unpublish(event, now)
+        elif isinstance(event, PublisherGone):
+            self._publisher_gone(event.conn_id, now)
+        elif isinstance(event, LinkUp):
+            self._link_up(event)
+        elif isinstance(event, LinkDown):
+            self._link_down(event.link_id)
+        elif isinstance(event, Drain):
+            self._drain(event.grace, now)
+        else:
+            raise LocalProtocolError(f"EdgeCore cannot handle {event!r}")
+
+    def outputs(self) -> list[Output]:
+        """What is due, in order; each output is returned once."""
+        out, self._out = self._out, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` has something to do (None: no timer)."""
+        timers = self._timers
+        while timers and not self._valid(timers[0]):
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
+
+    def tick(self, now: float) -> None:
+        """Fire every timer due at ``now``."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            entry = heapq.heappop(timers)
+            if self._valid(entry):
+                _, _, kind, stream, _ = entry
+                if kind == _GRACE and stream is not None:
+                    self._end(stream, "publisher: gone", wire.Code.PUBLISHER_LOST, now)
+                elif kind == _TAIL and stream is not None:
+                    self._expire(stream, now)
+                elif kind == _DRAIN:
+                    self._drained()
+
+    # --- queries for the pump -------------------------------------------------------------
+
+    def resume_points(self) -> tuple[wire.ResumePoint, ...]:
+        """Every stream held, for the edge's Hello: a client can finish the ones we no longer have."""
+        held = [*self.streams.values(), *self.finishing]
+        return tuple(wire.ResumePoint(uid=s.uid, seq=s.outbox.next_seq - 1) for s in held)
+
+    def live_key_expiry(self, name: str) -> int | None:
+        """EXPIRY of the key ``name``'s live (or orphaned) stream came with (keys.verify_key)."""
+        stream = self.streams.get(name)
+        return stream.key_expiry if stream is not None else None
+
+    def unacked(self) -> int:
+        """Tags of ended streams the app has not acked."""
+        return sum(s.outbox.next_seq - 1 - s.outbox.acked for s in self.finishing)
+
+    # --- timers ---------------------------------------------------------------------------
+
+    def _timer(self, when: float, kind: str, stream: CoreStream | None, stamp: float) -> None:
+        heapq.heappush(self._timers, (when, next(self._timer_seq), kind, stream, stamp))
+
+    def _valid(self, entry: tuple[float, int, str, CoreStream | None, float]) -> bool:
+        """Lazy deletion: a timer is stale once its stream left the state it was set in."""
+        _, _, kind, stream, stamp = entry
+        if kind == _GRACE:
+            return stream is not None and stream.state == ORPHANED and stream.orphaned_at == stamp
+        if kind == _TAIL:
+            return stream is not None and stream.state == FINISHING and stream in self.finishing
+        return not self._drain_done
+
+    # --- publishers -----------------------------------------------------------------------
+
+    def _publish(self, event: PublishVerified, now: float) -> None:
+        name = event.name
+        addr = event.publisher.addr
+        if self.draining:
+            self._out.append(
+                RejectPublish(
+                    event.conn_id, event.rtmp_stream_id, "NetStream.Publish.BadName", "edge shutting down"
+                )
+            )
+            return
+        stream = self.streams.get(name)
+        if stream is not None:
+            self._take_over(stream, event)
+        elif refusal := self._stream_limit(name):
+            self._out.append(LimitBreached(refusal))
+            self._log(logging.WARNING, f"refused publish of {name!r} from {addr}: {refusal} reached")
+            self._out.append(
+                RejectPublish(
+                    event.conn_id, event.rtmp_stream_id, "NetStream.Publish.BadName", f"{refusal} reached"
+                )
+            )
+            return
+        else:
+            stream = CoreStream(f"{self.instance}-{next(self._uids)}", name, self.limits, self.budget)
+            self.streams[name] = stream
+            self._out.append(Count("streams"))
+        stream.conn_id = event.conn_id
+        stream.current = event.publisher
+        stream.key_expiry = event.key_expiry
+        stream.rtmp_stream_id = event.rtmp_stream_id
+        stream.orphaned_at = None
+        stream.publishers += 1
+        self._by_conn.setdefault(event.conn_id, {})[event.rtmp_stream_id] = stream
+        self._out.append(AcceptPublish(event.conn_id, event.rtmp_stream_id, stream.uid))
+        self._log(logging.INFO, f"publish {name} from {addr} (app {event.app!r})")
+        self._assign(stream)
+
+    def _take_over(self, stream: CoreStream, event: PublishVerified) -> None:
+        """The same key again: the new publisher continues the same logical stream."""
+        old = stream.conn_id
+        if old is not None and old != event.conn_id:
+            self._by_conn.get(old, {}).pop(stream.rtmp_stream_id, None)
+            self._out.append(ClosePublisher(old))
+        stream.transition(TAKEOVER)
+        stream.publisher_marks[stream.outbox.next_seq] = event.publisher
+        stream.rebase_next = True
+        self._out.append(Count("publisher_reconnects"))
+        self._log(logging.INFO, f"publisher of {stream.name} reconnected from {event.publisher.addr}")
+
+    def _stream_limit(self, name: str) -> str | None:
+        """The limit a new stream called ``name`` would breach, if any.
+
+        Ended streams still flushing their tail hold memory too, so they count: otherwise
+        publishing and unpublishing in a loop (one valid key) would pile them up.
+        """
+        if len(self.streams) + len(self.finishing) >= self.limits.max_streams:
+            return "max_streams"
+        if sum(s.name == name for s in self.finishing) >= self.limits.max_streams_per_key:
+            return "max_streams_per_key"
+        return None
+
+    def _media(self, event: Media, now: float) -> None:
+        streams = self._by_conn.get(event.conn_id)
+        stream = streams.get(event.rtmp_stream_id) if streams else None
+        if stream is None or stream.state != LIVE:
+            return
+        timestamp = stream.rebase(event.timestamp, now)
+        stream.note(event.tag_type, timestamp, event.data)
+        stream.outbox.push(event.tag_type, timestamp, event.data, now)
+        if self.budget.used > self.limits.max_buffered_total:
+            self._over_budget()
+        if stream.link_id is not None and stream.ready:
+            self._mark(self.links[stream.link_id], stream)
+
+    def _over_budget(self) -> None:
+        """All buffers together passed max_buffered_total: drop the oldest tags across streams.
+
+        Oldest by arrival, acked or not, each stream reporting a Gap, down to 31/32 of the
+        limit at once (so this runs once per 3 MiB pushed, not per tag), through a heap of
+        the streams' oldest tags: O(log streams) a tag, no scan per tag.
+        """
+        limit = self.limits.max_buffered_total
+        target = limit - limit // 32
+        held = [s.outbox for s in [*self.streams.values(), *self.finishing]]
+        heap = [(o.oldest_arrival(), i, o) for i, o in enumerate(held) if o.buffered_tags > 1]
+        heapq.heapify(heap)
+        dropped = 0
+        while self.budget.used > target and heap:
+            _, i, outbox = heap[0]
+            dropped += outbox.drop_oldest()
+            if outbox.buffered_tags > 1:
+                heapq.heapreplace(heap, (outbox.oldest_arrival(), i, outbox))
+            else:
+                heapq.heappop(heap)
+        if not dropped:
+            return  # each stream down to its newest tag: nothing older to give up
+        self._out.append(LimitBreached("max_buffered_total"))
+        self._log(
+            logging.WARNING,
+            f"max_buffered_total: {self.budget.used + dropped} bytes held by {len(held)} streams; "
+            f"dropped the oldest {dropped} bytes",
+        )
+
+    def _unpublish(self, event: Unpublished, now: float) -> None:
+        stream = self._by_conn.get(event.conn_id, {}).pop(event.rtmp_stream_id, None)
+        if stream is None or stream.ended:
+            return
+        self._log(logging.INFO, f"unpublish {stream.name} ({event.reason})")
+        self._end(stream, f"publisher: {event.reason}", wire.Code.UNPUBLISHED, now)
+
+    def _publisher_gone(self, conn_id: int, now: float) -> None:
+        for stream in self._by_conn.pop(conn_id, {}).values():
+            if stream.conn_id != conn_id or stream.state != LIVE:
+                continue
+            stream.conn_id = None
+            stream.current = None
+            stream.transition(PUBLISHER_LOST)
+            stream.orphaned_at = now
+            self._timer(now + self.limits.reconnect_grace, _GRACE, stream, now)
+            self._log(
+                logging.INFO,
+                f"publisher of {stream.name} disconnected; waiting {self.limits.reconnect_grace:g} s for it",
+            )
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def _end(self, stream: CoreStream, reason: str, code: str, now: float) -> None:
+        """Live or orphaned -> finishing: the tail goes out, then the Close."""
+        stream.transition(END)
+        stream.end_code = code
+        stream.end_reason = reason
+        stream.ended_at = now
+        stream.ready = True  # even a stream with no media gets its Open and Close
+        if self.streams.get(stream.name) is stream:
+            del self.streams[stream.name]
+        self.finishing.add(stream)
+        self._out.append(StreamEnded(stream.uid, stream.name, code, reason))
+        self._timer(now + self.limits.buffer_seconds, _TAIL, stream, now)
+        if stream.link_id is not None:
+            self._mark(self.links[stream.link_id], stream)
+        self._check_drained()
+
+    def _expire(self, stream: CoreStream, now: float) -> None:
+        """An ended stream's tail outlived ``buffer_seconds``: let it go, never silently.
+
+        With a link up that has not sent the Close yet (the app stopped taking this stream),
+        the tail is dropped first, so the link reports it as a Gap and then closes the stream;
+        TAIL_RECHECK later it is finished whatever the app did.
+        """
+        outbox = stream.outbox
+        if outbox.buffered_tags:
+            self._log(
+                logging.WARNING,
+                f"{stream.name} ended {self.limits.buffer_seconds:g} s ago; "
+                f"dropping its {outbox.buffered_tags} unacked tags",
+            )
+        link = self.links.get(stream.link_id) if stream.link_id is not None else None
+        if link is not None and not link.close_sent(stream):
+            outbox.drop_all()
+            self._mark(link, stream)
+            self._timer(now + TAIL_RECHECK, _TAIL, stream, now)
+            return
+        self._finish(stream)
+
+    def _finish(self, stream: CoreStream) -> None:
+        """Finishing -> gone: free its buffer and its per-link state."""
+        stream.transition(FINISH)
+        self.finishing.discard(stream)
+        if stream.link_id is not None:
+            link = self.links[stream.link_id]
+            sid = link.sids.pop(stream.uid, None)
+            if sid is not None:
+                link.streams.pop(sid, None)
+                link.closed_sids.discard(sid)
+            link.dirty.pop(stream, None)
+            link.load -= 1
+            stream.link_id = None
+        stream.outbox.discard()
+        self._check_drained()
+
+    def _refused(self, stream: CoreStream, code: str, reason: str, now: float) -> None:
+        """The app refused or closed the stream: tell the publisher, end it, let it go."""
+        self._log(logging.WARNING, f"app refused {stream.name}: {code} {reason}")
+        if stream.conn_id is not None:
+            self._out.append(
+                RejectPublish(
+                    stream.conn_id, stream.rtmp_stream_id, "NetStream.Publish.BadName", reason or code
+                )
+            )
+            self._by_conn.get(stream.conn_id, {}).pop(stream.rtmp_stream_id, None)
+            stream.conn_id = None
+        if not stream.ended:
+            self._end(stream, f"app: {reason or code}", code, now)
+        self._finish(stream)
+
+    def _acked(self, stream: CoreStream, link: CoreLink | None) -> None:
+        marks = stream.publisher_marks
+        outbox = stream.outbox
+        if marks:
+            for seq in [s for s in marks if s <= outbox.acked]:
+                del marks[seq]
+        # Finished only once its Close is on the wire too, or the app would never hear the end.
+        closed = link is None or link.close_sent(stream)
+        if (
+            stream.state == FINISHING
+            and closed
+            and not outbox.pending
+            and outbox.acked >= outbox.next_seq - 1
+        ):
+            self._finish(stream)
+
+    # --- links ----------------------------------------------------------------------------
+
+    def _link_up(self, event: LinkUp) -> None:
+        if event.link_id in self.links:
+            raise LocalProtocolError(f"link {event.link_id} is already up")
+        hello = event.hello
+        link = CoreLink(event.link_id, hello, event.remote, {p.uid: p.seq for p in hello.streams})
+        self.links[event.link_id] = link
+        for stream in [*self.streams.values(), *self.finishing]:
+            resumable = stream.uid in link.resume_points or stream.outbox.acked > 0
+            if (
+                stream.link_id is None
+                and self._assign(stream)
+                and stream.link_id == link.link_id
+                and resumable
+            ):
+                self._out.append(Count("resumes"))
+
+    def _link_down(self, link_id: int) -> None:
+        link = self.links.pop(link_id, None)
+        if link is None:
+            return
+        for stream in [*self.streams.values(), *self.finishing]:
+            if stream.link_id == link_id:
+                stream.link_id = None
+                stream.outbox.rewind()
+                if self.links:
+                    self._assign(stream)
+        self._check_drained()
+
+    def _assign(self, stream: CoreStream) -> bool:
+        """Give an unassigned stream to one consumer; True if it has one."""
+        if stream.link_id is None:
+            link = pick(stream, list(self.links.values()))
+            if link is None:
+                return False
+            stream.link_id = link.link_id
+            stream.consumer = link.hello.instance
+            link.load += 1
+        self._mark(self.links[stream.link_id], stream)
+        return True
+
+    def _mark(self, link: CoreLink, stream: CoreStream) -> None:
+        """``stream`` may have something due on ``link``: say LinkDue once until the link pulls."""
+        link.dirty[stream] = None
+        if not link.due:
+            link.due = True
+            self._out.append(LinkDue(link.link_id))
+
+    def _writable(self, link_id: int) -> None:
+        link = self.links.get(link_id)
+        if link is None:
+            return
+        link.due = False
+        parts, more = self._collect(link)
+        if parts:
+            self._out.append(SendFrames(link_id, tuple(parts)))
+        if more:
+            link.due = True
+            self._out.append(LinkDue(link_id))
+
+    def _collect(self, link: CoreLink) -> tuple[list[bytes], bool]:
+        """Encoded frames due now across the link's streams; ``more`` if the target size was hit."""
+        parts: list[bytes] = []
+        size = 0
+        dirty = link.dirty
+        for stream in list(dirty):
+            del dirty[stream]
+            if stream.link_id != link.link_id:
+                continue
+            sid = link.sids.get(stream.uid)
+            if sid is None:
+                if not stream.ready:
+                    continue
+                sid = self._open(link, stream, parts)
+            if sid in link.closed_sids:
+                continue
+            size += self._take(link, stream, sid, parts)
+            if stream.ended and not stream.outbox.pending:
+                parts.append(wire.encode(wire.Close(sid=sid, reason=stream.end_reason, code=stream.end_code)))
+                link.closed_sids.add(sid)
+                self._acked(stream, link)  # a tail acked before the end: finished now
+            # Anything left now waits for credit, and its ack marks it again.
+            if size >= MESSAGE_TARGET:
+                return parts, bool(dirty)
+        return parts, False
+
+    def _open(self, link: CoreLink, stream: CoreStream, parts: list[bytes]) -> int:
+        sid = link.next_sid
+        link.next_sid += 1
+        link.sids[stream.uid] = sid
+        link.streams[sid] = stream
+        outbox = stream.outbox
+        resumed = stream.uid in link.resume_points or outbox.acked > 0
+        if stream.uid in link.resume_points:
+            outbox.resume_from(link.resume_points.pop(stream.uid))
+        else:
+            outbox.rewind()
+        init = tuple(outbox.init.values()) if outbox.acked > 0 else ()
+        frame = wire.Open(
+            sid=sid,
+            uid=stream.uid,
+            name=stream.name,
+            publisher=stream.publisher_info(),
+            codecs=dict(stream.codecs),
+            seq=outbox.sent + 1,
+            resumed=resumed,
+            header=stream.header,
+            init=init,
+            edge=self.edge_name,
+        )
+        parts.append(wire.encode(frame))
+        self._out.append(
+            Log(
+                LINK_LOG,
+                logging.INFO,
+                f"link {link.remote}: open {stream.name} (sid {sid}, from seq {frame.seq})",
+            )
+        )
+        return sid
+
+    def _take(self, link: CoreLink, stream: CoreStream, sid: int, parts: list[bytes]) -> int:
+        outbox = stream.outbox
+        if not outbox.pending:
+            return 0
+        gap, seq, tags = outbox.take(sid)
+        if gap is not None:
+            parts.append(wire.encode(gap))
+            self._gap(stream, gap)
+        if tags:
+            marks = stream.publisher_marks
+            cuts = sorted(s for s in marks if seq < s < seq + len(tags)) if marks else []
+            # A new publisher's first tag starts its own Data frame, flagged with who it is.
+            for start, end in zip([seq, *cuts], [*cuts, seq + len(tags)], strict=False):
+                who = marks.get(start) if marks else None
+                publisher = who.to_wire() if who else None
+                parts.append(wire.encode_data(sid, start, tags[start - seq : end - seq], publisher))
+        return sum(map(len, tags))
+
+    def _gap(self, stream: CoreStream, gap: Gap) -> None:
+        stream.gaps += 1
+        self._out.append(GapReported(stream.uid, stream.name, gap))
+        self._log(
+            logging.WARNING,
+            f"gap in {stream.name}: dropped {gap.tags} tags ({gap.bytes} bytes, {gap.ms} ms) "
+            f"before seq {gap.seq}",
+        )
+
+    def _frame(self, link_id: int, frame: wire.Frame, now: float) -> None:
+        link = self.links.get(link_id)
+        if link is None:
+            return
+        # Accept needs no action: the publisher was accepted when its key verified.
+        if isinstance(frame, wire.Ack):
+            stream = link.streams.get(frame.sid)
+            if stream is not None:
+                stream.outbox.ack(frame.seq)
+                self._acked(stream, link)
+                if stream.link_id == link_id:
+                    self._mark(link, stream)  # credit came back
+        elif isinstance(frame, wire.Reject):
+            stream = link.streams.get(frame.sid)
+            if stream is not None:
+                self._refused(stream, frame.code, frame.reason, now)
+        elif isinstance(frame, wire.Close) and frame.sid is not None:
+            stream = link.streams.get(frame.sid)
+            if stream is not None:
+                self._refused(stream, frame.code or "closed", frame.reason, now)
+
+    # --- drain ----------------------------------------------------------------------------
+
+    def _drain(self, grace: float, now: float) -> None:
+        """Stop: close the publishers, end every stream, then wait for the tails (or ``grace``)."""
+        if self.draining:
+            return
+        self.draining = True
+        for conn_id in list(self._by_conn):
+            self._out.append(ClosePublisher(conn_id))
+        for stream in list(self.streams.values()):
+            self._end(stream, "edge shutting down", wire.Code.PUBLISHER_LOST, now)
+        self._by_conn.clear()
+        self._timer(now + grace, _DRAIN, None, now)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if not self.draining or self._drain_done:
+            return
+        if self.links and any(s.link_id is not None for s in self.finishing):
+            return
+        self._drained()
+
+    def _drained(self) -> None:
+        self._drain_done = True
+        unacked = self.unacked()
+        if unacked:
+            self._log(logging.WARNING, f"shutting down with {unacked} tags not acked by the app")
+        self._out.append(Drained(unacked))
+        for link_id in self.links:
+            self._out.append(CloseLink(link_id, wire.Code.SHUTDOWN, "edge shutting down"))
+
+    def _log(self, level: int, message: str) -> None:
+        self._out.append(Log(EDGE_LOG, level, message))
