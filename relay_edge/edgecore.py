@@ -699,9 +699,12 @@ class EdgeCore:
         if link is None:
             return
         link.due = False
+        mark = len(self._out)
         parts, more = self._collect(link)
         if parts:
-            self._out.append(SendFrames(link_id, tuple(parts)))
+            # Ahead of what collecting caused: a stream finished on its Close can complete a
+            # Drain, and the CloseLink that follows must not overtake that Close.
+            self._out.insert(mark, SendFrames(link_id, tuple(parts)))
         if more:
             link.due = True
             self._out.append(LinkDue(link_id))
