@@ -596,6 +596,13 @@ class EdgeCore:
             self._mark(link, stream)
             self._timer(now + TAIL_RECHECK, _TAIL, stream, now)
             return
+        if outbox.next_seq - 1 > outbox.acked:
+            # No link will report this tail now (none is up, or it was lost after the link's
+            # Gap): report the loss here, or it would be silent.
+            outbox.drop_all()
+            gap, _, _ = outbox.take(0)
+            if gap is not None:
+                self._gap(stream, gap)
         self._finish(stream)
 
     def _finish(self, stream: CoreStream) -> None:
