@@ -281,6 +281,7 @@ class CoreStream(EdgeStream):
         self.conn_id: int | None = None
         self.link_id: int | None = None
         self.current: Publisher | None = None
+        self.reported = 0  # highest seq a GapReported covered
 
     def publisher(self) -> Publisher | None:
         return self.current
@@ -596,13 +597,14 @@ class EdgeCore:
             self._mark(link, stream)
             self._timer(now + TAIL_RECHECK, _TAIL, stream, now)
             return
-        if outbox.next_seq - 1 > outbox.acked:
-            # No link will report this tail now (none is up, or it was lost after the link's
-            # Gap): report the loss here, or it would be silent.
-            outbox.drop_all()
-            gap, _, _ = outbox.take(0)
-            if gap is not None:
-                self._gap(stream, gap)
+        last = outbox.next_seq - 1
+        lost_from = max(outbox.acked, stream.reported)
+        if last > lost_from:
+            # Never acked and never reported: no link is up, or what it was sent on died
+            # unacked. Reported here, or the loss would be silent.
+            self._gap(
+                stream, Gap(sid=0, seq=last + 1, tags=last - lost_from, bytes=outbox.buffered_bytes, ms=0)
+            )
         self._finish(stream)
 
     def _finish(self, stream: CoreStream) -> None:
@@ -796,6 +798,7 @@ class EdgeCore:
 
     def _gap(self, stream: CoreStream, gap: Gap) -> None:
         stream.gaps += 1
+        stream.reported = max(stream.reported, gap.seq - 1)
         self._out.append(GapReported(stream.uid, stream.name, gap))
         self._log(
             logging.WARNING,
