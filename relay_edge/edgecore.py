@@ -342,7 +342,9 @@ class EdgeCore:
         self.limits = limits
         self.budget = Budget()  # bytes all streams' buffers hold (Limits.max_buffered_total)
         self.streams: dict[str, CoreStream] = {}  # live and orphaned, by name
-        self.finishing: set[CoreStream] = set()  # ended, tail not yet acked
+        # Ended, tail not yet acked. An ordered set: a set of objects iterates in address
+        # order, and LinkUp/LinkDown assign in this order, so outputs would vary run to run.
+        self.finishing: dict[CoreStream, None] = {}
         self.links: dict[int, CoreLink] = {}  # in the order they came up
         self._by_conn: dict[int, dict[int, CoreStream]] = {}  # conn -> RTMP stream id -> stream
         self._uids = itertools.count(1)
@@ -570,7 +572,7 @@ class EdgeCore:
         stream.ready = True  # even a stream with no media gets its Open and Close
         if self.streams.get(stream.name) is stream:
             del self.streams[stream.name]
-        self.finishing.add(stream)
+        self.finishing[stream] = None
         self._out.append(StreamEnded(stream.uid, stream.name, code, reason))
         self._timer(now + self.limits.buffer_seconds, _TAIL, stream, now)
         if stream.link_id is not None:
@@ -610,7 +612,7 @@ class EdgeCore:
     def _finish(self, stream: CoreStream) -> None:
         """Finishing -> gone: free its buffer and its per-link state."""
         stream.transition(FINISH)
-        self.finishing.discard(stream)
+        self.finishing.pop(stream, None)
         if stream.link_id is not None:
             link = self.links[stream.link_id]
             sid = link.sids.pop(stream.uid, None)
