@@ -45,6 +45,7 @@ class _Ledger:
     gapped: list[tuple[int, int]] = field(default_factory=list)  # reported [first, last]
     acked: int = 0  # highest ack the edge received
     first_init: int = 0  # seq of the first sequence header (0: none yet)
+    media: bool = False  # a tag that is not a sequence header came: the FLV header is decided
     at_risk: int = 0  # highest seq a limit was exceeded for
     open_on: tuple[int, int] | None = None  # (link, sid) at the edge
     unassigned_since: float | None = None
@@ -62,10 +63,11 @@ class Checker:
         self.conn_uid: dict[int, str] = {}
         self.link_sids: dict[int, dict[int, str]] = {}
         self.edge_links: dict[str, dict[int, None]] = {}  # edge -> links up at the edge
-        self.edge_live: dict[str, dict[str, None]] = {}  # edge -> uids not yet gone
-        self.edge_held: dict[str, int] = {}  # shadow of the edge's buffer budget
+        self.edge_live: dict[str, dict[str, None]] = {}  # edge -> uids not ended yet
+        self.edge_all: dict[str, list[str]] = {}  # edge -> every uid it had
         self.expect: dict[tuple[str, str], int] = {}  # (consumer, uid) -> next seq
         self.reopened: dict[tuple[str, str], None] = {}  # opened again since its last tags
+        self.fresh: dict[tuple[str, str], bool] = {}  # first Open at a consumer carried a header
         self.replayed = 0  # tags delivered by a second consumer
         self.max_replay = 0  # largest run of them in one delivery
         self.tags = 0
@@ -79,6 +81,7 @@ class Checker:
         if ledger is None:
             ledger = self.streams[uid] = _Ledger(uid, edge)
             self.edge_live.setdefault(edge, {})[uid] = None
+            self.edge_all.setdefault(edge, []).append(uid)
         ledger.end_by = None
 
     def detached(self, conn: int, now: float) -> None:
@@ -102,20 +105,25 @@ class Checker:
         self.tags += 1
         self.max_tag = max(self.max_tag, size)
         top = len(ledger.bodies)
-        if not ledger.first_init and _is_init(body):
-            ledger.first_init = top
+        if _is_init(body):
+            ledger.first_init = ledger.first_init or top
+        else:
+            ledger.media = True
         if ledger.prefix[top] - ledger.prefix[ledger.acked] > self.limits.buffer_bytes:
             ledger.at_risk = top - 1
-        held = self.edge_held.get(ledger.edge, 0) + size + TAG_OVERHEAD
-        self.edge_held[ledger.edge] = held
-        if held > self.limits.max_buffered_total:
-            for other in self.edge_live.get(ledger.edge, {}):
-                o = self.streams[other]
-                o.at_risk = len(o.bodies) - 1 if other != uid else top - 1
         return True
 
+    def limit_breached(self, edge: str, limit: str) -> None:
+        """The edge's total budget overflowed: any of its streams may lose its oldest tags."""
+        if limit == "max_buffered_total":
+            for ledger in self.streams.values():
+                if ledger.edge == edge:
+                    ledger.at_risk = len(ledger.bodies)
+
     def edge_crashed(self, edge: str) -> None:
-        for uid in self.edge_live.pop(edge, {}):
+        """The process is gone with every tag it held, ended streams' tails included."""
+        self.edge_live.pop(edge, None)
+        for uid in self.edge_all.pop(edge, []):
             self.streams[uid].exempt = True
         for link in self.edge_links.pop(edge, {}):
             self.link_sids.pop(link, None)
@@ -160,12 +168,6 @@ class Checker:
             )
         ledger.open_on = (link, frame.sid)
         ledger.unassigned_since = None
-        first = ledger.first_init
-        if 0 < first < frame.seq and not any(_is_init(tag[_TAG_HEADER:]) for tag in frame.init):
-            raise Violation(
-                "init tags not replayed on resume",
-                f"{frame.uid} opened at seq {frame.seq} on link {link}, sequence header at seq {first}",
-            )
 
     def _data_sent(self, ledger: _Ledger, frame: Data) -> None:
         if frame.seq <= ledger.acked:
@@ -195,18 +197,12 @@ class Checker:
     def gap_reported(self, uid: str, gap: Gap, edge_now: float) -> None:
         self._gap(self.streams[uid], gap, edge_now)
 
-    def stream_gone(self, edge: str, uid: str) -> None:
+    def stream_ended(self, edge: str, uid: str) -> None:
+        """The edge ended the stream (its tail may still be flushing: :meth:`final` checks it)."""
         ledger = self.streams[uid]
         ledger.ended = True
-        ledger.open_on = None
         ledger.end_by = None
         self.edge_live.get(edge, {}).pop(uid, None)
-        held = (
-            ledger.prefix[-1]
-            - ledger.prefix[ledger.acked]
-            + TAG_OVERHEAD * (len(ledger.bodies) - ledger.acked)
-        )
-        self.edge_held[edge] = self.edge_held.get(edge, 0) - held
 
     def edge_got(self, link: int, frame: object) -> None:
         """A frame reached the edge core (acks raise what the edge may free)."""
@@ -217,10 +213,7 @@ class Checker:
             return
         ledger = self.streams[uid]
         if ledger.open_on == (link, frame.sid) and frame.seq > ledger.acked:
-            top = min(frame.seq, len(ledger.bodies))
-            freed = ledger.prefix[top] - ledger.prefix[ledger.acked] + TAG_OVERHEAD * (top - ledger.acked)
-            self.edge_held[ledger.edge] = self.edge_held.get(ledger.edge, 0) - freed
-            ledger.acked = top
+            ledger.acked = min(frame.seq, len(ledger.bodies))
 
     def memory(self, edge: str, largest: int, total: int) -> None:
         if largest > self.limits.buffer_bytes + self.max_tag:
@@ -243,12 +236,21 @@ class Checker:
             )
         if expected is not None and seq < expected:
             raise Violation("duplicate within one consumer", f"{consumer} {uid}: seq {seq} again")
-        self._same_tags(self.streams[uid], seq, tags)
+        ledger = self.streams[uid]
+        if expected is None and 0 < ledger.first_init < seq and not self.fresh.get(key, False):
+            raise Violation(
+                "init tags not replayed on resume",
+                f"{consumer} {uid}: first tag seq {seq}, sequence header at seq {ledger.first_init}",
+            )
+        self._same_tags(ledger, seq, tags)
         self.expect[key] = seq + len(tags)
 
-    def app_opened(self, consumer: str, uid: str) -> None:
-        if (consumer, uid) in self.expect:
-            self.reopened[(consumer, uid)] = None
+    def app_opened(self, consumer: str, uid: str, init: tuple[bytes, ...]) -> None:
+        key = (consumer, uid)
+        if key in self.expect:
+            self.reopened[key] = None
+        else:  # a fresh decoder: it needs the sequence header before any tag after it
+            self.fresh[key] = any(_is_init(tag[_TAG_HEADER:]) for tag in init)
 
     def app_gap(self, consumer: str, uid: str, gap: Gap) -> None:
         key = (consumer, uid)
@@ -281,7 +283,8 @@ class Checker:
                 ledger = self.streams[uid]
                 if ledger.end_by is not None and now > ledger.end_by:
                     raise Violation("stream not ended within its grace", f"{uid} still at {edge}")
-                if ledger.open_on is not None or not can_assign:
+                # Until its first media tag an edge may hold the Open back (audio, video or both?).
+                if ledger.open_on is not None or not can_assign or not ledger.media:
                     ledger.unassigned_since = None
                 elif ledger.unassigned_since is None:
                     ledger.unassigned_since = now

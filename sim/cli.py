@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cores import ModelCores, RealCores
 from .run import run_seed
 
 
@@ -17,11 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutants", action="store_true", help="plant known bugs; each must be caught")
     parser.add_argument("--budget", type=int, default=300, help="seeds per mutant (default 300)")
     parser.add_argument("--scale", action="store_true", help="the one-hour, 10,000-stream run (JSON line)")
+    parser.add_argument(
+        "--cores", choices=("real", "model"), default="real", help="EdgeCore/AppCore, or sim/model.py's"
+    )
     args = parser.parse_args(argv)
     out = sys.stdout
+    cores = RealCores() if args.cores == "real" else ModelCores()
     if args.seed is not None:
         trace = (lambda line: out.write(line + "\n")) if args.trace else None
-        outcome = run_seed(args.seed, trace=trace)
+        outcome = run_seed(args.seed, cores, trace=trace)
         if outcome.violation is not None:
             print(f"seed {args.seed}: {outcome.violation} (at t={outcome.time:.6f})")
             return 1
@@ -29,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.seeds is not None:
         for seed in range(args.start, args.start + args.seeds):
-            outcome = run_seed(seed)
+            outcome = run_seed(seed, cores)
             if outcome.violation is not None:
                 print(f"seed {seed}: {outcome.violation} (at t={outcome.time:.6f})")
                 print(f"rerun: scripts/sim --seed {seed} --trace")

@@ -167,3 +167,10 @@ class TagsToDeliver:
 class GapToDeliver:
     uid: str
     gap: Gap
+
+
+@dataclass(frozen=True, slots=True)
+class LimitBreached:
+    """Edge observation: ``limit`` was exceeded (``max_buffered_total``: any stream may lose tags)."""
+
+    limit: str

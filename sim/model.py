@@ -25,6 +25,7 @@ from .events import (
     FrameReceived,
     GapReported,
     GapToDeliver,
+    LimitBreached,
     LinkDown,
     LinkUp,
     Media,
@@ -69,8 +70,9 @@ class _EdgeLink:
 class ModelEdgeCore:
     """Registry, assignment, lifecycle timers and per-link send state of one edge."""
 
-    def __init__(self, name: str, limits: Limits) -> None:
-        self.name = name
+    def __init__(self, instance: str, edge_name: str, limits: Limits) -> None:
+        self.name = instance
+        self.edge_name = edge_name
         self.limits = limits
         self.budget = Budget()
         self.streams: dict[str, _Stream] = {}
@@ -88,6 +90,7 @@ class ModelEdgeCore:
         """Feed one input."""
         getattr(self, "_on_" + type(event).__name__)(event, now)
         self._flush(now)
+        self._check_drained()
 
     def tick(self, now: float) -> None:
         """Run the timers due at ``now``."""
@@ -102,6 +105,7 @@ class ModelEdgeCore:
                 s.expired = True
                 self._dirty[uid] = None
         self._flush(now)
+        self._check_drained()
 
     def outputs(self) -> list[Any]:
         """Drain what is due, in order."""
@@ -117,6 +121,10 @@ class ModelEdgeCore:
             if best is None or s.since + wait < best:
                 best = s.since + wait
         return best
+
+    def resume_points(self) -> tuple[ResumePoint, ...]:
+        """Every stream held, for the edge's Hello."""
+        return tuple(ResumePoint(s.uid, s.outbox.next_seq - 1) for s in self.streams.values())
 
     def memory(self) -> tuple[int, int]:
         """(largest stream buffer, all buffers) in bytes, for the limits invariant."""
@@ -152,10 +160,14 @@ class ModelEdgeCore:
             return
         self.streams[uid].outbox.push(ev.tag_type, ev.timestamp, ev.data, now)
         self._dirty[uid] = None
+        breached = False
         while self.budget.used > self.limits.max_buffered_total:  # the oldest tag of any stream goes
             held = [s for s in self.streams.values() if s.outbox.buffered_tags > 1]
             if not held:
                 break
+            if not breached:
+                breached = True
+                self._out.append(LimitBreached("max_buffered_total"))
             oldest = min(held, key=lambda s: s.outbox.oldest_arrival())
             oldest.outbox.drop_oldest()
             self._dirty[oldest.uid] = None
@@ -212,10 +224,6 @@ class ModelEdgeCore:
         link = self._links.get(ev.link_id)
         frame = ev.frame
         if link is None:
-            return
-        if isinstance(frame, Close) and frame.sid is None:
-            self._out.append(CloseLink(ev.link_id, frame.code or Code.SHUTDOWN, "peer closed"))
-            self._on_LinkDown(LinkDown(ev.link_id), now)
             return
         uid = link.sids.get(getattr(frame, "sid", -1))
         s = self.streams.get(uid) if uid is not None else None
@@ -311,6 +319,12 @@ class ModelEdgeCore:
         if s.close_sent and (box.acked >= box.next_seq - 1 or expired):
             self._gone(s)
 
+    def _check_drained(self) -> None:
+        if self._draining and not self.streams:
+            for link_id in list(self._links):
+                self._out.append(CloseLink(link_id, Code.SHUTDOWN, "edge shutting down"))
+                del self._links[link_id]
+
     def _gone(self, s: _Stream) -> None:
         box = s.outbox
         if box.acked < box.next_seq - 1:  # sent, never acked, now dropped: never silent
@@ -345,6 +359,7 @@ class ModelAppCore:
         self.streams: dict[str, _AppStream] = {}
         self._acks: dict[tuple[int, int], int] = {}
         self._out: list[Any] = []
+        self.draining = False
 
     def hello(self) -> Hello:
         """This instance's Hello, with the streams it can resume."""
@@ -400,10 +415,7 @@ class ModelAppCore:
             self._links[st.where[0]].pop(st.where[1], None)
 
     def _on_Drain(self, ev: Drain, now: float) -> None:
-        self._flush_acks()
-        for link_id in list(self._links):
-            self._out.append(SendFrames(link_id, (Close(None, "deploy", Code.SHUTDOWN),)))
-            self._on_LinkDown(LinkDown(link_id), now)
+        self.draining = True  # take no new tags (the edge keeps them unacked); acks go on
 
     def _on_FrameReceived(self, ev: FrameReceived, now: float) -> None:
         sids = self._links.get(ev.link_id)
@@ -420,6 +432,8 @@ class ModelAppCore:
         uid = sids.get(getattr(frame, "sid", -1))
         st = self.streams.get(uid) if uid is not None else None
         if st is None or uid is None:
+            return
+        if self.draining and isinstance(frame, (Data, Gap)):
             return
         if isinstance(frame, Data):
             skip = max(0, st.handed - frame.seq + 1)

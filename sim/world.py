@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from relay_edge.frames import PROTOCOL_VERSION, Hello
+from relay_edge.frames import Close, Code, Hello, Ping, Pong
 from relay_edge.limits import Limits
 
 from . import events as ev
-from .check import Checker
+from .check import Checker, Violation
 from .cores import Cores
 from .sched import Scheduler
 
@@ -64,6 +64,8 @@ def random_params(seed_rng: Any) -> Params:
     r = seed_rng
     small = r.random() < 0.35
     limits = Limits(
+        ping_interval=1.0,
+        ping_timeout=3.0,  # = Params.detect: the app's core times a half-open link out itself
         reconnect_grace=r.uniform(1.0, 6.0),
         buffer_seconds=r.uniform(2.0, 8.0) if small else 60.0,
         buffer_bytes=r.randint(2_000, 20_000) if small else 1 << 20,
@@ -89,9 +91,10 @@ def random_params(seed_rng: Any) -> Params:
 class Host:
     """One process incarnation: its core, clock skew and links. A restart is a new Host."""
 
-    def __init__(self, kind: str, name: str, core: Any, skew: float) -> None:
+    def __init__(self, kind: str, name: str, core: Any, skew: float, label: str = "") -> None:
         self.kind = kind
         self.name = name
+        self.label = label or name  # an edge's stable name (its Hello.name), across restarts
         self.core = core
         self.skew = skew
         self.alive = True
@@ -227,19 +230,22 @@ class World:
         elif isinstance(out, (ev.ClosePublisher, ev.RejectPublish)):
             self.check.detached(out.conn_id, self.sched.now)
             pub = self.pubs.pop(out.conn_id, None)
-            replaced = isinstance(out, ev.ClosePublisher) and out.reason == "replaced"
-            if pub is not None and not replaced:  # the edge is stopping: publish again elsewhere
+            # Closed by a takeover (we started it), or the edge is stopping: publish again elsewhere.
+            if pub is not None and (edge.draining or isinstance(out, ev.RejectPublish)):
                 self.sched.after(self.rng.uniform(0.2, 1.0), self._publish, pub.name, None)
-        elif isinstance(out, ev.CloseLink):  # the core is done with the link: no LinkDown for it
+        elif isinstance(out, ev.CloseLink):  # the pump sends Close(None), then closes the socket
             link = edge.links.pop(out.link_id, None)
             if link is not None:
                 self.check.link_down(edge.name, link.id)
-                self._cut(link, 0.0, self.rng.uniform(0.01, 0.1))
+                self._send(link, to_edge=False, frames=(Close(None, out.reason, out.code),))
+                self.sched.after(self.p.latency[1] + 0.01, self._cut, link, 0.0, 0.0)
                 self.sched.after(self.rng.uniform(0.1, 1.5), self._dial, edge, link.slot)
+        elif isinstance(out, ev.LimitBreached):
+            self.check.limit_breached(edge.name, out.limit)
         elif isinstance(out, ev.GapReported):
             self.check.gap_reported(out.uid, out.gap, now)
         elif isinstance(out, ev.StreamEnded):
-            self.check.stream_gone(edge.name, out.uid)
+            self.check.stream_ended(edge.name, out.uid)
 
     # --- app outputs ------------------------------------------------------------------
 
@@ -249,13 +255,20 @@ class World:
             if link is not None:
                 self._send(link, to_edge=True, frames=out.frames)
             return
+        if isinstance(out, ev.CloseLink):
+            if out.code == Code.PROTOCOL:
+                raise Violation("protocol error", f"{app.name} closed link {out.link_id}: {out.reason}")
+            link = app.links.get(out.link_id)
+            if link is not None:
+                self._cut(link, self.rng.uniform(0.01, 0.1), 0.0)
+            return
         if isinstance(out, ev.TagsToDeliver):
             self.check.app_tags(app.name, out.uid, out.seq, out.tags)
         elif isinstance(out, ev.GapToDeliver):
             self.check.app_gap(app.name, out.uid, out.gap)
         elif isinstance(out, ev.StreamOpened):
             self.opened[app.name] = self.opened.get(app.name, 0) + 1
-            self.check.app_opened(app.name, out.uid)
+            self.check.app_opened(app.name, out.uid, out.init)
         app.queue.append(out)
         self._pump_pipeline(app)
 
@@ -292,14 +305,26 @@ class World:
         host = link.edge if to_edge else link.app
         if link.dead or not host.alive or link.id not in host.links:
             return
-        if host.draining and not to_edge:
-            return  # a draining app has stopped reading
         for frame in frames:
-            if link.dead or not host.alive:
+            if link.dead or not host.alive or link.id not in host.links:
                 return
+            if to_edge and self._edge_pump(link, frame):
+                continue
             if to_edge:
                 self.check.edge_got(link.id, frame)
             self.feed(host, ev.FrameReceived(link.id, frame))
+
+    def _edge_pump(self, link: SimLink, frame: Any) -> bool:
+        """Link-level frames are the edge pump's, not its core's: True if handled here."""
+        if isinstance(frame, Ping):
+            self._send(link, to_edge=False, frames=(Pong(frame.t),))
+            return True
+        if isinstance(frame, Pong):
+            return True
+        if isinstance(frame, Close) and frame.sid is None:  # the app is going (a deploy)
+            self._cut(link, 0.0, 0.0)
+            return True
+        return False
 
     def _cut(self, link: SimLink, edge_after: float, app_after: float) -> None:
         """The link dies: frames in flight are lost, each end notices after its delay."""
@@ -339,9 +364,10 @@ class World:
             self.sched.after(0.5, self._dial, edge, link.slot)
             return
         app.links[link.id] = link
-        hello = Hello(PROTOCOL_VERSION, "edge", edge.name)
+        hello = self.cores.edge_hello(edge.core, edge.name, edge.label)
         self.feed(app, ev.LinkUp(link.id, hello))
-        self.sched.after(self.rng.uniform(*self.p.latency), self._edge_up, link, self.cores.hello(app.core))
+        answer = self.cores.app_hello(app.core)
+        self.sched.after(self.rng.uniform(*self.p.latency), self._edge_up, link, answer)
 
     def _edge_up(self, link: SimLink, hello: Hello) -> None:
         edge = link.edge
@@ -360,9 +386,9 @@ class World:
 
     def start_edge(self, index: int) -> Host:
         name = f"e{index}.{self._next('edge')}"
-        host = Host(
-            "edge", name, self.cores.edge(name, self.p.limits), self.rng.uniform(-1, 1) * self.p.max_skew
-        )
+        skew = self.rng.uniform(-1, 1) * self.p.max_skew
+        label = f"e{index}"
+        host = Host("edge", name, self.cores.edge(name, label, self.p.limits), skew, label)
         if index < len(self.edges):
             self.edges[index] = host
         else:
@@ -373,7 +399,8 @@ class World:
 
     def start_app(self, startup: float = 0.0) -> Host:
         name = f"app{self._next('app')}"
-        host = Host("app", name, self.cores.app(name), self.rng.uniform(-1, 1) * self.p.max_skew)
+        skew = self.rng.uniform(-1, 1) * self.p.max_skew
+        host = Host("app", name, self.cores.app(name, self.p.limits), skew)
         host.ready = False
         self.apps.append(host)
         self.sched.after(startup, self._ready, host)
@@ -402,17 +429,18 @@ class World:
         self.trace(old.name, "deploy: draining")
         self.start_app(startup=self.rng.uniform(0.5, 3.0))
         old.draining = True
-        self._drain_when_idle(old, self.sched.now + 5.0)
+        self.feed(old, ev.Drain())
+        self._close_when_idle(old, self.sched.now + 5.0)
 
-    def _drain_when_idle(self, app: Host, give_up: float) -> None:
+    def _close_when_idle(self, app: Host, give_up: float) -> None:
+        """The pipeline finished (its acks are out): Close(None, shutdown) on every link, then exit."""
         if not app.alive:
             return
         if app.queue and self.sched.now < give_up:
-            self.sched.after(0.05, self._drain_when_idle, app, give_up)
+            self.sched.after(0.05, self._close_when_idle, app, give_up)
             return
-        app.draining = False  # let the Drain's own frames out
-        self.feed(app, ev.Drain())
-        app.draining = True
+        for link in list(app.links.values()):
+            self._send(link, to_edge=True, frames=(Close(None, "deploy", Code.SHUTDOWN),))
         self.sched.after(1.0, self._stop_app, app)
 
     def _stop_app(self, app: Host) -> None:
@@ -448,7 +476,7 @@ class World:
     def _exit_when_flushed(self, edge: Host, index: int, give_up: float) -> None:
         if not edge.alive:
             return
-        if self.check.edge_live.get(edge.name) and self.sched.now < give_up:
+        if edge.links and self.sched.now < give_up:  # the core closes its links once drained
             self.sched.after(0.5, self._exit_when_flushed, edge, index, give_up)
             return
         self.crash_edge(index)
