@@ -5,6 +5,7 @@ Pure Python and single-threaded (no event loop), so these tests run once, not pe
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sim.cores import ModelCores
+from sim.mutants import MUTANTS, run_mutants
 from sim.run import run_seed, run_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,3 +61,10 @@ def test_trace_is_the_same_bytes_for_the_same_seed() -> None:
     assert first.count(b"\n") > 1000
     assert b"LinkDown" in first and b"TagsToDeliver" in first and b"partition" in first
     assert first.rstrip().endswith(b"0 violations")
+
+
+def test_every_mutant_is_caught_within_a_few_hundred_seeds() -> None:
+    out = io.StringIO()
+    assert run_mutants(300, out) == 0, out.getvalue()
+    assert out.getvalue().endswith(f"mutants: {len(MUTANTS)}/{len(MUTANTS)} caught\n")
+    assert len(MUTANTS) >= 4
