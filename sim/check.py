@@ -69,7 +69,8 @@ class Checker:
         self.reopened: dict[tuple[str, str], None] = {}  # opened again since its last tags
         self.fresh: dict[tuple[str, str], bool] = {}  # first Open at a consumer carried a header
         self.replayed = 0  # tags delivered by a second consumer
-        self.max_replay = 0  # largest run of them in one delivery
+        self.replays: dict[tuple[str, str], int] = {}  # (consumer, uid) -> tags it got again
+        self.max_replay = 0  # the most of them one consumer got of one stream
         self.tags = 0
         self.max_tag = 0
 
@@ -262,7 +263,7 @@ class Checker:
             raise Violation("gap under-reported", f"{consumer} {uid}: {gap!r}, expected seq {expected}")
         self.expect[key] = gap.seq
 
-    def delivered(self, uid: str, seq: int, count: int) -> None:
+    def delivered(self, consumer: str, uid: str, seq: int, count: int) -> None:
         """The app's pipeline finished ``count`` tags from ``seq``: across consumers at least once."""
         done = self.streams[uid].delivered
         again = 0
@@ -270,8 +271,11 @@ class Checker:
             if done[s]:
                 again += 1
             done[s] = min(done[s] + 1, 255)
-        self.replayed += again
-        self.max_replay = max(self.max_replay, again)
+        if again:  # another consumer had them: an unacked tail replayed after a move
+            key = (consumer, uid)
+            self.replays[key] = self.replays.get(key, 0) + again
+            self.replayed += again
+            self.max_replay = max(self.max_replay, self.replays[key])
 
     # --- timed ------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutants", action="store_true", help="plant known bugs; each must be caught")
     parser.add_argument("--budget", type=int, default=300, help="seeds per mutant (default 300)")
     parser.add_argument("--scale", action="store_true", help="the one-hour, 10,000-stream run (JSON line)")
+    parser.add_argument("--streams", type=int, default=10_000, help="with --scale: sessions (default 10000)")
     parser.add_argument(
         "--cores", choices=("real", "model"), default="real", help="EdgeCore/AppCore, or sim/model.py's"
     )
@@ -48,6 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale:
         from .scale import run_scale
 
-        return run_scale(out)
+        return run_scale(out, args.streams)
     parser.print_usage()
     return 2

@@ -41,7 +41,8 @@ class Params:
     max_skew: float = 5.0
     latency: tuple[float, float] = (0.005, 0.08)
     detect: float = 3.0  # seconds until a half-open link is declared dead (the pumps' ping timeout)
-    edge_restart_graceful: bool = False
+    session: tuple[float, float] | None = None  # a publisher's stream lasts this long (else: the run)
+    check_every: float = 0.25  # seconds between the timed invariant checks
     limits: Limits = field(default_factory=Limits)
 
 
@@ -106,6 +107,7 @@ class Host:
         # app only: the pipeline between TagsToDeliver and Delivered
         self.queue: deque[Any] = deque()
         self.busy = False
+        self.started = 0.0
 
 
 @dataclass(slots=True)
@@ -156,6 +158,7 @@ class World:
         self.faulting = True
         self.partitioned: dict[str, float] = {}  # edge name -> until
         self.opened: dict[str, int] = {}  # instance -> streams opened on it (balance)
+        self.finished: dict[str, None] = {}  # stream names whose session is over
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -286,7 +289,7 @@ class World:
             return
         item = app.queue.popleft()
         app.busy = False
-        self.check.delivered(item.uid, item.seq, len(item.tags))
+        self.check.delivered(app.name, item.uid, item.seq, len(item.tags))
         self.feed(app, ev.Delivered(item.uid, item.seq + len(item.tags) - 1))
         self._pump_pipeline(app)
 
@@ -402,6 +405,7 @@ class World:
         skew = self.rng.uniform(-1, 1) * self.p.max_skew
         host = Host("app", name, self.cores.app(name, self.p.limits), skew)
         host.ready = False
+        host.started = self.sched.now
         self.apps.append(host)
         self.sched.after(startup, self._ready, host)
         return host
@@ -469,8 +473,8 @@ class World:
         edge = self.edges[index]
         if edge.draining:
             return
+        edge.draining = True  # before the Drain: its ClosePublishers send publishers elsewhere
         self.feed(edge, ev.Drain())
-        edge.draining = True
         self._exit_when_flushed(edge, index, self.sched.now + self.p.limits.buffer_seconds + 10.0)
 
     def _exit_when_flushed(self, edge: Host, index: int, give_up: float) -> None:
@@ -485,8 +489,8 @@ class World:
 
     def _publish(self, name: str, edge: Host | None) -> None:
         """A publisher connects with ``name``'s key (to ``edge``, or any running one)."""
-        if not self.faulting:
-            return  # the quiet end: publishers have left
+        if not self.faulting or name in self.finished:
+            return  # the quiet end, or the session is over: publishers have left
         if edge is None or not edge.alive or edge.draining:
             live = [e for e in self.edges if e.alive and not e.draining]
             if not live:
@@ -596,7 +600,7 @@ class World:
             for e in self.edges
         }
         self.check.periodic(self.sched.now, consumers)
-        self.sched.after(0.25, self._periodic)
+        self.sched.after(self.p.check_every, self._periodic)
 
     def run(self) -> None:
         """The busy part with faults, then a quiet end in which everything must settle."""
@@ -606,8 +610,13 @@ class World:
         for _ in range(p.apps):
             self.start_app()
         for k in range(p.sessions):
-            start = self.rng.uniform(0.0, p.duration * 0.5)
+            if p.session is None:
+                self.sched.at(self.rng.uniform(0.0, p.duration * 0.5), self._publish, f"room-{k}", None)
+                continue
+            length = self.rng.uniform(*p.session)
+            start = self.rng.uniform(0.0, p.duration - length)
             self.sched.at(start, self._publish, f"room-{k}", None)
+            self.sched.at(start + length, self._end_session, f"room-{k}")
         self.sched.at(self.rng.uniform(0.5, 2.0), self._fault)
         self.sched.at(0.25, self._periodic)
         self.sched.run(p.duration, self._step)
@@ -621,6 +630,11 @@ class World:
         quiet = p.limits.reconnect_grace + p.limits.buffer_seconds + 30.0
         self.sched.run(p.duration + quiet, self._step)
         self.check.final()
+
+    def _end_session(self, name: str) -> None:
+        self.finished[name] = None
+        for pub in [p for p in self.pubs.values() if p.name == name]:
+            self._leave(pub, graceful=True)
 
     def _step(self) -> None:
         return None
