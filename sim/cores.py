@@ -42,7 +42,8 @@ class Meter:
             self.seconds += time.perf_counter() - t0
 
 
-METER = Meter()
+EDGE_METER = Meter()
+APP_METER = Meter()
 
 
 class ModelCores:
@@ -101,18 +102,18 @@ class RealEdge:
         else:
             raise TypeError(f"no EdgeCore input for {event!r}")
         self._now = now
-        METER.call(self.core.handle, real, now)
+        EDGE_METER.call(self.core.handle, real, now)
 
     def tick(self, now: float) -> None:
         self._now = now
-        METER.call(self.core.tick, now)
+        EDGE_METER.call(self.core.tick, now)
 
     def next_deadline(self) -> float | None:
         return self.core.next_deadline()
 
     def outputs(self) -> list[Any]:
         out: list[Any] = []
-        self._expand(METER.call(self.core.outputs), out)
+        self._expand(EDGE_METER.call(self.core.outputs), out)
         return out
 
     def _expand(self, items: list[Any], out: list[Any]) -> None:
@@ -121,8 +122,8 @@ class RealEdge:
         for item in items:
             kind = type(item)
             if kind is ec.LinkDue:  # the simulated transport is always writable
-                METER.call(self.core.handle, ec.LinkWritable(item.link_id), self._now)
-                self._expand(METER.call(self.core.outputs), out)
+                EDGE_METER.call(self.core.handle, ec.LinkWritable(item.link_id), self._now)
+                self._expand(EDGE_METER.call(self.core.outputs), out)
             elif kind is ec.SendFrames:
                 frames = wire.decode_message(b"".join(item.frames), self.limits)
                 out.append(ev.SendFrames(item.link_id, tuple(frames)))
@@ -171,10 +172,10 @@ class RealApp:
             real = ac.Drain()
         else:
             raise TypeError(f"no AppCore input for {event!r}")
-        METER.call(self.core.handle, real, now)
+        APP_METER.call(self.core.handle, real, now)
 
     def tick(self, now: float) -> None:
-        METER.call(self.core.tick, now)
+        APP_METER.call(self.core.tick, now)
 
     def next_deadline(self) -> float | None:
         return self.core.next_deadline()
@@ -185,7 +186,7 @@ class RealApp:
     def outputs(self) -> list[Any]:
         ac = self.ac
         out: list[Any] = []
-        for item in METER.call(self.core.outputs):
+        for item in APP_METER.call(self.core.outputs):
             kind = type(item)
             if kind is ac.SendFrames:
                 out.append(ev.SendFrames(item.link_id, item.frames))

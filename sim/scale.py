@@ -17,7 +17,7 @@ from typing import TextIO
 from relay_edge.limits import Limits
 
 from .check import Violation
-from .cores import METER, RealCores
+from .cores import APP_METER, EDGE_METER, RealCores
 from .world import Params, World
 
 HOUR = 3600.0
@@ -99,7 +99,8 @@ def run_scale(out: TextIO, streams: int = 10_000) -> int:
     world = World(0, params, RealCores())
     scale = _Scale(world)
     scale.schedule()
-    METER.on, METER.seconds = True, 0.0
+    for meter in (EDGE_METER, APP_METER):
+        meter.on, meter.seconds = True, 0.0
     started = time.process_time()
     violation: Violation | None = None
     try:
@@ -107,7 +108,7 @@ def run_scale(out: TextIO, streams: int = 10_000) -> int:
     except Violation as exc:
         violation = exc
     finally:
-        METER.on = False
+        EDGE_METER.on = APP_METER.on = False
     check = world.check
     samples = sorted(scale.samples)
     result = {
@@ -127,9 +128,15 @@ def run_scale(out: TextIO, streams: int = 10_000) -> int:
         "samples_with_an_idle_instance": scale.empty_samples,
         "streams_per_instance_median_sample": scale.counts[len(scale.counts) // 2] if scale.counts else None,
         "instances_started": world._ids["app"],
-        "core_cpu_us_per_tag": round(METER.seconds / max(check.tags, 1) * 1e6, 1),
+        "core_cpu_us_per_tag": _per_tag(EDGE_METER.seconds + APP_METER.seconds, check.tags),
+        "edge_core_us_per_tag": _per_tag(EDGE_METER.seconds, check.tags),
+        "app_core_us_per_tag": _per_tag(APP_METER.seconds, check.tags),
         "sim_cpu_s": round(time.process_time() - started, 1),
         "violation": str(violation) if violation else None,
     }
     out.write(json.dumps(result) + "\n")
     return 0 if violation is None else 1
+
+
+def _per_tag(seconds: float, tags: int) -> float:
+    return round(seconds / max(tags, 1) * 1e6, 1)

@@ -6,6 +6,7 @@ Pure Python and single-threaded (no event loop), so these tests run once, not pe
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from sim.cores import ModelCores
 from sim.mutants import MUTANTS, run_mutants
 from sim.run import run_seed, run_seeds
+from sim.scale import run_scale
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +47,7 @@ def test_a_few_hundred_seeds() -> None:
 
 
 def test_the_reference_cores_pass_the_same_invariants() -> None:
-    failed = run_seeds(0, 100, ModelCores())
+    failed = run_seeds(0, 60, ModelCores())
     assert failed is None, f"seed {failed.seed}: {failed.violation}"
 
 
@@ -68,3 +70,12 @@ def test_every_mutant_is_caught_within_a_few_hundred_seeds() -> None:
     assert run_mutants(300, out) == 0, out.getvalue()
     assert out.getvalue().endswith(f"mutants: {len(MUTANTS)}/{len(MUTANTS)} caught\n")
     assert len(MUTANTS) >= 4
+
+
+def test_scale_mode_prints_its_json_line() -> None:
+    out = io.StringIO()
+    assert run_scale(out, streams=60) == 0, out.getvalue()
+    result = json.loads(out.getvalue())
+    assert (result["edges"], result["instances"], result["sessions"]) == (10, 10, 60)
+    assert result["lost_tags"] == 0 and result["duplicates_within_consumer"] == 0
+    assert result["tags"] > 1000 and result["instances_started"] > 500  # a deploy a minute, rolling
