@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import heapq
 import itertools
 import logging
 import secrets
@@ -27,15 +26,39 @@ from . import keys, tls, wire
 from .access import AllowList
 from .auth import ProofVerifier
 from .dial import dial_forever, safe_url
+from .edgecore import (
+    AcceptPublish,
+    CloseLink,
+    ClosePublisher,
+    Count,
+    Drain,
+    Drained,
+    EdgeCore,
+    Event,
+    FrameReceived,
+    GapReported,
+    LimitBreached,
+    LinkDown,
+    LinkDue,
+    LinkUp,
+    LinkWritable,
+    Log,
+    Media,
+    Output,
+    PublisherGone,
+    PublishVerified,
+    RejectPublish,
+    SendFrames,
+)
+from .edgecore import Unpublished as CoreUnpublished
 from .edgestream import EdgeStream, Publisher
 from .errors import AuthError
-from .frames import Gap
 from .ingest import RtmpConnection
 from .limits import DEFAULT_LIMITS, Limits
 from .link import EdgeLink
 from .metrics import Metrics
-from .outbox import Budget
-from .rtmp.events import PublishRequested
+from .rtmp.events import Media as RtmpMedia
+from .rtmp.events import PublishRequested, Unpublished
 from .supervise import Supervisor
 from .transport import AiohttpTransport, WebsocketsTransport, exchange_hello
 from .tunnel import TunnelMux, serve_tunnel
@@ -91,13 +114,22 @@ class Edge:
         self.config = config
         self.limits = config.limits
         self.instance = secrets.token_hex(6)
-        self.streams: dict[str, EdgeStream] = {}  # live, by name
-        self._finishing: set[EdgeStream] = set()  # ended, tail not yet acked
-        self.budget = Budget()  # bytes all streams' buffers hold (Limits.max_buffered_total)
+        # The registry, lifecycle, assignment and send state: sans-I/O (edgecore.py). This
+        # class is its pump: sockets, TLS, HTTP, the key check, timers and metrics.
+        self.core = EdgeCore(self.instance, config.name, self.limits)
+        self.streams = self.core.streams  # live and orphaned, by name
+        self.budget = self.core.budget
         self.links: list[EdgeLink] = []
+        self._links_by_id: dict[int, EdgeLink] = {}
         self.connections: set[RtmpConnection] = set()
+        self._conns: dict[int, RtmpConnection] = {}  # by conn_id, while open
+        self.paused: set[RtmpConnection] = set()  # reading paused: their links are behind
         self._per_ip: Tally[str] = Tally()
-        self._uids = itertools.count(1)
+        self._ids = itertools.count(1)  # conn_id and link_id for the core
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._drained = False
+        self._closing: list[EdgeLink] = []  # links the core closed (CloseLink) after a Drain
         self._verifier = ProofVerifier(
             config.secret, self.limits.auth_max_skew, self.limits.auth_max_remembered
         )
@@ -184,24 +216,114 @@ class Edge:
             server.close()
         for conn in list(self.connections):
             conn.close()
-        for stream in list(self.streams.values()):
-            self._end(stream, "edge shutting down", wire.Code.PUBLISHER_LOST)
-        deadline = time.monotonic() + grace
-        while self.links and any(s.link is not None for s in self._finishing) and time.monotonic() < deadline:
+        self._feed(Drain(grace))
+        while not self._drained:  # the core's Drain timer ends it after ``grace`` at the latest
             await asyncio.sleep(0.02)
-        unacked = sum(s.outbox.next_seq - 1 - s.outbox.acked for s in self._finishing)
-        if unacked:
-            log.warning("shutting down with %d tags not acked by the app", unacked)
         # Close links before cancelling their tasks so apps see "going away" rather than an error.
-        for link in list(self.links):
+        for link in self._closing:
             with contextlib.suppress(Exception):
                 await link.transport.send(
                     wire.encode(wire.Close(sid=None, reason="edge shutting down", code=wire.Code.SHUTDOWN))
                 )
                 await link.transport.close(1001, "edge shutting down")
+        if self._timer is not None:
+            self._timer.cancel()
         await self.supervisor.stop()  # logs any task that had died
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+
+    # --- the core -----------------------------------------------------------------------
+
+    def _feed(self, event: Event) -> None:
+        """One input to the core; then act on what it says and re-arm its timer."""
+        self.core.handle(event, time.monotonic())
+        self._apply(self.core.outputs())
+        self._arm()
+
+    def _arm(self) -> None:
+        """One loop timer for the core's earliest deadline (grace, tail expiry, drain)."""
+        deadline = self.core.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = None
+        if deadline is not None:
+            delay = max(0.0, deadline - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self.core.tick(time.monotonic())
+        self._apply(self.core.outputs())
+        self._arm()
+
+    def _apply(self, outputs: list[Output]) -> None:
+        """Carry out the core's outputs, in order (SendFrames only come from :meth:`pull`)."""
+        metrics = self.metrics
+        for out in outputs:
+            if type(out) is LinkDue:
+                link = self._links_by_id.get(out.link_id)
+                if link is not None:
+                    link.wake()
+            elif isinstance(out, Log):
+                logging.getLogger(out.logger).log(out.level, out.msg, *out.args)
+            elif isinstance(out, AcceptPublish):
+                conn = self._conns.get(out.conn_id)
+                stream = self.core.stream_for(out.conn_id, out.rtmp_stream_id)
+                if conn is not None and stream is not None:
+                    conn.accept(out.rtmp_stream_id, stream)
+                    self._release_ip(conn)  # a signed publisher: bounded by max_streams, not per address
+            elif isinstance(out, RejectPublish):
+                conn = self._conns.get(out.conn_id)
+                if conn is not None and not conn.closed:
+                    conn.reject(out.rtmp_stream_id, out.code, out.description)
+            elif isinstance(out, ClosePublisher):
+                conn = self._conns.get(out.conn_id)
+                if conn is not None:
+                    conn.close()
+            elif isinstance(out, GapReported):
+                metrics.gap_events.inc()
+                metrics.gap_tags.inc(out.gap.tags)
+            elif isinstance(out, LimitBreached):
+                metrics.limit_breach(out.limit)
+            elif isinstance(out, Count):
+                getattr(metrics, out.metric).inc(out.n)
+            elif isinstance(out, CloseLink):
+                link = self._links_by_id.get(out.link_id)
+                if link is not None:
+                    self._closing.append(link)
+            elif isinstance(out, Drained):
+                self._drained = True
+
+    def pull(self, link: EdgeLink) -> tuple[list[bytes], bool]:
+        """The link can send: the core's next message for it, and whether more waits."""
+        self.core.handle(LinkWritable(link.link_id), time.monotonic())
+        parts: list[bytes] = []
+        more = False
+        rest: list[Output] = []
+        for out in self.core.outputs():
+            if isinstance(out, SendFrames) and out.link_id == link.link_id:
+                parts.extend(out.frames)
+            elif type(out) is LinkDue and out.link_id == link.link_id:
+                more = True
+            else:
+                rest.append(out)
+        self._apply(rest)
+        self._arm()  # a finished tail cancels its expiry
+        if parts and self.paused:
+            for conn in list(self.paused):  # their links took tags: maybe caught up
+                conn.resume_if_caught_up()
+        return parts, more
+
+    def frame_received(self, link: EdgeLink, frame: wire.Frame) -> None:
+        """An Accept, Ack, Reject or a stream's Close from the app."""
+        self._feed(FrameReceived(link.link_id, frame))
+
+    def publisher_conn(self, stream: EdgeStream) -> RtmpConnection | None:
+        """The connection publishing ``stream`` now, if any."""
+        return self._conns.get(stream.conn_id) if stream.conn_id is not None else None
 
     # --- RTMP side (called by RtmpConnection) ---------------------------------------------
 
@@ -216,6 +338,8 @@ class Edge:
         if self._per_ip[conn.ip] >= self.limits.max_connections_per_ip:
             return f"max_connections_per_ip: {self.limits.max_connections_per_ip} from {conn.ip}"
         self.connections.add(conn)
+        conn.conn_id = next(self._ids)
+        self._conns[conn.conn_id] = conn
         self._per_ip[conn.ip] += 1
         conn.counted_ip = True
         return None
@@ -231,22 +355,16 @@ class Edge:
     def disconnected(self, conn: RtmpConnection) -> None:
         self.connections.discard(conn)
         self._release_ip(conn)
-        for stream in conn.streams.values():
-            if stream.conn is conn:
-                stream.conn = None
-                stream.orphaned_at = time.monotonic()
-                log.info(
-                    "publisher of %s disconnected; waiting %g s for it",
-                    stream.name,
-                    self.limits.reconnect_grace,
-                )
+        if self._conns.pop(conn.conn_id, None) is not None:
+            self._feed(PublisherGone(conn.conn_id))
 
     def publish(self, conn: RtmpConnection, event: PublishRequested) -> None:
+        """Check the key here (secrets and the allow-list are the pump's); the core does the rest."""
         key, _query = keys.split_publish_name(event.name)
         name = self._allow.match(key) if self._allow else None
         if name is None:
             try:
-                name = keys.verify_key(self.config.secret, key, time.time(), live=self._live_key_expiry)
+                name = keys.verify_key(self.config.secret, key, time.time(), live=self.core.live_key_expiry)
             except AuthError as exc:
                 self.metrics.auth_failures.labels("stream_key").inc()
                 reason = str(exc)
@@ -256,202 +374,35 @@ class Edge:
                 log.warning("refused publish from %s: %s", conn.peer, reason)
                 conn.reject(event.stream_id, "NetStream.Publish.Unauthorized", "stream key refused")
                 return
-        stream = self.streams.get(name)
-        takeover = stream is not None and not stream.ended
-        if stream is not None and takeover:
-            self._take_over(stream, conn)
-        elif refusal := self._stream_limit(name):
-            self.metrics.limit_breach(refusal)
-            log.warning("refused publish of %r from %s: %s reached", name, conn.peer, refusal)
-            conn.reject(event.stream_id, "NetStream.Publish.BadName", f"{refusal} reached")
-            return
-        else:
-            stream = EdgeStream(f"{self.instance}-{next(self._uids)}", name, self.limits, self.budget)
-            self.streams[name] = stream
-            self.metrics.streams.inc()
-        stream.conn = conn
-        stream.key_expiry = keys.key_expiry(key)
-        stream.rtmp_stream_id = event.stream_id
-        stream.orphaned_at = None
-        stream.publishers += 1
-        if takeover:
-            stream.publisher_marks[stream.outbox.next_seq] = Publisher(conn.peer, conn.app, conn.flash_ver)
-            stream.rebase_next = True
-        conn.accept(event.stream_id, stream)
-        self._release_ip(conn)  # a signed publisher: bounded by max_streams, not per address
-        log.info("publish %s from %s (app %r)", name, conn.peer, event.app)
-        self._assign(stream)
+        publisher = Publisher(conn.peer, conn.app, conn.flash_ver)
+        expiry = keys.key_expiry(key)
+        self._feed(PublishVerified(conn.conn_id, event.stream_id, name, event.app, publisher, expiry))
 
-    def _live_key_expiry(self, name: str) -> int | None:
-        """EXPIRY of the key ``name``'s live (or orphaned, within reconnect_grace) stream came with."""
-        stream = self.streams.get(name)
-        return stream.key_expiry if stream is not None and not stream.ended else None
-
-    def _stream_limit(self, name: str) -> str | None:
-        """The limit a new stream called ``name`` would breach, if any.
-
-        Ended streams still flushing their tail to the app hold memory too, so they count:
-        otherwise publishing and unpublishing in a loop (one valid key) would pile them up.
-        """
-        if len(self.streams) + len(self._finishing) >= self.limits.max_streams:
-            return "max_streams"
-        if sum(s.name == name for s in self._finishing) >= self.limits.max_streams_per_key:
-            return "max_streams_per_key"
-        return None
-
-    def _take_over(self, stream: EdgeStream, conn: RtmpConnection) -> None:
-        """The same key again: the new publisher continues the same logical stream."""
-        old = stream.conn
-        if old is not None and old is not conn:
-            old.streams.pop(stream.rtmp_stream_id, None)
-            old.close()
-        self.metrics.publisher_reconnects.inc()
-        log.info("publisher of %s reconnected from %s", stream.name, conn.peer)
-
-    def media(self, stream: EdgeStream, tag_type: int, timestamp: int, data: bytes) -> None:
-        now = time.monotonic()
-        timestamp = stream.rebase(timestamp, now)
-        stream.note(tag_type, timestamp, data)
-        stream.outbox.push(tag_type, timestamp, data, now)
-        if self.budget.used > self.limits.max_buffered_total:
-            self._over_budget()
+    def media(self, conn: RtmpConnection, event: RtmpMedia) -> None:
+        """One tag: the hot path (no timer to re-arm: a tag starts none)."""
+        core = self.core
+        data = event.data
+        core.handle(Media(conn.conn_id, event.stream_id, event.type, event.timestamp, data), time.monotonic())
         metrics = self.metrics
         metrics.tags_total += 1
         metrics.bytes_total += len(data)
-        if stream.link is not None and stream.ready:
-            stream.link.wake(stream)
+        if core.pending:
+            self._apply(core.outputs())
 
-    def _over_budget(self) -> None:
-        """All buffers together passed max_buffered_total: drop the oldest tags across streams.
-
-        Oldest by arrival, acked or not, each stream reporting a Gap, down to 31/32 of the
-        limit at once (so this runs once per 3 MiB pushed, not per tag), through a heap of
-        the streams' oldest tags: O(log streams) a tag, no scan per tag.
-        """
-        limit = self.limits.max_buffered_total
-        target = limit - limit // 32
-        held = [s.outbox for s in [*self.streams.values(), *self._finishing]]
-        heap = [(o.oldest_arrival(), i, o) for i, o in enumerate(held) if o.buffered_tags > 1]
-        heapq.heapify(heap)
-        dropped = 0
-        while self.budget.used > target and heap:
-            _, i, outbox = heap[0]
-            dropped += outbox.drop_oldest()
-            if outbox.buffered_tags > 1:
-                heapq.heapreplace(heap, (outbox.oldest_arrival(), i, outbox))
-            else:
-                heapq.heappop(heap)
-        if not dropped:
-            return  # each stream down to its newest tag: nothing older to give up
-        self.metrics.limit_breach("max_buffered_total")
-        log.warning(
-            "max_buffered_total: %d bytes held by %d streams; dropped the oldest %d bytes",
-            self.budget.used + dropped,
-            len(held),
-            dropped,
-        )
-
-    def unpublish(self, stream: EdgeStream, reason: str) -> None:
-        log.info("unpublish %s (%s)", stream.name, reason)
-        self._end(stream, f"publisher: {reason}", wire.Code.UNPUBLISHED)
-
-    def _end(self, stream: EdgeStream, reason: str, code: str) -> None:
-        if stream.ended:
-            return
-        stream.ended = True
-        stream.end_code = code
-        stream.ended_at = time.monotonic()
-        stream.ready = True  # even a stream with no media gets its Open and Close
-        stream.end_reason = reason
-        if self.streams.get(stream.name) is stream:
-            del self.streams[stream.name]
-            self._finishing.add(stream)
-        if stream.link is not None:
-            stream.link.wake()
-
-    def refused(self, stream: EdgeStream, code: str, reason: str) -> None:
-        """The app refused or closed the stream: tell the publisher, end it."""
-        log.warning("app refused %s: %s %s", stream.name, code, reason)
-        conn = stream.conn
-        if conn is not None and not conn.closed:
-            conn.reject(stream.rtmp_stream_id, "NetStream.Publish.BadName", reason or code)
-        self._end(stream, f"app: {reason or code}", code)
-        self._finish(stream)
-
-    def gap(self, stream: EdgeStream, gap: Gap) -> None:
-        stream.gaps += 1
-        self.metrics.gap_events.inc()
-        self.metrics.gap_tags.inc(gap.tags)
-        log.warning(
-            "gap in %s: dropped %d tags (%d bytes, %d ms) before seq %d",
-            stream.name,
-            gap.tags,
-            gap.bytes,
-            gap.ms,
-            gap.seq,
-        )
-
-    def acked(self, stream: EdgeStream) -> None:
-        marks = stream.publisher_marks
-        if marks:
-            for seq in [s for s in marks if s <= stream.outbox.acked]:
-                del marks[seq]
-        outbox = stream.outbox
-        # Finished only once its Close is on the wire too, or the app would never hear the end.
-        closed = stream.link is None or stream.link.close_sent(stream)
-        if stream.ended and closed and not outbox.pending and outbox.acked >= outbox.next_seq - 1:
-            self._finish(stream)
-
-    def _finish(self, stream: EdgeStream) -> None:
-        self._finishing.discard(stream)
-        if stream.link is not None:
-            stream.link.forget(stream)
-            stream.link = None
-        stream.outbox.discard()
-
-    def streams_for(self, link: EdgeLink) -> list[EdgeStream]:
-        live = [s for s in self.streams.values() if s.link is link]
-        return live + [s for s in self._finishing if s.link is link]
+    def unpublish(self, conn: RtmpConnection, event: Unpublished) -> None:
+        self._feed(CoreUnpublished(conn.conn_id, event.stream_id, event.reason))
 
     # --- links ----------------------------------------------------------------------------
-
-    def _assign(self, stream: EdgeStream) -> bool:
-        """Give an unassigned stream to one consumer (docs/TOPOLOGY.md); True if it got one."""
-        if stream.link is None:
-            link = self._pick_link(stream)
-            if link is None:
-                return False
-            stream.link = link
-            stream.consumer = link.peer.instance
-        stream.link.wake()
-        return True
-
-    def _pick_link(self, stream: EdgeStream) -> EdgeLink | None:
-        """Its previous consumer while connected, else the least-loaded one that asked for it.
-
-        Consumers whose patterns name the stream come before catch-all consumers (no
-        patterns), so a ``room-*`` subscriber gets every room even beside a catch-all.
-        """
-        candidates = [ln for ln in self.links if ln.wants(stream.name)]
-        for link in candidates:
-            if link.peer.instance == stream.consumer:
-                return link
-        candidates = [ln for ln in candidates if ln.peer.patterns] or candidates
-        if not candidates:
-            return None
-        held = [*self.streams.values(), *self._finishing]
-        return min(candidates, key=lambda ln: sum(s.link is ln for s in held))
 
     async def run_link(self, transport: Any, *, dialer_proof: str, dialed: bool) -> None:
         """Hello, then pump one link until it ends; its streams wait for the next."""
         # Every stream we hold, so a client can finish the ones we no longer have.
-        held = [*self.streams.values(), *self._finishing]
         hello = wire.Hello(
             version=wire.PROTOCOL_VERSION,
             role="edge",
             instance=self.instance,
             name=self.config.name,
-            streams=tuple(wire.ResumePoint(uid=s.uid, seq=s.outbox.next_seq - 1) for s in held),
+            streams=self.core.resume_points(),
         )
         peer = await exchange_hello(
             transport,
@@ -461,26 +412,20 @@ class Edge:
             dialed=dialed,
             timeout=self.limits.handshake_timeout,
         )
-        link = EdgeLink(self, transport, peer)
+        link = EdgeLink(self, transport, peer, next(self._ids))
         self.links.append(link)
+        self._links_by_id[link.link_id] = link
         self.metrics.link_connects.inc()
         log.info("link up: %s (%s %r)", transport.remote, peer.role, peer.name or peer.instance)
-        for stream in [*self.streams.values(), *self._finishing]:
-            resumable = stream.uid in link.resume_points or stream.outbox.acked > 0
-            if stream.link is None and self._assign(stream) and stream.link is link and resumable:
-                self.metrics.resumes.inc()
+        self._feed(LinkUp(link.link_id, peer, transport.remote))
         try:
             await link.run()
         finally:
             self.links.remove(link)
-            for stream in [*self.streams.values(), *self._finishing]:
-                if stream.link is link:
-                    stream.link = None
-                    stream.outbox.rewind()
-                    if self.links:
-                        self._assign(stream)
-                    if stream.conn is not None:
-                        stream.conn.resume_if_caught_up()  # no link: buffer (and drop), never stall
+            del self._links_by_id[link.link_id]
+            self._feed(LinkDown(link.link_id))
+            for conn in list(self.paused):
+                conn.resume_if_caught_up()  # no link: buffer (and drop), never stall
 
     async def _dial_forever(self, url: str) -> None:
         """Push mode: keep one link to ``url`` up (the loop pull mode uses too)."""
@@ -514,47 +459,18 @@ class Edge:
     # --- housekeeping ---------------------------------------------------------------------
 
     async def _sweep(self) -> None:
+        """Publisher connections' timeouts (the streams' timers are the core's)."""
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for conn in list(self.connections):
                 conn.check_timeouts(now)
-            for stream in list(self.streams.values()):
-                if stream.orphaned_at is not None and now - stream.orphaned_at > self.limits.reconnect_grace:
-                    self._end(stream, "publisher: gone", wire.Code.PUBLISHER_LOST)
-            for stream in list(self._finishing):
-                # An ended stream's tail is kept as long as the buffer would have kept it,
-                # also when a link is up that never acks it.
-                if now - stream.ended_at > self.limits.buffer_seconds:
-                    self._expire(stream)
-
-    def _expire(self, stream: EdgeStream) -> None:
-        """An ended stream's tail outlived ``buffer_seconds``: let it go, never silently.
-
-        With a link up that has not sent the Close yet (the app stopped taking this stream), the
-        tail is dropped first, so the link reports it as a Gap and then closes the stream: the
-        app ends it with the loss counted. The next sweep finishes it.
-        """
-        outbox = stream.outbox
-        if outbox.buffered_tags:
-            log.warning(
-                "%s ended %g s ago; dropping its %d unacked tags",
-                stream.name,
-                self.limits.buffer_seconds,
-                outbox.buffered_tags,
-            )
-        link = stream.link
-        if link is not None and not link.close_sent(stream):
-            outbox.drop_all()
-            link.wake(stream)
-            return
-        self._finish(stream)
 
     def status(self) -> dict[str, Any]:
         """The ``/api/rtmp/status`` document. Holds no secret and no key."""
         now = time.monotonic()
         streams = []
-        for s in [*self.streams.values(), *self._finishing]:
+        for s in [*self.streams.values(), *self.core.finishing]:
             streams.append(
                 {
                     "name": s.name,
@@ -565,8 +481,8 @@ class Edge:
                     "bitrate": round(s.bitrate(now)),
                     "publisher": s.publisher_info(),
                     "publishers": s.publishers,
-                    "state": "ended" if s.ended else ("live" if s.conn else "waiting for publisher"),
-                    "link": s.link.transport.remote if s.link else None,
+                    "state": "ended" if s.ended else ("live" if s.conn_id else "waiting for publisher"),
+                    "link": self.core.links[s.link_id].remote if s.link_id is not None else None,
                     "buffered_bytes": s.outbox.buffered_bytes,
                     "buffered_tags": s.outbox.buffered_tags,
                     "acked_seq": s.outbox.acked,
@@ -601,7 +517,7 @@ class Edge:
             "links": ("Links up", len(self.links)),
             "buffered_bytes": (
                 "Bytes waiting for an ack, all streams",
-                sum(s.outbox.buffered_bytes for s in [*self.streams.values(), *self._finishing]),
+                sum(s.outbox.buffered_bytes for s in [*self.streams.values(), *self.core.finishing]),
             ),
             "held_bytes": (
                 "Bytes all stream buffers hold, per-tag overhead included (max_buffered_total)",

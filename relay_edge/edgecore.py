@@ -30,7 +30,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import wire
 from .edgestream import (
@@ -219,11 +219,20 @@ class Drained:
 
 @dataclass(frozen=True, slots=True)
 class Log:
-    """A log line, exactly as users know it (docs, runbooks): the pump logs it."""
+    """A log line, exactly as users know it (docs, runbooks): the pump logs ``msg % args``.
+
+    The arguments stay separate, as in a ``logging`` call: formatted only if the level is on,
+    and log handlers (and tests) see the record's ``args``.
+    """
 
     logger: str
     level: int
-    message: str
+    msg: str
+    args: tuple[Any, ...] = ()
+
+    @property
+    def message(self) -> str:
+        return self.msg % self.args if self.args else self.msg
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,20 +282,6 @@ Output = (
 # --- state ----------------------------------------------------------------------------
 
 
-class CoreStream(EdgeStream):
-    """An :class:`EdgeStream` as the core holds it: publisher and link by id."""
-
-    def __init__(self, uid: str, name: str, limits: Limits, budget: Budget) -> None:
-        super().__init__(uid, name, limits, budget)
-        self.conn_id: int | None = None
-        self.link_id: int | None = None
-        self.current: Publisher | None = None
-        self.reported = 0  # highest seq a GapReported covered
-
-    def publisher(self) -> Publisher | None:
-        return self.current
-
-
 @dataclass(eq=False)
 class CoreLink:
     """One link's send state: sids both ways, closed sids, streams with something due."""
@@ -298,9 +293,9 @@ class CoreLink:
     load: int = 0  # streams assigned to it
     next_sid: int = 1
     sids: dict[str, int] = field(default_factory=dict)  # stream uid -> sid
-    streams: dict[int, CoreStream] = field(default_factory=dict)  # sid -> stream
+    streams: dict[int, EdgeStream] = field(default_factory=dict)  # sid -> stream
     closed_sids: set[int] = field(default_factory=set)
-    dirty: dict[CoreStream, None] = field(default_factory=dict)  # an ordered set
+    dirty: dict[EdgeStream, None] = field(default_factory=dict)  # an ordered set
     due: bool = False  # LinkDue said and no LinkWritable since
 
     def wants(self, name: str) -> bool:
@@ -308,7 +303,7 @@ class CoreLink:
         patterns = self.hello.patterns
         return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
-    def close_sent(self, stream: CoreStream) -> bool:
+    def close_sent(self, stream: EdgeStream) -> bool:
         sid = self.sids.get(stream.uid)
         return sid is not None and sid in self.closed_sids
 
@@ -341,15 +336,15 @@ class EdgeCore:
         self.edge_name = edge_name
         self.limits = limits
         self.budget = Budget()  # bytes all streams' buffers hold (Limits.max_buffered_total)
-        self.streams: dict[str, CoreStream] = {}  # live and orphaned, by name
+        self.streams: dict[str, EdgeStream] = {}  # live and orphaned, by name
         # Ended, tail not yet acked. An ordered set: a set of objects iterates in address
         # order, and LinkUp/LinkDown assign in this order, so outputs would vary run to run.
-        self.finishing: dict[CoreStream, None] = {}
+        self.finishing: dict[EdgeStream, None] = {}
         self.links: dict[int, CoreLink] = {}  # in the order they came up
-        self._by_conn: dict[int, dict[int, CoreStream]] = {}  # conn -> RTMP stream id -> stream
+        self._by_conn: dict[int, dict[int, EdgeStream]] = {}  # conn -> RTMP stream id -> stream
         self._uids = itertools.count(1)
         self._out: list[Output] = []
-        self._timers: list[tuple[float, int, str, CoreStream | None, float]] = []
+        self._timers: list[tuple[float, int, str, EdgeStream | None, float]] = []
         self._timer_seq = itertools.count()
         self.draining = False
         self._drain_done = False
@@ -407,6 +402,16 @@ class EdgeCore:
 
     # --- queries for the pump -------------------------------------------------------------
 
+    @property
+    def pending(self) -> bool:
+        """Whether :meth:`outputs` has something (the per-tag path skips the call when not)."""
+        return bool(self._out)
+
+    def stream_for(self, conn_id: int, rtmp_stream_id: int) -> EdgeStream | None:
+        """The stream ``conn_id`` publishes as RTMP stream ``rtmp_stream_id``."""
+        streams = self._by_conn.get(conn_id)
+        return streams.get(rtmp_stream_id) if streams else None
+
     def resume_points(self) -> tuple[wire.ResumePoint, ...]:
         """Every stream held, for the edge's Hello: a client can finish the ones we no longer have."""
         held = [*self.streams.values(), *self.finishing]
@@ -423,10 +428,10 @@ class EdgeCore:
 
     # --- timers ---------------------------------------------------------------------------
 
-    def _timer(self, when: float, kind: str, stream: CoreStream | None, stamp: float) -> None:
+    def _timer(self, when: float, kind: str, stream: EdgeStream | None, stamp: float) -> None:
         heapq.heappush(self._timers, (when, next(self._timer_seq), kind, stream, stamp))
 
-    def _valid(self, entry: tuple[float, int, str, CoreStream | None, float]) -> bool:
+    def _valid(self, entry: tuple[float, int, str, EdgeStream | None, float]) -> bool:
         """Lazy deletion: a timer is stale once its stream left the state it was set in."""
         _, _, kind, stream, stamp = entry
         if kind == _GRACE:
@@ -452,7 +457,7 @@ class EdgeCore:
             self._take_over(stream, event)
         elif refusal := self._stream_limit(name):
             self._out.append(LimitBreached(refusal))
-            self._log(logging.WARNING, f"refused publish of {name!r} from {addr}: {refusal} reached")
+            self._log(logging.WARNING, "refused publish of %r from %s: %s reached", name, addr, refusal)
             self._out.append(
                 RejectPublish(
                     event.conn_id, event.rtmp_stream_id, "NetStream.Publish.BadName", f"{refusal} reached"
@@ -460,7 +465,7 @@ class EdgeCore:
             )
             return
         else:
-            stream = CoreStream(f"{self.instance}-{next(self._uids)}", name, self.limits, self.budget)
+            stream = EdgeStream(f"{self.instance}-{next(self._uids)}", name, self.limits, self.budget)
             self.streams[name] = stream
             self._out.append(Count("streams"))
         stream.conn_id = event.conn_id
@@ -471,10 +476,10 @@ class EdgeCore:
         stream.publishers += 1
         self._by_conn.setdefault(event.conn_id, {})[event.rtmp_stream_id] = stream
         self._out.append(AcceptPublish(event.conn_id, event.rtmp_stream_id, stream.uid))
-        self._log(logging.INFO, f"publish {name} from {addr} (app {event.app!r})")
+        self._log(logging.INFO, "publish %s from %s (app %r)", name, addr, event.app)
         self._assign(stream)
 
-    def _take_over(self, stream: CoreStream, event: PublishVerified) -> None:
+    def _take_over(self, stream: EdgeStream, event: PublishVerified) -> None:
         """The same key again: the new publisher continues the same logical stream."""
         old = stream.conn_id
         if old is not None and old != event.conn_id:
@@ -484,7 +489,7 @@ class EdgeCore:
         stream.publisher_marks[stream.outbox.next_seq] = event.publisher
         stream.rebase_next = True
         self._out.append(Count("publisher_reconnects"))
-        self._log(logging.INFO, f"publisher of {stream.name} reconnected from {event.publisher.addr}")
+        self._log(logging.INFO, "publisher of %s reconnected from %s", stream.name, event.publisher.addr)
 
     def _stream_limit(self, name: str) -> str | None:
         """The limit a new stream called ``name`` would breach, if any.
@@ -536,15 +541,17 @@ class EdgeCore:
         self._out.append(LimitBreached("max_buffered_total"))
         self._log(
             logging.WARNING,
-            f"max_buffered_total: {self.budget.used + dropped} bytes held by {len(held)} streams; "
-            f"dropped the oldest {dropped} bytes",
+            "max_buffered_total: %d bytes held by %d streams; dropped the oldest %d bytes",
+            self.budget.used + dropped,
+            len(held),
+            dropped,
         )
 
     def _unpublish(self, event: Unpublished, now: float) -> None:
         stream = self._by_conn.get(event.conn_id, {}).pop(event.rtmp_stream_id, None)
         if stream is None or stream.ended:
             return
-        self._log(logging.INFO, f"unpublish {stream.name} ({event.reason})")
+        self._log(logging.INFO, "unpublish %s (%s)", stream.name, event.reason)
         self._end(stream, f"publisher: {event.reason}", wire.Code.UNPUBLISHED, now)
 
     def _publisher_gone(self, conn_id: int, now: float) -> None:
@@ -558,12 +565,14 @@ class EdgeCore:
             self._timer(now + self.limits.reconnect_grace, _GRACE, stream, now)
             self._log(
                 logging.INFO,
-                f"publisher of {stream.name} disconnected; waiting {self.limits.reconnect_grace:g} s for it",
+                "publisher of %s disconnected; waiting %g s for it",
+                stream.name,
+                self.limits.reconnect_grace,
             )
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def _end(self, stream: CoreStream, reason: str, code: str, now: float) -> None:
+    def _end(self, stream: EdgeStream, reason: str, code: str, now: float) -> None:
         """Live or orphaned -> finishing: the tail goes out, then the Close."""
         stream.transition(END)
         stream.end_code = code
@@ -579,7 +588,7 @@ class EdgeCore:
             self._mark(self.links[stream.link_id], stream)
         self._check_drained()
 
-    def _expire(self, stream: CoreStream, now: float) -> None:
+    def _expire(self, stream: EdgeStream, now: float) -> None:
         """An ended stream's tail outlived ``buffer_seconds``: let it go, never silently.
 
         With a link up that has not sent the Close yet (the app stopped taking this stream),
@@ -590,8 +599,10 @@ class EdgeCore:
         if outbox.buffered_tags:
             self._log(
                 logging.WARNING,
-                f"{stream.name} ended {self.limits.buffer_seconds:g} s ago; "
-                f"dropping its {outbox.buffered_tags} unacked tags",
+                "%s ended %g s ago; dropping its %d unacked tags",
+                stream.name,
+                self.limits.buffer_seconds,
+                outbox.buffered_tags,
             )
         link = self.links.get(stream.link_id) if stream.link_id is not None else None
         if link is not None and not link.close_sent(stream):
@@ -609,7 +620,7 @@ class EdgeCore:
             )
         self._finish(stream)
 
-    def _finish(self, stream: CoreStream) -> None:
+    def _finish(self, stream: EdgeStream) -> None:
         """Finishing -> gone: free its buffer and its per-link state."""
         stream.transition(FINISH)
         self.finishing.pop(stream, None)
@@ -625,9 +636,9 @@ class EdgeCore:
         stream.outbox.discard()
         self._check_drained()
 
-    def _refused(self, stream: CoreStream, code: str, reason: str, now: float) -> None:
+    def _refused(self, stream: EdgeStream, code: str, reason: str, now: float) -> None:
         """The app refused or closed the stream: tell the publisher, end it, let it go."""
-        self._log(logging.WARNING, f"app refused {stream.name}: {code} {reason}")
+        self._log(logging.WARNING, "app refused %s: %s %s", stream.name, code, reason)
         if stream.conn_id is not None:
             self._out.append(
                 RejectPublish(
@@ -640,7 +651,7 @@ class EdgeCore:
             self._end(stream, f"app: {reason or code}", code, now)
         self._finish(stream)
 
-    def _acked(self, stream: CoreStream, link: CoreLink | None) -> None:
+    def _acked(self, stream: EdgeStream, link: CoreLink | None) -> None:
         marks = stream.publisher_marks
         outbox = stream.outbox
         if marks:
@@ -686,7 +697,7 @@ class EdgeCore:
                     self._assign(stream)
         self._check_drained()
 
-    def _assign(self, stream: CoreStream) -> bool:
+    def _assign(self, stream: EdgeStream) -> bool:
         """Give an unassigned stream to one consumer; True if it has one."""
         if stream.link_id is None:
             link = pick(stream, list(self.links.values()))
@@ -698,7 +709,7 @@ class EdgeCore:
         self._mark(self.links[stream.link_id], stream)
         return True
 
-    def _mark(self, link: CoreLink, stream: CoreStream) -> None:
+    def _mark(self, link: CoreLink, stream: EdgeStream) -> None:
         """``stream`` may have something due on ``link``: say LinkDue once until the link pulls."""
         link.dirty[stream] = None
         if not link.due:
@@ -746,7 +757,7 @@ class EdgeCore:
                 return parts, bool(dirty)
         return parts, False
 
-    def _open(self, link: CoreLink, stream: CoreStream, parts: list[bytes]) -> int:
+    def _open(self, link: CoreLink, stream: EdgeStream, parts: list[bytes]) -> int:
         sid = link.next_sid
         link.next_sid += 1
         link.sids[stream.uid] = sid
@@ -775,12 +786,13 @@ class EdgeCore:
             Log(
                 LINK_LOG,
                 logging.INFO,
-                f"link {link.remote}: open {stream.name} (sid {sid}, from seq {frame.seq})",
+                "link %s: open %s (sid %d, from seq %d)",
+                (link.remote, stream.name, sid, frame.seq),
             )
         )
         return sid
 
-    def _take(self, link: CoreLink, stream: CoreStream, sid: int, parts: list[bytes]) -> int:
+    def _take(self, link: CoreLink, stream: EdgeStream, sid: int, parts: list[bytes]) -> int:
         outbox = stream.outbox
         if not outbox.pending:
             return 0
@@ -798,14 +810,18 @@ class EdgeCore:
                 parts.append(wire.encode_data(sid, start, tags[start - seq : end - seq], publisher))
         return sum(map(len, tags))
 
-    def _gap(self, stream: CoreStream, gap: Gap) -> None:
+    def _gap(self, stream: EdgeStream, gap: Gap) -> None:
         stream.gaps += 1
         stream.reported = max(stream.reported, gap.seq - 1)
         self._out.append(GapReported(stream.uid, stream.name, gap))
         self._log(
             logging.WARNING,
-            f"gap in {stream.name}: dropped {gap.tags} tags ({gap.bytes} bytes, {gap.ms} ms) "
-            f"before seq {gap.seq}",
+            "gap in %s: dropped %d tags (%d bytes, %d ms) before seq %d",
+            stream.name,
+            gap.tags,
+            gap.bytes,
+            gap.ms,
+            gap.seq,
         )
 
     def _frame(self, link_id: int, frame: wire.Frame, now: float) -> None:
@@ -855,10 +871,10 @@ class EdgeCore:
         self._drain_done = True
         unacked = self.unacked()
         if unacked:
-            self._log(logging.WARNING, f"shutting down with {unacked} tags not acked by the app")
+            self._log(logging.WARNING, "shutting down with %d tags not acked by the app", unacked)
         self._out.append(Drained(unacked))
         for link_id in self.links:
             self._out.append(CloseLink(link_id, wire.Code.SHUTDOWN, "edge shutting down"))
 
-    def _log(self, level: int, message: str) -> None:
-        self._out.append(Log(EDGE_LOG, level, message))
+    def _log(self, level: int, msg: str, *args: Any) -> None:
+        self._out.append(Log(EDGE_LOG, level, msg, args))

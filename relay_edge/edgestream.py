@@ -1,51 +1,20 @@
-"""One published stream on the edge, and what it needs of its publisher and its link.
+"""One published stream on the edge: its buffer, codecs, timeline and lifecycle. Sans-I/O.
 
-:class:`EdgeStream` lives across publisher reconnects and link changes. Its
-publisher's connection (``ingest.RtmpConnection``) and its link
-(``link.EdgeLink``) are seen here only through the small protocols below, so
-the stream, the ingest and the link modules import none of each other in a circle.
+:class:`EdgeStream` lives across publisher reconnects and link changes. The edge
+core (``edgecore.EdgeCore``) drives it along :data:`TRANSITIONS` and knows its
+publisher and its link only by id, so nothing here refers to a socket.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from . import flv, wire
 from .errors import LocalProtocolError
 from .limits import Limits
 from .outbox import Budget, Outbox
-from .transport import Transport
-
-
-class PublisherConn(Protocol):
-    """What the edge asks of a stream's publisher connection (:class:`~relay_edge.ingest.RtmpConnection`)."""
-
-    peer: str
-    app: str
-    flash_ver: str
-    closed: bool
-    paused: bool
-    streams: dict[int, EdgeStream]
-
-    def resume_if_caught_up(self) -> None: ...
-
-    def reject(self, stream_id: int, code: str, description: str) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class StreamLink(Protocol):
-    """What the edge asks of the link a stream is on (:class:`~relay_edge.link.EdgeLink`)."""
-
-    transport: Transport
-
-    def wake(self, stream: EdgeStream | None = None) -> None: ...
-
-    def close_sent(self, stream: EdgeStream) -> bool: ...
-
-    def forget(self, stream: EdgeStream) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +77,10 @@ class EdgeStream:
         self.state = LIVE  # see TRANSITIONS; the edge core drives it (edgecore.py)
         self.end_reason = ""
         self.end_code = wire.Code.UNPUBLISHED
-        self.conn: PublisherConn | None = None
+        self.conn_id: int | None = None  # the publisher's connection, while it is there
+        self.current: Publisher | None = None  # who that publisher is
         self.rtmp_stream_id = 0
-        self.link: StreamLink | None = None
+        self.link_id: int | None = None  # the link it is assigned to
         self.consumer = ""  # hello.instance of the app it was last given to
         self.started = time.time()
         self.orphaned_at: float | None = None
@@ -122,6 +92,7 @@ class EdgeStream:
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.gaps = 0
+        self.reported = 0  # highest seq a reported Gap covered (the core's tail expiry)
         # Sequence number of the first tag of each publisher that took over -> who it is;
         # the link flags the Data frame starting there. Pruned as acks pass them.
         self.publisher_marks: dict[int, Publisher] = {}
@@ -188,8 +159,7 @@ class EdgeStream:
         return publisher.to_wire() if publisher else {}
 
     def publisher(self) -> Publisher | None:
-        conn = self.conn
-        return None if conn is None else Publisher(conn.peer, conn.app, conn.flash_ver)
+        return self.current
 
     def bitrate(self, now: float) -> float:
         """Bits per second over the last ~5 s."""

@@ -39,11 +39,14 @@ class IngestHost(Protocol):
 
     def disconnected(self, conn: RtmpConnection) -> None: ...
 
+    @property
+    def paused(self) -> set[RtmpConnection]: ...
+
     def publish(self, conn: RtmpConnection, event: PublishRequested) -> None: ...
 
-    def media(self, stream: EdgeStream, tag_type: int, timestamp: int, data: bytes) -> None: ...
+    def media(self, conn: RtmpConnection, event: Media) -> None: ...
 
-    def unpublish(self, stream: EdgeStream, reason: str) -> None: ...
+    def unpublish(self, conn: RtmpConnection, event: Unpublished) -> None: ...
 
 
 class RtmpConnection(asyncio.Protocol):
@@ -54,6 +57,7 @@ class RtmpConnection(asyncio.Protocol):
         self.tls_context = tls_context  # RTMPS: TLS starts after accept, once counted
         self.session = ServerSession(edge.limits)
         self.transport: asyncio.Transport | None = None
+        self.conn_id = 0  # the edge core's name for it (set by the edge on admit)
         self.peer = "?"
         self.ip = "?"
         self.app = ""
@@ -113,6 +117,7 @@ class RtmpConnection(asyncio.Protocol):
         if self.transport is None or self.closed:
             return
         self.paused = True
+        self.edge.paused.add(self)
         self.transport.pause_reading()
         # Rare (the link is behind), so one timer per pause costs nothing on the read path.
         self._pause_timer = asyncio.get_running_loop().call_later(self.edge.limits.max_pause, self._overrun)
@@ -136,7 +141,7 @@ class RtmpConnection(asyncio.Protocol):
         for s in self.streams.values():  # every read: the cheap test first, no generator
             if (
                 s.outbox.buffered_bytes > threshold
-                and s.link is not None
+                and s.link_id is not None
                 and s.ready
                 and s.outbox.behind(threshold)
             ):
@@ -155,6 +160,7 @@ class RtmpConnection(asyncio.Protocol):
         if not self.paused:
             return
         self.paused = False
+        self.edge.paused.discard(self)
         self.last_rx = time.monotonic()  # paused time is not the publisher's silence
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
@@ -164,21 +170,19 @@ class RtmpConnection(asyncio.Protocol):
         self.closed = True
         if self._pause_timer is not None:
             self._pause_timer.cancel()
+        self.edge.paused.discard(self)
         self.edge.disconnected(self)
 
     # --- events -------------------------------------------------------------------------
 
     def _dispatch(self, event: object) -> None:
-        if isinstance(event, Media):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                self.edge.media(stream, event.type, event.timestamp, event.data)
+        if type(event) is Media:
+            self.edge.media(self, event)
         elif isinstance(event, PublishRequested):
             self.edge.publish(self, event)
         elif isinstance(event, Unpublished):
-            stream = self.streams.pop(event.stream_id, None)
-            if stream is not None:
-                self.edge.unpublish(stream, event.reason)
+            self.streams.pop(event.stream_id, None)
+            self.edge.unpublish(self, event)
         elif isinstance(event, Connect):
             self.app = event.app
             self.flash_ver = event.flash_ver

@@ -19,7 +19,8 @@ import pytest
 
 from relay_client.stream import Stream
 from relay_edge import flv
-from relay_edge.edge import EdgeStream
+from relay_edge.ingest import RtmpConnection
+from relay_edge.rtmp.events import Media
 from tests.support import media, publishers
 from tests.support.raw import RtmpClient
 from tests.support.relay import Relay, until, with_limits
@@ -44,9 +45,11 @@ class StallingRelay(Relay):
         assert self.edge is not None
         media_in = self.edge.media
 
-        def record(stream: EdgeStream, tag_type: int, timestamp: int, data: bytes) -> None:
-            media_in(stream, tag_type, timestamp, data)
-            self.at_edge.setdefault(stream.name, []).append((time.monotonic(), timestamp))
+        def record(conn: RtmpConnection, event: Media) -> None:
+            media_in(conn, event)
+            stream = self.edge.core.stream_for(conn.conn_id, event.stream_id) if self.edge else None
+            if stream is not None:
+                self.at_edge.setdefault(stream.name, []).append((time.monotonic(), event.timestamp))
 
         self.edge.media = record  # type: ignore[method-assign]
         return self

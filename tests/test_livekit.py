@@ -369,7 +369,7 @@ async def test_a_stalled_link_pauses_the_publisher_at_most_max_pause_then_drops_
         async with await publishers.gst_livekit(relay.url("held"), seconds=seconds, video_kbit=3000) as pub:
             await until(lambda: len(relay.pcm("held")) > 16000, 15, "no audio")  # 0.5 s at 16 kHz mono
             held = relay.edge.streams["held"]
-            conn = held.conn
+            conn = relay.edge.publisher_conn(held)
             assert conn is not None and not conn.paused and held.last_ts is not None
             proxy.hold(up=True)  # the path to the app stalls
             stalled, stalled_ts = proxy.bytes_up, held.last_ts

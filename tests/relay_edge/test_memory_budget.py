@@ -12,7 +12,9 @@ import tracemalloc
 from dataclasses import replace
 
 from relay_edge import flv, keys
-from relay_edge.edge import Edge, EdgeConfig, EdgeStream
+from relay_edge.edge import Edge, EdgeConfig
+from relay_edge.edgecore import EdgeCore, Media, PublishVerified
+from relay_edge.edgestream import Publisher
 from relay_edge.limits import DEFAULT_LIMITS, KIB, Limits
 from relay_edge.outbox import TAG_OVERHEAD, Budget, Outbox
 from tests.support.raw import RtmpClient
@@ -142,14 +144,16 @@ async def test_an_ended_stream_is_dropped_after_buffer_seconds_even_unacked() ->
 def test_the_oldest_tags_go_first_across_many_streams() -> None:
     """Interleaved streams over the budget lose their oldest tags evenly: oldest first, whoever owns them."""
     limits = replace(DEFAULT_LIMITS, max_buffered_total=64 * KIB)
-    edge = Edge(EdgeConfig(secret=SECRET, limits=limits))  # never started: media() is all this needs
-    streams = [EdgeStream(f"u{i}", f"s{i}", limits, edge.budget) for i in range(50)]
-    for s in streams:
-        edge.streams[s.name] = s
+    core = EdgeCore("edge", limits=limits)  # the edge's sans-I/O core: no sockets needed
+    publisher = Publisher("10.0.0.1:1", "live", "")
+    for i in range(50):
+        core.handle(PublishVerified(i, 1, f"s{i}", "live", publisher), 0.0)
+    streams = [core.streams[f"s{i}"] for i in range(50)]
     for ts in range(20):  # 50 streams x 20 tags x (100 + 11 + 193) bytes: ~297 KiB pushed
-        for s in streams:
-            edge.media(s, flv.AUDIO, ts * 23, b"\xaf\x01" + bytes(98))
-    assert edge.budget.used <= limits.max_buffered_total
-    assert edge.budget.used == sum(s.outbox.held_bytes for s in streams)
+        for i in range(50):
+            now = ts * 0.023 + i * 0.0001  # arrivals in push order, as the clock would give them
+            core.handle(Media(i, 1, flv.AUDIO, ts * 23, b"\xaf\x01" + bytes(98)), now)
+    assert core.budget.used <= limits.max_buffered_total
+    assert core.budget.used == sum(s.outbox.held_bytes for s in streams)
     dropped = [s.outbox.dropped_tags for s in streams]
     assert max(dropped) - min(dropped) <= 1 and min(dropped) > 0  # round-robin pushes: even losses
