@@ -31,14 +31,17 @@ from relay_edge import frames as wire
 from relay_edge.limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
+    "Abandon",
     "AppCore",
     "CloseLink",
     "Delivered",
     "Drain",
     "FrameReceived",
     "GapToDeliver",
+    "Input",
     "LinkDown",
     "LinkUp",
+    "Output",
     "Refuse",
     "SendFrames",
     "StreamEnded",
@@ -90,6 +93,16 @@ class Refuse:
 
 
 @dataclass(frozen=True, slots=True)
+class Abandon:
+    """The app never took the new stream ``uid`` (the link died while its accept hook ran).
+
+    Its state goes, with no Reject: the edge offers it again on the next link, as new.
+    """
+
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
 class LinkDown:
     """Link ``link_id`` is gone (closed, reset, timed out)."""
 
@@ -101,7 +114,7 @@ class Drain:
     """Graceful stop: take no new tags (the edge keeps them, unacked), keep acking what was taken."""
 
 
-Input = Union[LinkUp, FrameReceived, Delivered, Refuse, LinkDown, Drain]  # noqa: UP007
+Input = Union[LinkUp, FrameReceived, Delivered, Refuse, Abandon, LinkDown, Drain]  # noqa: UP007
 
 # --- outputs -----------------------------------------------------------------------------
 
@@ -288,6 +301,10 @@ class AppCore:
             self._link_down(event.link_id)
         elif isinstance(event, Refuse):
             self._refuse(event.uid, event.code, event.reason)
+        elif isinstance(event, Abandon):
+            held = self._streams.get(event.uid)
+            if held is not None and not held.ended:
+                self._forget(held)
         elif isinstance(event, Drain):
             self._draining = True
         else:
@@ -311,7 +328,7 @@ class AppCore:
     def tick(self, now: float) -> None:
         """Timers: end a link silent for ``ping_timeout`` (a half-open one), ping when due."""
         for link in list(self._links.values()):
-            if now - link.last_rx > self.limits.ping_timeout:
+            if now - link.last_rx >= self.limits.ping_timeout:
                 reason = f"ping_timeout: nothing from the edge for {self.limits.ping_timeout:g} s"
                 self._close_link(link, wire.Code.TIMEOUT, reason)
             elif now >= link.next_ping:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import socket
@@ -35,6 +36,24 @@ from relay_edge.transport import AiohttpTransport, Transport, exchange_hello, ru
 from relay_edge.tunnel import TunnelMux
 from relay_edge.web import LINK_ENDED, accept_link, close_code_for
 
+from .appcore import (
+    GONE_REASON,
+    Abandon,
+    AppCore,
+    CloseLink,
+    Delivered,
+    Drain,
+    FrameReceived,
+    GapToDeliver,
+    Input,
+    LinkDown,
+    LinkUp,
+    Refuse,
+    SendFrames,
+    StreamEnded,
+    StreamOpened,
+    TagsToDeliver,
+)
 from .decode import AudioFormat
 from .republish import DEFAULT_REPUBLISH_LIMITS, LocalPublish, RepublishLimits, Target
 from .stream import GapEvent, Stream
@@ -86,11 +105,12 @@ class Receiver:
         self._verifier = ProofVerifier(secret, limits.auth_max_skew, limits.auth_max_remembered)
         self._new: asyncio.Queue[Stream] = asyncio.Queue()
         self.live: dict[str, Stream] = {}  # by uid
-        # Uids of streams the edge closed, oldest first. An edge that lost the last acks with its
-        # link offers such a stream again; it must not start over (files hold it once). An edge
-        # holds at most max_streams streams, so that many recent ends cover what it can offer.
-        self.ended_uids: dict[str, None] = {}
+        # The link protocol (sids, dedupe, acks, ends, resume points) for every link: this class
+        # and ClientLink only pump frames, streams and the clock through it.
+        self.core = AppCore(self.instance, limits, name=self.name, patterns=self.patterns)
         self.links: list[ClientLink] = []
+        self._by_id: dict[int, ClientLink] = {}
+        self._link_ids = itertools.count(1)
         self.closing = False  # shutdown() started: no new links
         self._tasks: set[asyncio.Task[Any]] = set()
         self.metrics = Metrics(
@@ -183,8 +203,7 @@ class Receiver:
         (on a deploy, reaching the new instance). Bounded by ``timeout`` seconds.
         """
         self.closing = True
-        for link in self.links:
-            link.draining = True
+        self._feed(Drain())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and (
             any(s.busy for s in self.live.values()) or any(ln.acks_pending for ln in self.links)
@@ -214,32 +233,27 @@ class Receiver:
             with contextlib.suppress(Exception):
                 await transport.close(1001, "app shutting down")
             return
-        hello = wire.Hello(
-            version=wire.PROTOCOL_VERSION,
-            role="client",
-            instance=self.instance,
-            name=self.name,
-            streams=tuple(wire.ResumePoint(uid=s.info.uid, seq=s.delivered) for s in self.live.values()),
-            patterns=self.patterns,
-        )
         try:
             peer = await exchange_hello(
                 transport,
-                hello,
+                self.core.hello(),
                 secret=self._secret,
                 dialer_proof=dialer_proof,
                 dialed=dialed,
                 timeout=self.limits.handshake_timeout,
             )
-            link = ClientLink(self, transport, peer)
+            link = ClientLink(self, transport, peer, next(self._link_ids))
             self.links.append(link)
+            self._by_id[link.link_id] = link
             self.metrics.link_connects.inc()
             log.info("link up: %s (edge %r)", transport.remote, peer.name or peer.instance)
-            self._finish_gone(peer)
+            self._feed(LinkUp(link.link_id, peer))
             try:
                 await link.run()
             finally:
                 self.links.remove(link)
+                self._feed(LinkDown(link.link_id))
+                del self._by_id[link.link_id]
         except LINK_ENDED as exc:
             if dialed and isinstance(exc, TransportClosed) and exc.code in RESTART_CODES:
                 raise  # the edge is restarting: dial_forever logs, counts and redials at once
@@ -253,32 +267,65 @@ class Receiver:
             with contextlib.suppress(Exception):
                 await transport.close(1011, f"internal error: {type(exc).__name__}")
 
-    def _finish_gone(self, peer: wire.Hello) -> None:
-        """End streams from this edge (by name) that its Hello no longer lists.
+    # --- the pump around the core -------------------------------------------------------------
 
-        They ended while the link was down, or the edge restarted and lost them:
-        nothing more will come, so the app gets the end instead of waiting forever.
-        """
-        listed = {p.uid for p in peer.streams}
-        for stream in list(self.live.values()):
-            if stream.info.edge == peer.name and stream.info.uid not in listed and not stream.ended:
-                log.warning("stream %s: edge %s no longer has it; ending it", stream.info.name, peer.name)
-                stream.end("gone from the edge")
+    def _feed(self, event: Input) -> None:
+        """One input to the core, then carry out what it says; no stream can open from these."""
+        self.core.handle(event, time.monotonic())
+        opened = self._dispatch()
+        assert not opened, "only a frame opens a stream"
 
-    def _ended_at_edge(self, uid: str) -> None:
-        """The edge closed stream ``uid``: remember it, so an Open for it again is answered "done"."""
-        self.ended_uids[uid] = None
-        while len(self.ended_uids) > self.limits.max_streams:
-            del self.ended_uids[next(iter(self.ended_uids))]
+    async def feed_frame(self, link: ClientLink, frame: wire.Frame) -> None:
+        """A frame from ``link``: to the core, then its outputs; an Open asks the app's accept hook."""
+        self.core.handle(FrameReceived(link.link_id, frame), time.monotonic())
+        for event in self._dispatch():
+            await self._opened(event)
 
-    async def open_stream(self, frame: wire.Open, link: ClientLink) -> tuple[Stream, str | None]:
-        """A stream opened on ``link``: the existing object on a resume, else a new one."""
-        stream = self.live.get(frame.uid)
-        if stream is not None and not stream.ended:
-            stream.reopen(frame)
-            self.metrics.resumes.inc()
-            log.info("stream %s resumed on a new link from seq %d", frame.name, frame.seq)
-            return stream, None
+    def tick(self) -> None:
+        """The core's timers (pings, silent links), at :meth:`AppCore.next_deadline` or later."""
+        self.core.tick(time.monotonic())
+        self._dispatch()
+
+    def _dispatch(self) -> list[StreamOpened]:
+        """Carry out the core's outputs; the streams opened are returned to ask the app (async)."""
+        opened: list[StreamOpened] = []
+        for out in self.core.outputs():
+            if isinstance(out, TagsToDeliver):
+                if (stream := self.live.get(out.uid)) is not None:
+                    stream.feed(out.seq, out.tags, out.publisher)
+            elif isinstance(out, SendFrames):
+                if (link := self._by_id.get(out.link_id)) is not None:
+                    link.send(out.frames)
+            elif isinstance(out, GapToDeliver):
+                if (stream := self.live.get(out.uid)) is not None:
+                    g = out.gap
+                    stream.feed_gap(GapEvent(g.seq, g.tags, g.bytes, g.ms))
+            elif isinstance(out, StreamOpened):
+                opened.append(out)
+            elif isinstance(out, StreamEnded):
+                self._ended(out)
+            elif (link := self._by_id.get(out.link_id)) is not None:  # CloseLink
+                link.fail(_link_error(out))
+        return opened
+
+    def _ended(self, event: StreamEnded) -> None:
+        stream = self.live.get(event.uid)
+        if stream is None:
+            return
+        if event.reason == GONE_REASON:
+            log.warning("stream %s: edge %s no longer has it; ending it", stream.info.name, stream.info.edge)
+        stream.end(event.reason)
+
+    async def _opened(self, event: StreamOpened) -> None:
+        """A stream opened on a link: the existing object on a resume, else a new one the app may refuse."""
+        frame = event.open
+        if event.known:
+            stream = self.live.get(event.uid)
+            if stream is not None:
+                stream.reopen(frame)
+                self.metrics.resumes.inc()
+                log.info("stream %s resumed on a new link from seq %d", frame.name, frame.seq)
+            return
         local = LocalPublish(self.republish, frame.name, self.republish_limits) if self.republish else None
         stream = Stream(
             frame,
@@ -288,18 +335,25 @@ class Receiver:
             ack=self._ack,
             republish=local,
         )
-        refusal = await self._ask_accept(stream)
+        try:
+            refusal = await self._ask_accept(stream)
+        except BaseException:  # the hook failed, or the link died meanwhile: offered again next time
+            self._feed(Abandon(event.uid))
+            raise
         if refusal is not None:
-            return stream, refusal
+            log.warning("refused stream %s: %s", frame.name, refusal)
+            self._feed(Refuse(event.uid, wire.Code.FORBIDDEN, refusal))
+            return
         self.live[frame.uid] = stream
         self.metrics.streams.inc()
-        stream.start()
+        if stream.delivered >= frame.seq:  # the files hold more (a checkpoint): not handed out again
+            self._feed(Delivered(frame.uid, stream.delivered))
+        stream.start(after=self.live.get(event.follows or ""))
         log.info("stream %s opened (codecs %s, from %s)", frame.name, frame.codecs, frame.edge or "edge")
         self._new.put_nowait(stream)
         if self._on_stream is not None:
             self._spawn(self._on_stream(stream))
         self._spawn(self._reap(stream))
-        return stream, None
 
     async def _ask_accept(self, stream: Stream) -> str | None:
         if self._accept is None:
@@ -337,6 +391,8 @@ class Receiver:
 
     async def _reap(self, stream: Stream) -> None:
         await stream.wait_ended()
+        # Ended here, not by the edge (its pipeline failed): the edge stops sending it.
+        self._feed(Refuse(stream.info.uid, wire.Code.ERROR, stream.end_reason))
         local = getattr(stream, "republish", None)
         if local is not None:
             await local.close()
@@ -359,8 +415,7 @@ class Receiver:
 
     def _ack(self, stream: Stream, seq: int) -> None:
         self._meter(stream)
-        for link in self.links:
-            link.ack(stream, seq)
+        self._feed(Delivered(stream.info.uid, seq))
 
     # --- status -----------------------------------------------------------------------------
 
@@ -389,7 +444,7 @@ class Receiver:
                     "gaps": s.stats.gaps,
                     "acked_seq": s.delivered,
                     "queued_batches": s.queued,
-                    "link": "up" if any(s.info.uid in ln.sids for ln in self.links) else "down",
+                    "link": "up" if self.core.attached(s.info.uid) else "down",
                     "resumed": s.info.resumed,
                     "republish": s.republish.status() if getattr(s, "republish", None) else None,
                 }
@@ -410,130 +465,72 @@ class Receiver:
 
 
 class ClientLink:
-    """One link from an edge: frames in, acks out."""
+    """One link from an edge: frames in to the core, what it says to send out, and the clock."""
 
-    def __init__(self, receiver: Receiver, transport: Transport, peer: wire.Hello) -> None:
+    def __init__(self, receiver: Receiver, transport: Transport, peer: wire.Hello, link_id: int) -> None:
         self.receiver = receiver
         self.transport = transport
         self.peer = peer
+        self.link_id = link_id
         self.since = time.time()
-        self.sids: dict[str, int] = {}  # stream uid -> sid
-        self._streams: dict[int, Stream] = {}
-        self._acks: dict[int, int] = {}
-        self._refused: set[int] = set()
+        self._pending: list[wire.Frame] = []  # from the core, for the send loop
+        self._error: BaseException | None = None  # the core ended this link (CloseLink)
         self._wake = asyncio.Event()
         self.tunnels = TunnelMux(transport.send, receiver.open_forward)  # raw TCP channels
-        self._last_rx = time.monotonic()
-        self.draining = False  # shutting down: ignore new Data, finish acking what we have
 
-    def ack(self, stream: Stream, seq: int) -> None:
-        sid = self.sids.get(stream.info.uid)
-        if sid is not None:
-            self._acks[sid] = seq
-            self._wake.set()
+    def send(self, frames: tuple[wire.Frame, ...]) -> None:
+        self._pending.extend(frames)
+        self._wake.set()
+
+    def fail(self, exc: BaseException) -> None:
+        """The core ended the link: every loop of it raises ``exc``."""
+        self._error = exc
+        self._wake.set()
+
+    @property
+    def acks_pending(self) -> bool:
+        return bool(self._pending)
 
     async def run(self) -> None:
         try:
-            await run_until_first(self._recv_loop(), self._send_loop(), self._watchdog())
+            await run_until_first(self._recv_loop(), self._send_loop(), self._timer())
         finally:
             self.tunnels.close_all()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     async def _send_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            acks, self._acks = self._acks, {}
-            if acks:
-                frames = [wire.Ack(sid=sid, seq=seq) for sid, seq in acks.items()]
+            self._check()
+            frames, self._pending = self._pending, []
+            if frames:
                 await self.transport.send(wire.encode_many(frames))
 
-    @property
-    def acks_pending(self) -> bool:
-        return bool(self._acks)
+    async def _timer(self) -> None:
+        """Sleep until the core's next deadline (a Ping due, a silent link), then tick it.
 
-    async def _watchdog(self) -> None:
-        """Ping every ``ping_interval``; silence past ``ping_timeout`` means a dead (half-open) link.
-
-        The edge pings too, so either side notices a link that died without a FIN or
-        RST (a NAT or load balancer dropping it) within ``ping_timeout``.
+        Polled at least every second: another link's frames move the deadline too.
         """
-        limits = self.receiver.limits
-        next_ping = time.monotonic() + limits.ping_interval
+        core = self.receiver.core
         while True:
-            await asyncio.sleep(min(1.0, limits.ping_interval))
-            now = time.monotonic()
-            if now - self._last_rx > limits.ping_timeout:
-                raise TimeoutError(f"ping_timeout: nothing from the edge for {limits.ping_timeout:g} s")
-            if now >= next_ping:
-                next_ping = now + limits.ping_interval
-                await self.transport.send(wire.encode(wire.Ping(t=now)))
+            deadline = core.next_deadline()
+            delay = 1.0 if deadline is None else deadline - time.monotonic()
+            await asyncio.sleep(min(1.0, max(0.0, delay)))
+            self.receiver.tick()
+            self._check()
 
     async def _recv_loop(self) -> None:
         limits = self.receiver.limits
         while True:
             message = await self.transport.recv()
-            self._last_rx = time.monotonic()
             for frame in wire.decode_message(message, limits):
-                await self._handle(frame)
-
-    async def _handle(self, frame: object) -> None:
-        if await self.tunnels.handle(frame):
-            return
-        if isinstance(frame, wire.Data):
-            stream = self._stream(frame.sid)
-            if stream is not None and not self.draining:
-                stream.feed(frame.seq, frame.tags, frame.publisher)
-        elif isinstance(frame, wire.Open):
-            await self._open(frame)
-        elif isinstance(frame, wire.Gap):
-            stream = self._stream(frame.sid)
-            if stream is not None:
-                stream.feed_gap(GapEvent(frame.seq, frame.tags, frame.bytes, frame.ms))
-        elif isinstance(frame, wire.Close):
-            if frame.sid is None:
-                raise ConnectionResetError(f"edge closed the link: {frame.reason}")
-            stream = self._streams.pop(frame.sid, None)
-            if stream is not None:
-                stream.end(frame.reason)
-                self.receiver._ended_at_edge(stream.info.uid)
-                # Keep the sid until the pipeline has acked the tail: the edge frees an
-                # ended stream only once everything up to its Close is acknowledged.
-                self.receiver._spawn(self._forget_when_ended(stream, frame.sid))
-        elif isinstance(frame, wire.Ping):
-            await self.transport.send(wire.encode(wire.Pong(t=frame.t)))
-
-    async def _forget_when_ended(self, stream: Stream, sid: int) -> None:
-        await stream.wait_ended()
-        if self.sids.get(stream.info.uid) == sid:
-            del self.sids[stream.info.uid]
-
-    async def _open(self, frame: wire.Open) -> None:
-        if frame.sid in self._streams:
-            raise WireError(f"open for sid {frame.sid}, which is already open")
-        if frame.uid in self.receiver.ended_uids:
-            # Ended here; the edge missed our last acks. Done with it, not a new stream.
-            self._refused.add(frame.sid)
-            reject = wire.Reject(sid=frame.sid, code=wire.Code.DONE, reason="stream already ended here")
-            await self.transport.send(wire.encode(reject))
-            return
-        stream, refusal = await self.receiver.open_stream(frame, self)
-        if refusal is not None:
-            log.warning("refused stream %s: %s", frame.name, refusal)
-            self._refused.add(frame.sid)
-            await self.transport.send(
-                wire.encode(wire.Reject(sid=frame.sid, code=wire.Code.FORBIDDEN, reason=refusal))
-            )
-            return
-        self.sids[frame.uid] = frame.sid
-        self._streams[frame.sid] = stream
-        await self.transport.send(wire.encode(wire.Accept(sid=frame.sid)))
-
-    def _stream(self, sid: int) -> Stream | None:
-        """The stream ``sid`` names; None for one we refused (its tail may still arrive)."""
-        stream = self._streams.get(sid)
-        if stream is None and sid not in self._refused:
-            raise WireError(f"frame for sid {sid}, which is not open")
-        return stream
+                await self.tunnels.handle(frame)  # raw TCP frames; the core sees them as signs of life
+                await self.receiver.feed_frame(self, frame)
+                self._check()
 
     async def close(self) -> None:
         """Tell the edge we are going away (it redials at once), then close the WebSocket."""
@@ -542,3 +539,12 @@ class ClientLink:
                 wire.encode(wire.Close(sid=None, reason="app shutting down", code=wire.Code.SHUTDOWN))
             )
             await self.transport.close(1001, "app shutting down")
+
+
+def _link_error(out: CloseLink) -> BaseException:
+    """The exception a link ends with, as the loops raised before the core (classify() counts it)."""
+    if out.code == wire.Code.TIMEOUT:
+        return TimeoutError(out.reason)
+    if out.code == wire.Code.PROTOCOL and not out.by_peer:
+        return WireError(out.reason)
+    return ConnectionResetError(out.reason)

@@ -1,7 +1,7 @@
 """One received stream, as the app sees it: info, async iterators, and end of stream.
 
-Tags arrive from the link in sequence. A pipeline task takes them in batches,
-drops any it already delivered (a resumed link replays from the last ack),
+Tags arrive from the link core (:mod:`relay_client.appcore`) in sequence, each
+once: it drops what a resumed link replays. A pipeline task takes them in batches,
 writes the files, decodes in a worker thread, hands results to the app's
 bounded queues, and only then acks: an ack means *delivered*. A slow app
 therefore slows only its own stream, through the edge's credit window.
@@ -200,6 +200,7 @@ class Stream(StreamEvents):
         self._blocking = self._video is not None or self._files is not None
         # Totals of earlier streams (or processes) in the same files, for NAME.json.
         self._base: dict[str, Any] = {}
+        self._restored = False
         if self._files is not None:
             self._restore(self._files, open_frame)
         self._working = False  # a batch is between the inbox and its ack
@@ -214,6 +215,7 @@ class Stream(StreamEvents):
             self._base = files.previous()
             return
         self._base = state.get("base", {})
+        self._restored = True
         known = StreamStats.__dataclass_fields__
         self.stats = StreamStats(**{k: v for k, v in state.get("stats", {}).items() if k in known})
         self.stats.resumes += 1
@@ -224,8 +226,9 @@ class Stream(StreamEvents):
             "stream %s: files hold up to seq %d; continuing after a restart", open_frame.name, self.delivered
         )
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._pipeline(), name=f"stream {self.info.name}")
+    def start(self, after: StreamEvents | None = None) -> None:
+        """Run the pipeline; ``after`` (an earlier stream of the same name, still finishing) goes first."""
+        self._task = asyncio.create_task(self._pipeline(after), name=f"stream {self.info.name}")
 
     # --- the app's side -------------------------------------------------------------------
 
@@ -302,8 +305,13 @@ class Stream(StreamEvents):
 
     # --- the pipeline ---------------------------------------------------------------------
 
-    async def _pipeline(self) -> None:
+    async def _pipeline(self, after: StreamEvents | None) -> None:
         loop = asyncio.get_running_loop()
+        if after is not None:
+            # Its tail goes into the same files first; then the totals it leaves are ours to add to.
+            await after.wait_ended()
+            if self._files is not None and not self._restored:
+                self._base = self._files.previous()
         flv_q = self._queues.get("flv")
         if flv_q is not None:
             await flv_q.put(self.header)
@@ -337,7 +345,7 @@ class Stream(StreamEvents):
             raise
 
     def _select(self, batch: list[_InboxItem]) -> tuple[list[bytes], list[bytes], int, str | None, list[int]]:
-        """Replayed init tags and new tags from a batch, skipping any already delivered.
+        """Replayed init tags and the tags of a batch (each once: the link core dropped replays).
 
         The last item lists where in the new tags a new publisher starts: the decoders
         are flushed there, so the old publisher's last frames come out before the new ones.
@@ -350,11 +358,10 @@ class Stream(StreamEvents):
         for item in batch:
             if isinstance(item, _Tags):
                 seq = item.seq
-                if item.publisher is not None and seq > last:  # first delivery, not a replay
+                if item.publisher is not None:
                     self._note_publisher(seq, item.publisher)
                     cuts.append(len(tags))
-                skip = max(0, last + 1 - seq)
-                tags.extend(item.tags[skip:])
+                tags.extend(item.tags)
                 last = max(last, seq + len(item.tags) - 1)
             elif isinstance(item, _Init):
                 init = item.tags

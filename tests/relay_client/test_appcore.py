@@ -11,6 +11,7 @@ import dataclasses
 import pytest
 
 from relay_client.appcore import (
+    Abandon,
     AppCore,
     CloseLink,
     Delivered,
@@ -366,3 +367,14 @@ def test_data_split_any_way_hands_out_the_same_tags(split: int) -> None:
     for first in range(1, 21, split):
         app.rx(1, data(1, first, min(20, first + split - 1)))
     assert app.got["u1"] == list(range(1, 21))
+
+
+def test_a_stream_abandoned_before_the_app_took_it_is_new_on_the_next_link() -> None:
+    app = App()
+    app.feed(LinkUp(1, edge_hello()))
+    app.rx(1, open_frame(1, "u1"))
+    app.feed(Abandon("u1"), LinkDown(1), LinkUp(2, edge_hello("u1")))
+    assert app.core.resume_points() == ()
+    out = app.rx(2, open_frame(1, "u1"), data(1, 1, 2))
+    assert [(o.uid, o.known) for o in out if isinstance(o, StreamOpened)] == [("u1", False)]
+    assert app.got["u1"] == [1, 2] and app.of(StreamEnded) == []
