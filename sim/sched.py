@@ -25,12 +25,11 @@ class Scheduler:
     def after(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
         self.at(self.now + delay, fn, *args)
 
-    def run(self, until: float, step: Callable[[], None]) -> None:
-        """Run every event up to ``until``, calling ``step`` after each (the invariant checks)."""
+    def run(self, until: float) -> None:
+        """Run every event up to ``until`` (the invariants are checked inside each step)."""
         heap = self._heap
         while heap and heap[0][0] <= until:
             when, _, fn, args = heapq.heappop(heap)
             self.now = when
             fn(*args)
-            step()
         self.now = max(self.now, until)

@@ -7,7 +7,6 @@ own clock (global time plus the host's skew).
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -141,7 +140,6 @@ class World:
         params: Params,
         cores: Cores,
         trace: Callable[[str], None] | None = None,
-        measure: bool = False,
     ) -> None:
         self.sched = Scheduler(seed)
         self.rng = self.sched.rng
@@ -149,15 +147,12 @@ class World:
         self.cores = cores
         self.check = Checker(params.limits)
         self._trace = trace
-        self.measure = measure
-        self.cpu = 0.0
         self.edges: list[Host] = []
         self.apps: list[Host] = []
         self.pubs: dict[int, Pub] = {}
         self._ids = {"link": 0, "conn": 0, "app": 0, "edge": 0}
         self.faulting = True
         self.partitioned: dict[str, float] = {}  # edge name -> until
-        self.opened: dict[str, int] = {}  # instance -> streams opened on it (balance)
         self.finished: dict[str, None] = {}  # stream names whose session is over
 
     # --- plumbing ---------------------------------------------------------------------
@@ -177,15 +172,8 @@ class World:
         if self._trace is not None:
             self.trace(host.name, f"<- {event!r}")
         now = self.sched.now + host.skew
-        if self.measure:
-            t0 = time.process_time()
-            host.core.handle(event, now)
-            outs = host.core.outputs()
-            self.cpu += time.process_time() - t0
-        else:
-            host.core.handle(event, now)
-            outs = host.core.outputs()
-        self._outputs(host, outs, now)
+        host.core.handle(event, now)
+        self._outputs(host, host.core.outputs(), now)
 
     def _wake(self, host: Host, version: int) -> None:
         if not host.alive or version != host.timer_version:
@@ -270,7 +258,6 @@ class World:
         elif isinstance(out, ev.GapToDeliver):
             self.check.app_gap(app.name, out.uid, out.gap)
         elif isinstance(out, ev.StreamOpened):
-            self.opened[app.name] = self.opened.get(app.name, 0) + 1
             self.check.app_opened(app.name, out.uid, out.init)
         app.queue.append(out)
         self._pump_pipeline(app)
@@ -619,7 +606,7 @@ class World:
             self.sched.at(start + length, self._end_session, f"room-{k}")
         self.sched.at(self.rng.uniform(0.5, 2.0), self._fault)
         self.sched.at(0.25, self._periodic)
-        self.sched.run(p.duration, self._step)
+        self.sched.run(p.duration)
         self.faulting = False
         self.partitioned.clear()
         self.p = replace(self.p, pipeline_per_tag=min(self.p.pipeline_per_tag, 0.002))
@@ -628,16 +615,13 @@ class World:
         if not self.apps:
             self.start_app()
         quiet = p.limits.reconnect_grace + p.limits.buffer_seconds + 30.0
-        self.sched.run(p.duration + quiet, self._step)
+        self.sched.run(p.duration + quiet)
         self.check.final()
 
     def _end_session(self, name: str) -> None:
         self.finished[name] = None
         for pub in [p for p in self.pubs.values() if p.name == name]:
             self._leave(pub, graceful=True)
-
-    def _step(self) -> None:
-        return None
 
 
 def _consumer(link: SimLink) -> bool:
