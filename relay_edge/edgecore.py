@@ -863,6 +863,8 @@ class EdgeCore:
     def _check_drained(self) -> None:
         if not self.draining or self._drain_done:
             return
+        if self.streams:  # _drain is still ending them one by one
+            return
         if self.links and any(s.link_id is not None for s in self.finishing):
             return
         self._drained()
