@@ -693,6 +693,7 @@ class EdgeCore:
             if stream.link_id == link_id:
                 stream.link_id = None
                 stream.outbox.rewind()
+                stream.reported = 0  # a Gap sent on the lost link may never have arrived
                 if self.links:
                     self._assign(stream)
         self._check_drained()
