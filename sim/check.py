@@ -8,6 +8,7 @@ core incarnation (its Hello ``instance``).
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 
 from relay_edge import flv
@@ -38,6 +39,7 @@ class _Ledger:
 
     uid: str
     edge: str
+    name: str
     bodies: list[bytes] = field(default_factory=list)  # seq s is bodies[s - 1]
     times: list[float] = field(default_factory=list)  # push time, edge clock
     prefix: list[int] = field(default_factory=lambda: [0])  # encoded bytes of seqs 1..s
@@ -76,11 +78,11 @@ class Checker:
 
     # --- publishers and edges ---------------------------------------------------------
 
-    def accepted(self, edge: str, conn: int, uid: str) -> None:
+    def accepted(self, edge: str, conn: int, uid: str, name: str) -> None:
         self.conn_uid[conn] = uid
         ledger = self.streams.get(uid)
         if ledger is None:
-            ledger = self.streams[uid] = _Ledger(uid, edge)
+            ledger = self.streams[uid] = _Ledger(uid, edge, name)
             self.edge_live.setdefault(edge, {})[uid] = None
             self.edge_all.setdefault(edge, []).append(uid)
         ledger.end_by = None
@@ -279,12 +281,16 @@ class Checker:
 
     # --- timed ------------------------------------------------------------------------
 
-    def periodic(self, now: float, edges_with_consumers: dict[str, bool]) -> None:
-        """Every stream ends or is assigned within its grace."""
+    def periodic(self, now: float, consumers: dict[str, list[tuple[str, ...]]]) -> None:
+        """Every stream ends or is assigned within its grace.
+
+        ``consumers``: per edge, the Hello patterns of each live link to a serving app.
+        """
         for edge, uids in self.edge_live.items():
-            can_assign = edges_with_consumers.get(edge, False)
+            links = consumers.get(edge, [])
             for uid in uids:
                 ledger = self.streams[uid]
+                can_assign = any(_wants(patterns, ledger.name) for patterns in links)
                 if ledger.end_by is not None and now > ledger.end_by:
                     raise Violation("stream not ended within its grace", f"{uid} still at {edge}")
                 # Until its first media tag an edge may hold the Open back (audio, video or both?).
@@ -321,6 +327,11 @@ def _missing(ledger: _Ledger) -> list[int]:
     for first, last in ledger.gapped:
         gapped[first : last + 1] = b"\x01" * (last - first + 1)
     return [s for s in range(1, len(ledger.bodies) + 1) if not ledger.delivered[s - 1] and not gapped[s]]
+
+
+def _wants(patterns: tuple[str, ...], name: str) -> bool:
+    """docs/TOPOLOGY.md: a consumer takes the names its patterns match; none means all."""
+    return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def _is_init(body: bytes) -> bool:

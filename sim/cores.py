@@ -54,8 +54,8 @@ class ModelCores:
     def edge(self, instance: str, edge_name: str, limits: Limits) -> Any:
         return ModelEdgeCore(instance, edge_name, limits)
 
-    def app(self, instance: str, limits: Limits) -> Any:
-        return ModelAppCore(instance)
+    def app(self, instance: str, limits: Limits, patterns: tuple[str, ...] = ()) -> Any:
+        return ModelAppCore(instance, patterns)
 
     def app_hello(self, app_core: Any) -> Hello:
         return app_core.hello()
@@ -152,11 +152,11 @@ class RealEdge:
 class RealApp:
     """``relay_client.appcore.AppCore`` in the simulator's vocabulary."""
 
-    def __init__(self, instance: str, limits: Limits) -> None:
+    def __init__(self, instance: str, limits: Limits, patterns: tuple[str, ...] = ()) -> None:
         from relay_client import appcore as ac
 
         self.ac = ac
-        self.core = ac.AppCore(instance, limits)
+        self.core = ac.AppCore(instance, limits, patterns=patterns)
 
     def handle(self, event: Any, now: float) -> None:
         ac = self.ac
@@ -214,8 +214,8 @@ class RealCores:
     def edge(self, instance: str, edge_name: str, limits: Limits) -> Any:
         return RealEdge(instance, edge_name, limits)
 
-    def app(self, instance: str, limits: Limits) -> Any:
-        return RealApp(instance, limits)
+    def app(self, instance: str, limits: Limits, patterns: tuple[str, ...] = ()) -> Any:
+        return RealApp(instance, limits, patterns)
 
     def app_hello(self, app_core: Any) -> Hello:
         return app_core.hello()

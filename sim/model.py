@@ -353,8 +353,9 @@ class _AppStream:
 class ModelAppCore:
     """Sids, delivered-seq dedupe, ack coalescing and end of stream for one app instance."""
 
-    def __init__(self, instance: str) -> None:
+    def __init__(self, instance: str, patterns: tuple[str, ...] = ()) -> None:
         self.instance = instance
+        self.patterns = patterns
         self._links: dict[int, dict[int, str]] = {}
         self.streams: dict[str, _AppStream] = {}
         self._acks: dict[tuple[int, int], int] = {}
@@ -364,7 +365,7 @@ class ModelAppCore:
     def hello(self) -> Hello:
         """This instance's Hello, with the streams it can resume."""
         points = tuple(ResumePoint(uid, st.delivered) for uid, st in self.streams.items() if st.delivered)
-        return Hello(PROTOCOL_VERSION, "client", self.instance, points)
+        return Hello(PROTOCOL_VERSION, "client", self.instance, points, patterns=self.patterns)
 
     def handle(self, event: Any, now: float) -> None:
         getattr(self, "_on_" + type(event).__name__)(event, now)

@@ -42,6 +42,8 @@ class Params:
     detect: float = 3.0  # seconds until a half-open link is declared dead (the pumps' ping timeout)
     session: tuple[float, float] | None = None  # a publisher's stream lasts this long (else: the run)
     check_every: float = 0.25  # seconds between the timed invariant checks
+    # Hello.patterns an app service may have (each instance draws one; its replacements keep it).
+    patterns: tuple[tuple[str, ...], ...] = ((),)
     limits: Limits = field(default_factory=Limits)
 
 
@@ -73,6 +75,13 @@ def random_params(seed_rng: Any) -> Params:
         max_buffered_total=r.randint(10_000, 60_000) if small and r.random() < 0.5 else 96 << 20,
     )
     faults = tuple(f for f in FAULTS if r.random() < 0.6)
+    patterns = r.choice(
+        [
+            ((),),  # every instance takes every stream
+            ((), ("room-1", "room-2")),  # a subscriber beside catch-alls
+            (("room-[0-2]",), ("room-[3-9]",)),  # split by name, no catch-all
+        ]
+    )
     return Params(
         edges=r.randint(1, 3),
         apps=r.randint(1, 3),
@@ -84,6 +93,7 @@ def random_params(seed_rng: Any) -> Params:
         faults=faults,
         pipeline_per_tag=r.choice((0.0005, 0.002, 0.05)),
         max_skew=r.uniform(0.0, 30.0),
+        patterns=patterns,
         limits=limits,
     )
 
@@ -107,6 +117,7 @@ class Host:
         self.queue: deque[Any] = deque()
         self.busy = False
         self.started = 0.0
+        self.patterns: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -214,7 +225,8 @@ class World:
             if link is not None:
                 self._send(link, to_edge=False, frames=out.frames)
         elif isinstance(out, ev.AcceptPublish):
-            self.check.accepted(edge.name, out.conn_id, out.uid)
+            pub = self.pubs.get(out.conn_id)
+            self.check.accepted(edge.name, out.conn_id, out.uid, pub.name if pub else "")
             pub = self.pubs.get(out.conn_id)
             if pub is not None:
                 pub.attached = True
@@ -387,10 +399,13 @@ class World:
             self.sched.after(self.rng.uniform(0.0, 0.2), self._dial, host, slot)
         return host
 
-    def start_app(self, startup: float = 0.0) -> Host:
+    def start_app(self, startup: float = 0.0, patterns: tuple[str, ...] | None = None) -> Host:
         name = f"app{self._next('app')}"
         skew = self.rng.uniform(-1, 1) * self.p.max_skew
-        host = Host("app", name, self.cores.app(name, self.p.limits), skew)
+        if patterns is None:
+            patterns = self.rng.choice(self.p.patterns)
+        host = Host("app", name, self.cores.app(name, self.p.limits, patterns), skew)
+        host.patterns = patterns
         host.ready = False
         host.started = self.sched.now
         self.apps.append(host)
@@ -418,7 +433,7 @@ class World:
     def deploy(self, old: Host) -> None:
         """Render-style: the new instance starts first, then the old one drains and stops."""
         self.trace(old.name, "deploy: draining")
-        self.start_app(startup=self.rng.uniform(0.5, 3.0))
+        self.start_app(self.rng.uniform(0.5, 3.0), old.patterns)
         old.draining = True
         self.feed(old, ev.Drain())
         self._close_when_idle(old, self.sched.now + 5.0)
@@ -545,8 +560,9 @@ class World:
 
     def _f_app_crash(self) -> None:
         if self.apps:
-            self.kill_app(self.rng.choice(self.apps))
-            self.start_app(startup=self.rng.uniform(0.5, 5.0))
+            app = self.rng.choice(self.apps)
+            self.kill_app(app)
+            self.start_app(self.rng.uniform(0.5, 5.0), app.patterns)
 
     def _f_deploy(self) -> None:
         apps = [a for a in self.apps if not a.draining]
@@ -583,8 +599,7 @@ class World:
 
     def _periodic(self) -> None:
         consumers = {
-            e.name: any(not link.app.draining and link.app.alive for link in e.links.values())
-            for e in self.edges
+            e.name: [ln.app.patterns for ln in e.links.values() if _consumer(ln)] for e in self.edges
         }
         self.check.periodic(self.sched.now, consumers)
         self.sched.after(self.p.check_every, self._periodic)

@@ -26,9 +26,11 @@ REGRESSION_SEEDS = [
     0,  # an edge crashing while draining: its ended streams' tails are exempt, not "lost"
     1,  # edgecore: the CloseLink ending a Drain overtook the SendFrames with the last Close
     11,  # a stream whose publisher left before its first media tag has no Open to wait for
+    19,  # edgecore: a Drain completed after its first stream with no link, others still live
     38,  # a stream back on its first consumer after another one acked the middle: not a jump
     52,  # an ended stream's unacked tail, dropped by buffer_seconds on a dead link, is reported
     177,  # the buffer budget drops from a stream holding more than its newest tag
+    229,  # edgecore: a Gap sent on a link that then died was counted as reported
     250,  # edgecore: an expired tail with no link up was finished with a log line, no gap
     426,  # edgecore: ... nor when it had been re-sent on a link already dead (a partition)
 ]
