@@ -171,6 +171,9 @@ class Checker:
             )
         ledger.open_on = (link, frame.sid)
         ledger.unassigned_since = None
+        # The edge starts after what it counts as done: its acks, or the resume point the
+        # consumer's Hello named (delivered there, its ack lost with the old link).
+        ledger.acked = max(ledger.acked, min(frame.seq - 1, len(ledger.bodies)))
 
     def _data_sent(self, ledger: _Ledger, frame: Data) -> None:
         if frame.seq <= ledger.acked:
