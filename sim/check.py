@@ -233,7 +233,7 @@ class Checker:
         """A core handed tags to its app: exactly once and in order within one consumer."""
         key = (consumer, uid)
         expected = self.expect.get(key)
-        if key in self.reopened and expected is not None and seq - 1 <= self.streams[uid].acked:
+        if key in self.reopened and expected is not None and expected < seq <= self.streams[uid].acked + 1:
             expected = seq  # it came back after another consumer delivered and acked the middle
         self.reopened.pop(key, None)
         if expected is not None and seq > expected:
