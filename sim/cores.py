@@ -12,8 +12,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from relay_client import appcore as ac
+from relay_edge import edgecore as ec
 from relay_edge import wire
-from relay_edge.frames import PROTOCOL_VERSION, Close, Hello
+from relay_edge.edgestream import Publisher
+from relay_edge.frames import PROTOCOL_VERSION, Hello
 from relay_edge.limits import Limits
 
 from . import events as ev
@@ -71,21 +74,15 @@ class RealEdge:
     """``relay_edge.edgecore.EdgeCore`` in the simulator's vocabulary."""
 
     def __init__(self, instance: str, edge_name: str, limits: Limits) -> None:
-        from relay_edge import edgecore as ec
-        from relay_edge.edgestream import Publisher
-
-        self.ec = ec
-        self._publisher = Publisher
         self.core = ec.EdgeCore(instance, edge_name, limits)
         self.limits = limits
         self._now = 0.0
 
     def handle(self, event: Any, now: float) -> None:
-        ec = self.ec
         if type(event) is ev.Media:
             real: Any = ec.Media(event.conn_id, 1, event.tag_type, event.timestamp, event.data)
         elif isinstance(event, ev.PublishVerified):
-            who = self._publisher(f"pub-{event.publisher['id']}", "live", "sim")
+            who = Publisher(f"pub-{event.publisher['id']}", "live", "sim")
             real = ec.PublishVerified(event.conn_id, 1, event.name, "live", who)
         elif isinstance(event, ev.Unpublished):
             real = ec.Unpublished(event.conn_id, 1, "FCUnpublish")
@@ -118,7 +115,6 @@ class RealEdge:
 
     def _expand(self, items: list[Any], out: list[Any]) -> None:
         """Translate in order; a LinkDue is answered at once and its sends take its place."""
-        ec = self.ec
         for item in items:
             kind = type(item)
             if kind is ec.LinkDue:  # the simulated transport is always writable
@@ -131,7 +127,6 @@ class RealEdge:
                 out.append(self._translate(item))
 
     def _translate(self, item: Any) -> Any:
-        ec = self.ec
         if isinstance(item, ec.AcceptPublish):
             return ev.AcceptPublish(item.conn_id, item.uid)
         if isinstance(item, ec.RejectPublish):
@@ -153,13 +148,9 @@ class RealApp:
     """``relay_client.appcore.AppCore`` in the simulator's vocabulary."""
 
     def __init__(self, instance: str, limits: Limits, patterns: tuple[str, ...] = ()) -> None:
-        from relay_client import appcore as ac
-
-        self.ac = ac
         self.core = ac.AppCore(instance, limits, patterns=patterns)
 
     def handle(self, event: Any, now: float) -> None:
-        ac = self.ac
         if isinstance(event, ev.FrameReceived):
             real: Any = ac.FrameReceived(event.link_id, event.frame)
         elif isinstance(event, ev.Delivered):
@@ -184,7 +175,6 @@ class RealApp:
         return self.core.hello()
 
     def outputs(self) -> list[Any]:
-        ac = self.ac
         out: list[Any] = []
         for item in APP_METER.call(self.core.outputs):
             kind = type(item)
@@ -237,10 +227,3 @@ Cores = ModelCores | RealCores
 def default_cores() -> Cores:
     """The real cores: what the simulation is for."""
     return RealCores()
-
-
-def shutdown_close() -> Close:
-    """What an app's pump sends on each link when a deploy stops it."""
-    from relay_edge.frames import Code
-
-    return Close(None, "deploy", Code.SHUTDOWN)

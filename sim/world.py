@@ -130,7 +130,6 @@ class SimLink:
     slot: int
     dead: bool = False
     last: list[float] = field(default_factory=lambda: [0.0, 0.0])  # last delivery time: to app, to edge
-    edge_up: bool = False
 
 
 @dataclass(slots=True)
@@ -380,7 +379,6 @@ class World:
             self.sched.after(0.5, self._dial, edge, link.slot)
             return
         edge.links[link.id] = link
-        link.edge_up = True
         self.check.link_up(edge.name, link.id)
         self.feed(edge, ev.LinkUp(link.id, hello))
 
