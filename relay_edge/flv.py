@@ -55,14 +55,19 @@ def file_header(audio: bool, video: bool) -> bytes:
     return b"FLV\x01" + bytes([flags]) + b"\x00\x00\x00\x09" + b"\x00\x00\x00\x00"
 
 
+# Type and 24-bit size as one u32, then the 24-bit timestamp and its extension byte as
+# another, then the 3-byte stream id (0): one precompiled pack, no to_bytes per field.
+_TAG_HEADER = struct.Struct(">II3x").pack
+
+
 def tag_header(tag_type: int, timestamp: int, size: int) -> bytes:
     """The 11-byte tag header: type, 24-bit size, 24+8-bit timestamp, stream id 0."""
     if size > 0xFFFFFF:
         raise LimitExceeded("flv_tag_size", size, 0xFFFFFF)
+    if not 0 <= tag_type <= 0xFF:
+        raise struct.error(f"tag type {tag_type} does not fit a byte")
     ts = timestamp & _TIMESTAMP_MASK
-    return struct.pack(
-        ">B3s3sB3x", tag_type, size.to_bytes(3, "big"), (ts & 0xFFFFFF).to_bytes(3, "big"), ts >> 24
-    )
+    return _TAG_HEADER((tag_type << 24) | size, ((ts & 0xFFFFFF) << 8) | (ts >> 24))
 
 
 def previous_tag_size(encoded_tag: bytes | memoryview) -> bytes:

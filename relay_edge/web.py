@@ -326,7 +326,13 @@ async def accept_link(
     ws = web.WebSocketResponse(
         protocols=(SUBPROTOCOL,), max_msg_size=limits_max, autoping=True, compress=False
     )
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionError as exc:
+        # The dialer went away mid-upgrade (a front closing, a redial racing a timeout): its link
+        # ended before it began, nobody's bug. aiohttp drops the answer to a gone peer silently.
+        log.info("link from %s closed during the upgrade: %s", request.remote, exc)
+        return web.Response(status=400, text="link closed during the upgrade\n")
     return ws, proof
 
 

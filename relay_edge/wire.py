@@ -19,6 +19,7 @@ allocation, and no input can make it build a container it didn't ask for. Only
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import MISSING, dataclass
 from typing import Any
@@ -361,16 +362,30 @@ def encode_many(frames: Iterable[Frame]) -> bytes:
     return b"".join(packer.pack(_to_wire(frame)) for frame in frames)
 
 
+# One Packer per thread, reused: ``msgpack.packb`` builds a Packer per call, which was half
+# the cost of a one-tag Data frame (1.2 -> 0.5 µs). Per thread because a Packer keeps state.
+_packers = threading.local()
+
+
+def _pack(obj: object) -> bytes:
+    try:
+        pack = _packers.pack
+    except AttributeError:
+        pack = _packers.pack = msgpack.Packer(use_bin_type=True).pack
+    return pack(obj)
+
+
 def encode_data(sid: int, seq: int, tags: Sequence[bytes], publisher: dict[str, Any] | None = None) -> bytes:
     """``encode(Data(sid, seq, tuple(tags)))`` without building the dataclass (the hot path).
 
     More than :data:`MAX_TAGS_PER_DATA` tags become several Data frames, concatenated.
+    Byte for byte what ``msgpack.packb(..., use_bin_type=True)`` gives (tests/relay_edge/test_wire_fast.py).
     """
     if len(tags) <= MAX_TAGS_PER_DATA:
         frame = {"t": "data", "s": sid, "q": seq, "d": tags}
         if publisher is not None:
             frame["p"] = publisher
-        return msgpack.packb(frame, use_bin_type=True)
+        return _pack(frame)
     return b"".join(
         encode_data(
             sid, seq + start, tags[start : start + MAX_TAGS_PER_DATA], publisher if not start else None

@@ -65,3 +65,40 @@ def test_bench_run_smoke(tmp_path: Path) -> None:
         for name, row in table.items():
             (run,) = row["runs"]
             assert run["received_mb"] > 1, (chunk, name, run, done.stderr[-3000:])  # a 720p second: ~0.75 MB
+
+
+def test_bench_ingest_carries_every_tag(tmp_path: Path) -> None:
+    """bench/ingest.py's path: every AAC tag each publisher wrote reaches the link, in order,
+    byte for byte, as FLV tags in Data frames."""
+    from bench import ingest
+    from relay_edge import flv, wire
+    from tests.support.media import read_tags, tone_flv
+
+    tags = read_tags(tone_flv(tmp_path / "tone.flv", seconds=1))
+    audio = [t.data for t in tags if t.type == flv.AUDIO]
+    streams = [ingest.publisher_bytes(tags, 1.5, chunk, f"s{i}") for i, chunk in enumerate((128, 4096))]
+    # 1.5 s of 1024-sample frames at 44.1 kHz (the 1 s file looped), plus the sequence header.
+    assert [s.tags for s in streams] == [66, 66]
+    messages: list[bytes] = []
+    _, pushed, link = ingest.run_once(streams, messages)
+    assert pushed == 132 and link == sum(map(len, messages))
+    carried: dict[int, list[bytes]] = {1: [], 2: []}
+    for message in messages:
+        for frame in wire.decode_message(message):
+            assert frame.seq == len(carried[frame.sid]) + 1
+            carried[frame.sid] += [flv.decode_tag(t).data for t in frame.tags]
+    expected = [audio[0]] + [audio[1:][i % (len(audio) - 1)] for i in range(65)]
+    assert carried == {1: expected, 2: expected}
+    assert ingest.reader_once(streams)[1] == 132
+
+
+def test_bench_masking_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import masking
+    from tests.support.net import free_port
+
+    assert (
+        masking.main(["--sizes", "4096", "--seconds", "0.2", "--runs", "1", "--port", str(free_port())]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "C speedup in use: True" in out
+    assert out.count("client, 65536 B messages") == 2

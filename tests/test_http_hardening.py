@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -23,11 +24,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from relay_edge.auth import PROOF_HEADER, link_target, make_proof
 from relay_edge.edge import Edge, EdgeConfig
 from relay_edge.limits import Limits
 from relay_edge.web import STATUS_COOKIE, derived_status_token
+from relay_edge.wire import SUBPROTOCOL
+from tests.support.net import reset_on_close
 from tests.support.raw import wait_closed
 from tests.support.relay import SECRET, with_limits
+from tests.support.wait import until
 
 LIMITS = with_limits(http_header_timeout=1.0, http_body_timeout=1.0)
 SLACK = 5.0
@@ -149,3 +154,27 @@ def test_status_token_command_prints_what_the_listener_asks_for(command: str) ->
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == derived_status_token(SECRET)
     assert SECRET not in out.stdout + out.stderr
+
+
+async def test_a_dialer_gone_mid_upgrade_is_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A link dialer that resets right after its upgrade request (a front closing, a redial racing
+    its timeout) ends that link quietly: no ERROR line, and the listener goes on serving."""
+    async with edge_on("127.0.0.1") as edge:
+        url = f"ws://127.0.0.1:{edge.http_port}/link"
+        for _ in range(20):
+            proof = make_proof(SECRET, "client", time.time(), target=link_target(url))
+            _, writer = await asyncio.open_connection("127.0.0.1", edge.http_port)
+            writer.write(
+                f"GET /link HTTP/1.1\r\nHost: 127.0.0.1:{edge.http_port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n"
+                f"{PROOF_HEADER}: {proof}\r\n\r\n".encode()
+            )
+            await writer.drain()
+            reset_on_close(writer)
+            writer.close()
+        assert await get_when_served(f"http://127.0.0.1:{edge.http_port}/healthz") == (200, "ok\n")
+        (site,) = edge._http_runner.sites  # type: ignore[union-attr]
+        await until(lambda: site.connections.open == 0, SLACK, "every reset connection handled and closed")
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []

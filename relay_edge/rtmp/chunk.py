@@ -153,10 +153,17 @@ class ChunkReader:
         end = len(buf)
         pos = 0
         out: list[Message] = []  # at most one message per step
+        fused = self._fused
         while pos < end:
             if self._left:
                 pos = self._payload(buf, view, pos, end, out)
             else:
+                # The common case first: a whole message in one chunk, already in ``buf``.
+                new_pos = fused(buf, pos, end, out)
+                if new_pos:
+                    pos = new_pos
+                    yield out.pop()
+                    continue
                 new_pos = self._header(buf, pos, end)
                 if new_pos < 0:
                     break
@@ -166,6 +173,72 @@ class ChunkReader:
             if out:
                 yield out.pop()
         self._rest = buf[pos:]
+
+    def _fused(self, buf: bytes, pos: int, end: int, out: list[Message]) -> int:
+        """Header and payload of one whole single-chunk message in one step; 0 if not that case.
+
+        Taken only for a 1-byte basic header on a chunk stream that has had its format-0
+        header, has no unfinished message and whose last header had no extended timestamp,
+        with the whole message (at most one chunk) in ``buf``. Everything else (first
+        messages, extended timestamps, multi-chunk messages, split reads, every error) is
+        left to the general path, which reparses from ``pos``: nothing is committed here
+        before the decision. tests/relay_edge/rtmp/test_rtmp_chunk_fused.py checks the two
+        paths give the same messages and errors.
+        """
+        first = buf[pos]
+        csid = first & 0x3F
+        if csid < 2:
+            return 0
+        stream = self._streams.get(csid)
+        if stream is None or not stream.has_header or stream.body is not None or stream.ext:
+            return 0
+        fmt = first >> 6
+        p = pos + 1
+        if fmt == 3:
+            length = stream.length
+            if p + length > end or length > self.chunk_size:
+                return 0
+            stream.timestamp = (stream.timestamp + stream.delta) & TIMESTAMP_MASK
+        elif fmt == 2:
+            length = stream.length
+            p += 3
+            if p + length > end or length > self.chunk_size:
+                return 0
+            field = (buf[p - 3] << 16) | (buf[p - 2] << 8) | buf[p - 1]
+            if field == EXTENDED:
+                return 0
+            stream.timestamp = (stream.timestamp + field) & TIMESTAMP_MASK
+            stream.delta = stream.ext_value = field
+        else:
+            hsize = 11 if fmt == 0 else 7
+            if p + hsize > end:
+                return 0
+            hi, lo, len_hi, len_lo, msg_type = _H1.unpack_from(buf, p)
+            field = (hi << 16) | lo
+            length = (len_hi << 16) | len_lo
+            if (
+                field == EXTENDED
+                or p + hsize + length > end
+                or length > self.chunk_size
+                or length > self.limits.max_message_size
+            ):
+                return 0
+            if fmt == 0:
+                stream.stream_id = _U32LE.unpack_from(buf, p + 7)[0]
+                stream.timestamp = field
+            else:
+                stream.timestamp = (stream.timestamp + field) & TIMESTAMP_MASK
+            p += hsize
+            stream.length = length
+            stream.type = msg_type
+            stream.delta = stream.ext_value = field
+        if self.on_message_start is not None:
+            self.on_message_start(stream.type, stream.stream_id, length)
+        msg = Message(csid, stream.type, stream.stream_id, stream.timestamp, buf[p : p + length])
+        if msg.type <= MSG_ABORT:  # Set Chunk Size (1) and Abort (2) change how the next chunk is read
+            self._control(msg)
+        out.append(msg)
+        return p + length
 
     # --- headers ----------------------------------------------------------------
 
@@ -310,13 +383,16 @@ class ChunkReader:
         assert stream is not None
         self._cur = None
         msg = Message(self._cur_csid, stream.type, stream.stream_id, stream.timestamp, body)
+        self._control(msg)
+        out.append(msg)
+
+    def _control(self, msg: Message) -> None:
         # Applied whatever message stream they came on (the spec says 0): ignoring
         # one would misframe every chunk after it.
         if msg.type == MSG_SET_CHUNK_SIZE:
             self.set_chunk_size(msg.body)
         elif msg.type == MSG_ABORT:
             self.abort(msg.body)
-        out.append(msg)
 
     # --- protocol control that changes how the next chunk is read --------------
 

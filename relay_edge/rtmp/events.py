@@ -1,11 +1,12 @@
 """What :class:`~relay_edge.rtmp.session.ServerSession` and
-:class:`~relay_edge.rtmp.client.ClientSession` report, as plain frozen dataclasses.
+:class:`~relay_edge.rtmp.client.ClientSession` report: plain frozen dataclasses, and
+:class:`Media` (one per tag) a NamedTuple with the same attribute names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 # --- server side ------------------------------------------------------------------------
 
@@ -40,14 +41,16 @@ class PublishRequested:
     publish_type: str = "live"
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class Media:
+class Media(NamedTuple):
     """One audio, video or script message of a published (or, for a playing
     :class:`~relay_edge.rtmp.client.ClientSession`, played) stream: an FLV tag body, byte for byte.
 
     ``type`` is ``flv.AUDIO``/``VIDEO``/``SCRIPT``; ``timestamp`` is 32-bit ms.
     Script data has any leading ``@setDataFrame`` removed, so metadata starts
     with ``"onMetaData"`` as in an FLV file.
+
+    A NamedTuple, not a frozen dataclass like the other events: one is made per tag, and
+    a frozen dataclass's ``__init__`` (``object.__setattr__`` per field) costs 0.3 µs more.
     """
 
     stream_id: int

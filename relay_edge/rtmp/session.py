@@ -211,7 +211,8 @@ class ServerSession:
     def _dispatch(self, msg: Message, events: list[Event]) -> None:
         t = msg.type
         if t == m.AUDIO or t == m.VIDEO:  # the hot path first
-            self._check_publishing(msg.stream_id, t)
+            if msg.stream_id not in self._publishing:
+                self._check_publishing(msg.stream_id, t)
             events.append(Media(msg.stream_id, t, msg.timestamp, msg.body))
         elif t == m.DATA_AMF0 or t == m.DATA_AMF3 or t == m.AGGREGATE:
             self._check_publishing(msg.stream_id, t)
@@ -235,7 +236,7 @@ class ServerSession:
         if msg_type in _COMMAND_TYPES:
             if length > limits.max_command_message:
                 raise LimitExceeded("max_command_message", length, limits.max_command_message)
-        elif msg_type in _MEDIA_TYPES:
+        elif msg_type in _MEDIA_TYPES and stream_id not in self._publishing:
             self._check_publishing(stream_id, msg_type)
         if not self.authorized and length > limits.preauth_max_message:
             raise LimitExceeded("preauth_max_message", length, limits.preauth_max_message)

@@ -22,7 +22,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from tests.support.net import TcpProxy, _reset_on_close
+from tests.support.net import TcpProxy, reset_on_close
 
 Reader, Writer = asyncio.StreamReader, asyncio.StreamWriter
 FAULTS = ("close", "http502", "http503", "rst", "stall", "trickle", "redirect", "midframe", "halfopen")
@@ -96,7 +96,7 @@ class FaultFront(TcpProxy):
             return
         await reader.readuntil(b"\r\n\r\n")
         if fault == "rst":
-            _reset_on_close(writer)
+            reset_on_close(writer)
             return
         if fault == "redirect":
             head = f"HTTP/1.1 301 Moved Permanently\r\nLocation: {self.redirect_to}\r\n"

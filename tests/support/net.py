@@ -95,7 +95,7 @@ async def wait_for_port_async(host: str, port: int, timeout: float = 10.0) -> fl
         return time.monotonic() - start
 
 
-def _reset_on_close(writer: asyncio.StreamWriter) -> None:
+def reset_on_close(writer: asyncio.StreamWriter) -> None:
     """Make the next close send RST instead of FIN (SO_LINGER on, timeout 0).
 
     A FIN reads as a clean end of stream; a cut link should look like an error to both peers.
@@ -177,7 +177,7 @@ class TcpProxy:
         tasks = list(self._conns)
         for writers in self._conns.values():
             for writer in writers:
-                _reset_on_close(writer)
+                reset_on_close(writer)
                 writer.transport.abort()
         await asyncio.gather(*tasks, return_exceptions=True)
         return len(tasks)
@@ -215,7 +215,7 @@ class TcpProxy:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             # Target down: the client sees a reset, as it would connecting to the target itself.
-            _reset_on_close(writer)
+            reset_on_close(writer)
             writer.transport.abort()
             return
         task = asyncio.current_task()
@@ -230,7 +230,7 @@ class TcpProxy:
         except (OSError, asyncio.IncompleteReadError):
             # One side broke: pass the breakage on to the other as a reset, not a clean FIN.
             for w in (writer, up_writer):
-                _reset_on_close(w)
+                reset_on_close(w)
                 w.transport.abort()
         finally:
             for pipe in pipes:
