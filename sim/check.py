@@ -1,7 +1,7 @@
 """The invariants, derived from the cores' outputs (and the tags the publishers sent).
 
 Edge outputs tell which stream (uid) a publisher's tags join (AcceptPublish), which
-link a stream is on (Open), what was sent (Data, Gap, Close) and when a stream is gone
+link a stream is on (Open), what was sent (Data, Gap, Close) and when a stream ended
 (StreamEnded); app outputs tell what each consumer delivered. A consumer is one app
 core incarnation (its Hello ``instance``).
 """
@@ -20,7 +20,7 @@ from relay_edge.outbox import TAG_OVERHEAD
 # at once (LinkUp, LinkDown, publish), so one second is slack for nothing but bugs.
 ASSIGN_GRACE = 1.0
 # Seconds past reconnect_grace + buffer_seconds by which a stream whose publisher left
-# must be gone from its edge (timer granularity and the last acks' round trip).
+# must have ended at its edge (timer granularity and the last acks' round trip).
 END_SLACK = 5.0
 _TAG_HEADER = 11
 
@@ -45,13 +45,13 @@ class _Ledger:
     prefix: list[int] = field(default_factory=lambda: [0])  # encoded bytes of seqs 1..s
     delivered: bytearray = field(default_factory=bytearray)  # consumers that delivered seq s (capped)
     gapped: list[tuple[int, int]] = field(default_factory=list)  # reported [first, last]
-    acked: int = 0  # highest ack the edge received
+    acked: int = 0  # highest ack the edge received, or an Open's seq - 1 (a resume point)
     first_init: int = 0  # seq of the first sequence header (0: none yet)
     media: bool = False  # a tag that is not a sequence header came: the FLV header is decided
     at_risk: int = 0  # highest seq a limit was exceeded for
     open_on: tuple[int, int] | None = None  # (link, sid) at the edge
     unassigned_since: float | None = None
-    end_by: float | None = None  # global time it must be gone by
+    end_by: float | None = None  # global time its edge must have ended it by
     ended: bool = False
     exempt: bool = False  # its edge crashed: buffered tags were lost with the process
 
