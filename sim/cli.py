@@ -15,6 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=0, help="first seed of --seeds (default 0)")
     parser.add_argument("--seed", type=int, help="run one seed")
     parser.add_argument("--trace", action="store_true", help="with --seed: print its full event trace")
+    parser.add_argument(
+        "--wide", action="store_true", help="bigger worlds: up to 5 edges, 5 apps, 12 streams"
+    )
     parser.add_argument("--mutants", action="store_true", help="plant known bugs; each must be caught")
     parser.add_argument("--budget", type=int, default=300, help="seeds per mutant (default 300)")
     parser.add_argument("--scale", action="store_true", help="the one-hour, 10,000-stream run (JSON line)")
@@ -27,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = RealCores() if args.cores == "real" else ModelCores()
     if args.seed is not None:
         trace = (lambda line: out.write(line + "\n")) if args.trace else None
-        outcome = run_seed(args.seed, cores, trace=trace)
+        outcome = run_seed(args.seed, cores, trace=trace, wide=args.wide)
         if outcome.violation is not None:
             print(f"seed {args.seed}: {outcome.violation} (at t={outcome.time:.6f})")
             return 1
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.seeds is not None:
         for seed in range(args.start, args.start + args.seeds):
-            outcome = run_seed(seed, cores)
+            outcome = run_seed(seed, cores, wide=args.wide)
             if outcome.violation is not None:
                 print(f"seed {seed}: {outcome.violation} (at t={outcome.time:.6f})")
                 print(f"rerun: scripts/sim --seed {seed} --trace")

@@ -19,9 +19,11 @@ class Outcome:
     time: float  # simulated seconds at the violation or the end
 
 
-def run_seed(seed: int, cores: Cores | None = None, trace: Callable[[str], None] | None = None) -> Outcome:
+def run_seed(
+    seed: int, cores: Cores | None = None, trace: Callable[[str], None] | None = None, wide: bool = False
+) -> Outcome:
     """Run one seed's world to its quiet end; the first violation stops it."""
-    params = random_params(random.Random(f"params-{seed}"))
+    params = random_params(random.Random(f"params-{seed}"), wide)
     world = World(seed, params, cores or default_cores(), trace=trace)
     if trace is not None:
         trace(f"seed {seed} cores {world.cores.name} {params!r}")
@@ -34,10 +36,10 @@ def run_seed(seed: int, cores: Cores | None = None, trace: Callable[[str], None]
     return Outcome(seed, None, world.check.tags, world.sched.now)
 
 
-def run_seeds(start: int, count: int, cores: Cores | None = None) -> Outcome | None:
+def run_seeds(start: int, count: int, cores: Cores | None = None, wide: bool = False) -> Outcome | None:
     """The first failing seed's outcome, or None if all ``count`` seeds from ``start`` pass."""
     for seed in range(start, start + count):
-        outcome = run_seed(seed, cores)
+        outcome = run_seed(seed, cores, wide=wide)
         if outcome.violation is not None:
             return outcome
     return None

@@ -61,8 +61,12 @@ FAULTS = (
 )
 
 
-def random_params(seed_rng: Any) -> Params:
-    """A small world with a random mix of faults and (in some seeds) tiny limits."""
+def random_params(seed_rng: Any, wide: bool = False) -> Params:
+    """A small world with a random mix of faults and (in some seeds) tiny limits.
+
+    ``wide``: up to 5 edges, 5 app instances, 4 links per edge and 12 stream names over
+    20-60 s, faults every 0.5-3 s (about three times the CPU of a small world).
+    """
     r = seed_rng
     small = r.random() < 0.35
     limits = Limits(
@@ -82,7 +86,7 @@ def random_params(seed_rng: Any) -> Params:
             (("room-[0-2]",), ("room-[3-9]",)),  # split by name, no catch-all
         ]
     )
-    return Params(
+    params = Params(
         edges=r.randint(1, 3),
         apps=r.randint(1, 3),
         links_per_edge=r.randint(1, 3),
@@ -95,6 +99,17 @@ def random_params(seed_rng: Any) -> Params:
         max_skew=r.uniform(0.0, 30.0),
         patterns=patterns,
         limits=limits,
+    )
+    if not wide:
+        return params
+    return replace(
+        params,
+        edges=r.randint(1, 5),
+        apps=r.randint(1, 5),
+        links_per_edge=r.randint(1, 4),
+        sessions=r.randint(2, 12),
+        duration=r.uniform(20.0, 60.0),
+        fault_every=r.uniform(0.5, 3.0),
     )
 
 
