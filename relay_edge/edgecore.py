@@ -610,15 +610,20 @@ class EdgeCore:
             self._mark(link, stream)
             self._timer(now + TAIL_RECHECK, _TAIL, stream, now)
             return
+        # Never acked and not in the last Gap reported on a live link (no link is up, or
+        # what was sent on it died unacked): reported here, or the loss would be silent.
         last = outbox.next_seq - 1
-        lost_from = max(outbox.acked, stream.reported)
-        if last > lost_from:
-            # Never acked and never reported: no link is up, or what it was sent on died
-            # unacked. Reported here, or the loss would be silent.
-            self._gap(
-                stream, Gap(sid=0, seq=last + 1, tags=last - lost_from, bytes=outbox.buffered_bytes, ms=0)
-            )
+        done = outbox.acked
+        if stream.reported > done:
+            self._report_lost(stream, done, stream.reported_first - 1)
+            done = stream.reported
+        self._report_lost(stream, done, last)
         self._finish(stream)
+
+    def _report_lost(self, stream: EdgeStream, after: int, last: int) -> None:
+        """GapReported for seqs ``after + 1`` to ``last`` of a stream being let go (if any)."""
+        if last > after:
+            self._gap(stream, Gap(sid=0, seq=last + 1, tags=last - after, bytes=0, ms=0))
 
     def _finish(self, stream: EdgeStream) -> None:
         """Finishing -> gone: free its buffer and its per-link state."""
@@ -813,6 +818,9 @@ class EdgeCore:
 
     def _gap(self, stream: EdgeStream, gap: Gap) -> None:
         stream.gaps += 1
+        first = gap.seq - gap.tags
+        if first > stream.reported + 1 or not stream.reported:  # a new run of reported seqs
+            stream.reported_first = first
         stream.reported = max(stream.reported, gap.seq - 1)
         self._out.append(GapReported(stream.uid, stream.name, gap))
         self._log(
