@@ -43,7 +43,6 @@ from .edgecore import (
     LinkUp,
     LinkWritable,
     Log,
-    Media,
     Output,
     PublisherGone,
     PublishVerified,
@@ -382,7 +381,7 @@ class Edge:
         """One tag: the hot path (no timer to re-arm: a tag starts none)."""
         core = self.core
         data = event.data
-        core.handle(Media(conn.conn_id, event.stream_id, event.type, event.timestamp, data), time.monotonic())
+        core.media(conn.conn_id, event.stream_id, event.type, event.timestamp, data, time.monotonic())
         metrics = self.metrics
         metrics.tags_total += 1
         metrics.bytes_total += len(data)

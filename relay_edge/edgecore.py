@@ -354,7 +354,7 @@ class EdgeCore:
     def handle(self, event: Event, now: float) -> None:
         """Feed one input at time ``now`` (seconds, any monotonic clock)."""
         if type(event) is Media:  # the hot path first, without a dispatch table
-            self._media(event, now)
+            self.media(*event, now)
         elif isinstance(event, LinkWritable):
             self._writable(event.link_id)
         elif isinstance(event, FrameReceived):
@@ -503,14 +503,17 @@ class EdgeCore:
             return "max_streams_per_key"
         return None
 
-    def _media(self, event: Media, now: float) -> None:
-        streams = self._by_conn.get(event.conn_id)
-        stream = streams.get(event.rtmp_stream_id) if streams else None
+    def media(
+        self, conn_id: int, rtmp_stream_id: int, tag_type: int, timestamp: int, data: bytes, now: float
+    ) -> None:
+        """``handle(Media(...), now)`` without building the Media: the per-tag path of a pump."""
+        streams = self._by_conn.get(conn_id)
+        stream = streams.get(rtmp_stream_id) if streams else None
         if stream is None or stream.state != LIVE:
             return
-        timestamp = stream.rebase(event.timestamp, now)
-        stream.note(event.tag_type, timestamp, event.data)
-        stream.outbox.push(event.tag_type, timestamp, event.data, now)
+        timestamp = stream.rebase(timestamp, now)
+        stream.note(tag_type, timestamp, data)
+        stream.outbox.push(tag_type, timestamp, data, now)
         if self.budget.used > self.limits.max_buffered_total:
             self._over_budget()
         if stream.link_id is not None and stream.ready:

@@ -105,6 +105,11 @@ class RtmpConnection(asyncio.Protocol):
                 self._dispatch(event)
             self.fail(str(exc), kind=getattr(exc, "what", type(exc).__name__))
             return
+        # The session's Acknowledgement first, before the tags go to the edge: a publisher that
+        # floods a file and closes (ffmpeg) must have read it by then, or its close is a reset
+        # that throws away its unread FCUnpublish in our receive queue (the stream then waits
+        # out reconnect_grace instead of ending).
+        self._write(self.session.data_to_send())
         for event in events:
             self._dispatch(event)
         self._flush()
@@ -207,14 +212,16 @@ class RtmpConnection(asyncio.Protocol):
         return data
 
     def _flush(self) -> None:
-        out = self.session.data_to_send()
+        self._write(self.session.data_to_send())
+        if self.session.closing:
+            self.close()
+
+    def _write(self, out: bytes) -> None:
         if out and self._tls is not None:
             self._tls.send(out)
             out = self._tls.data_to_send()
         if out and self.transport is not None:
             self.transport.write(out)
-        if self.session.closing:
-            self.close()
 
     # --- called by the edge -------------------------------------------------------------
 
