@@ -414,12 +414,15 @@ class AppCore:
         link.next_seq[sid] = frame.seq
         link.acked[sid] = frame.seq - 1  # the edge resumes after what it counts as acked
         code = self._done.get(frame.uid)
-        if code is not None:  # ended or refused here; the edge missed our last acks
+        held = self._streams.get(frame.uid)
+        # Ended (or refused) and forgotten here; the edge missed our last acks. One still
+        # held is ended with its tail not yet delivered: taken again, so the acks the edge
+        # waits for have a sid to go on (a "done" would let it free a tail we may still lose).
+        if code is not None and held is None:
             link.refused.add(sid)
             reason = DONE_REASON if code == wire.Code.DONE else "stream refused here"
             link.frames.append(wire.Reject(sid=sid, code=code, reason=reason))
             return
-        held = self._streams.get(frame.uid)
         known = held is not None
         follows = None
         if held is None:
@@ -433,7 +436,8 @@ class AppCore:
         held.sids[link.link_id] = sid
         link.sids[sid] = frame.uid
         link.frames.append(wire.Accept(sid=sid))
-        self._out.append(StreamOpened(link.link_id, frame.uid, frame, known, follows))
+        if not held.ended:  # an ended one is back for its acks only: the app has nothing to open
+            self._out.append(StreamOpened(link.link_id, frame.uid, frame, known, follows))
 
     def _target(self, link: _Link, sid: int, what: str) -> _Stream | None:
         """The held stream ``sid`` names on ``link``; None for a refused or closed sid (ignored)."""

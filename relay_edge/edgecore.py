@@ -333,7 +333,9 @@ class EdgeCore:
         self.limits = limits
         self.budget = Budget()  # bytes all streams' buffers hold (Limits.max_buffered_total)
         self.streams: dict[str, EdgeStream] = {}  # live and orphaned, by name
-        self.finishing: set[EdgeStream] = set()  # ended, tail not yet acked
+        # Ended, tail not yet acked. An ordered set: a set of objects iterates in address
+        # order, and LinkUp/LinkDown assign in this order, so outputs would vary run to run.
+        self.finishing: dict[EdgeStream, None] = {}
         self.links: dict[int, CoreLink] = {}  # in the order they came up
         self._by_conn: dict[int, dict[int, EdgeStream]] = {}  # conn -> RTMP stream id -> stream
         self._uids = itertools.count(1)
@@ -578,7 +580,7 @@ class EdgeCore:
         stream.ready = True  # even a stream with no media gets its Open and Close
         if self.streams.get(stream.name) is stream:
             del self.streams[stream.name]
-        self.finishing.add(stream)
+        self.finishing[stream] = None
         self._out.append(StreamEnded(stream.uid, stream.name, code, reason))
         self._timer(now + self.limits.buffer_seconds, _TAIL, stream, now)
         if stream.link_id is not None:
@@ -607,12 +609,25 @@ class EdgeCore:
             self._mark(link, stream)
             self._timer(now + TAIL_RECHECK, _TAIL, stream, now)
             return
+        # Never acked and not in the last Gap reported on a live link (no link is up, or
+        # what was sent on it died unacked): reported here, or the loss would be silent.
+        last = outbox.next_seq - 1
+        done = outbox.acked
+        if stream.reported > done:
+            self._report_lost(stream, done, stream.reported_first - 1)
+            done = stream.reported
+        self._report_lost(stream, done, last)
         self._finish(stream)
+
+    def _report_lost(self, stream: EdgeStream, after: int, last: int) -> None:
+        """GapReported for seqs ``after + 1`` to ``last`` of a stream being let go (if any)."""
+        if last > after:
+            self._gap(stream, Gap(sid=0, seq=last + 1, tags=last - after, bytes=0, ms=0))
 
     def _finish(self, stream: EdgeStream) -> None:
         """Finishing -> gone: free its buffer and its per-link state."""
         stream.transition(FINISH)
-        self.finishing.discard(stream)
+        self.finishing.pop(stream, None)
         if stream.link_id is not None:
             link = self.links[stream.link_id]
             sid = link.sids.pop(stream.uid, None)
@@ -682,6 +697,7 @@ class EdgeCore:
             if stream.link_id == link_id:
                 stream.link_id = None
                 stream.outbox.rewind()
+                stream.reported = 0  # a Gap sent on the lost link may never have arrived
                 if self.links:
                     self._assign(stream)
         self._check_drained()
@@ -710,9 +726,12 @@ class EdgeCore:
         if link is None:
             return
         link.due = False
+        mark = len(self._out)
         parts, more = self._collect(link)
         if parts:
-            self._out.append(SendFrames(link_id, tuple(parts)))
+            # Ahead of what collecting caused: a stream finished on its Close can complete a
+            # Drain, and the CloseLink that follows must not overtake that Close.
+            self._out.insert(mark, SendFrames(link_id, tuple(parts)))
         if more:
             link.due = True
             self._out.append(LinkDue(link_id))
@@ -798,6 +817,10 @@ class EdgeCore:
 
     def _gap(self, stream: EdgeStream, gap: Gap) -> None:
         stream.gaps += 1
+        first = gap.seq - gap.tags
+        if first > stream.reported + 1 or not stream.reported:  # a new run of reported seqs
+            stream.reported_first = first
+        stream.reported = max(stream.reported, gap.seq - 1)
         self._out.append(GapReported(stream.uid, stream.name, gap))
         self._log(
             logging.WARNING,
@@ -847,6 +870,8 @@ class EdgeCore:
 
     def _check_drained(self) -> None:
         if not self.draining or self._drain_done:
+            return
+        if self.streams:  # _drain is still ending them one by one
             return
         if self.links and any(s.link_id is not None for s in self.finishing):
             return

@@ -92,6 +92,10 @@ class EdgeStream:
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.gaps = 0
+        # The run of seqs the latest Gaps reported on the current link, first to last (the
+        # core's tail expiry reports the rest). 0: none.
+        self.reported_first = 0
+        self.reported = 0
         # Sequence number of the first tag of each publisher that took over -> who it is;
         # the link flags the Data frame starting there. Pruned as acks pass them.
         self.publisher_marks: dict[int, Publisher] = {}

@@ -306,7 +306,7 @@ def test_grace_expiry_ends_an_orphaned_stream_and_sends_its_close() -> None:
     (close,) = only(h.pull(1), wire.Close)
     assert (close.sid, close.code) == (1, "publisher_lost")
     h.feed(FrameReceived(1, wire.Ack(sid=1, seq=2)))
-    assert h.core.finishing == set() and h.core.streams == {}
+    assert not h.core.finishing and h.core.streams == {}
 
 
 def test_a_takeover_within_grace_cancels_the_expiry() -> None:
@@ -339,7 +339,7 @@ def test_tail_on_a_link_that_never_acks_expires_with_gap_then_close() -> None:
     assert only(h.seen, GapReported)[0].gap == gap
     assert h.core.finishing  # still waiting, a little, for the Close to leave
     h.tick(220.0 + TAIL_RECHECK)
-    assert h.core.finishing == set() and h.core.budget.used == 0
+    assert not h.core.finishing and h.core.budget.used == 0
 
 
 def test_buffer_overflow_reports_a_gap_of_exactly_what_was_dropped() -> None:
@@ -366,7 +366,7 @@ def test_app_reject_refuses_the_publisher_and_forgets_the_stream() -> None:
     h.pull(1)
     out = h.feed(FrameReceived(1, wire.Reject(sid=1, code="forbidden", reason="no such room")))
     assert only(out, RejectPublish) == [RejectPublish(1, 1, "NetStream.Publish.BadName", "no such room")]
-    assert h.core.streams == {} and h.core.finishing == set() and h.core.budget.used == 0
+    assert h.core.streams == {} and not h.core.finishing and h.core.budget.used == 0
 
 
 # --- assignment ---------------------------------------------------------------------------
