@@ -479,7 +479,10 @@ class EdgeCore:
         """The same key again: the new publisher continues the same logical stream."""
         old = stream.conn_id
         if old is not None and old != event.conn_id:
-            self._by_conn.get(old, {}).pop(stream.rtmp_stream_id, None)
+            held = self._by_conn.get(old, {})
+            held.pop(stream.rtmp_stream_id, None)
+            if not held:  # nothing left on it: a Drain must not close it a second time
+                self._by_conn.pop(old, None)
             self._out.append(ClosePublisher(old))
         stream.transition(TAKEOVER)
         stream.publisher_marks[stream.outbox.next_seq] = event.publisher

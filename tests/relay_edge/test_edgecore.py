@@ -291,6 +291,15 @@ def test_takeover_closes_the_old_publisher_and_continues_the_same_stream() -> No
     assert tag_timestamp(data.tags[0]) > 2 * 23
 
 
+def test_a_drain_after_a_takeover_closes_only_the_new_publisher() -> None:
+    """Found by the simulation: the old connection, already closed at the takeover, was closed
+    again by a Drain."""
+    h = Harness()
+    h.publish(1)
+    h.publish(2, publisher=PUB2)
+    assert only(h.feed(Drain(grace=4.0)), ClosePublisher) == [ClosePublisher(2)]
+
+
 def test_grace_expiry_ends_an_orphaned_stream_and_sends_its_close() -> None:
     h = Harness(reconnect_grace=30.0)
     h.publish(1)
