@@ -89,6 +89,17 @@ def coded_video_frames(path: Path) -> int:
     return count
 
 
+def published_pts(path: Path) -> list[int]:
+    """Presentation times (ms: timestamp + composition offset) of the coded track-0 frames in NAME.flv."""
+    return [
+        tag.timestamp + p.cts
+        for tag in media.read_tags(path)
+        if tag.type == flv.VIDEO
+        for p in tagbody.parse_video(tag.data)
+        if p.kind == tagbody.FRAMES and p.track == 0
+    ]
+
+
 def codec_gauge(text: bytes) -> dict[tuple[str, str], float]:
     """The ``*_stream_codecs`` samples of a /metrics page: (track, codec) -> live streams."""
     return {
@@ -112,7 +123,10 @@ def check_video(relay: MatrixRelay, name: str, expected_frames: int) -> None:
     assert len(frames) == expected_frames, f"decoded {len(frames)} of {expected_frames} frames"
     assert {(w, h) for w, h, _ in frames} == {SIZE}
     pts = [p for _, _, p in frames]
-    assert pts == sorted(pts) and len(set(pts)) == len(pts), "frames out of order or repeated"
+    # In presentation order, each at the time its publisher gave it. Not "strictly increasing": a
+    # live GStreamer pipeline starved of CPU stamps several frames alike (seen: 50 frames, 26 times).
+    published = published_pts(relay.out_dir / f"{name}.flv")
+    assert pts == sorted(published), "frames out of order, lost or repeated"
     assert relay.streams[name].stats.decode_errors == 0
 
 
