@@ -510,13 +510,24 @@ class EdgeCore:
         stream = streams.get(rtmp_stream_id) if streams else None
         if stream is None or stream.state != LIVE:
             return
-        timestamp = stream.rebase(timestamp, now)
+        if stream.rebase_next:  # a takeover's first tag (EdgeStream.rebase, inlined otherwise)
+            timestamp = stream.rebase(timestamp, now)
+        else:
+            stream.last_tag_at = now
+            timestamp += stream.ts_offset
+            if timestamp < 0:
+                timestamp = 0
         stream.note(tag_type, timestamp, data)
         stream.outbox.push(tag_type, timestamp, data, now)
         if self.budget.used > self.limits.max_buffered_total:
             self._over_budget()
-        if stream.link_id is not None and stream.ready:
-            self._mark(self.links[stream.link_id], stream)
+        link_id = stream.link_id
+        if link_id is not None and stream.ready:  # _mark, inlined: this runs once per tag
+            link = self.links[link_id]
+            link.dirty[stream] = None
+            if not link.due:
+                link.due = True
+                self._out.append(LinkDue(link_id))
 
     def _over_budget(self) -> None:
         """All buffers together passed max_buffered_total: drop the oldest tags across streams.

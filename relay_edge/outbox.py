@@ -91,13 +91,20 @@ class Outbox:
     def push(self, tag_type: int, timestamp: int, data: bytes, now: float) -> int:
         """Append one tag (``data`` is its body); returns its sequence number."""
         encoded = flv.tag_header(tag_type, timestamp, len(data)) + data
+        size = len(encoded)
         seq = self.next_seq
-        self.next_seq += 1
-        self._tags.append(_Entry(seq, encoded, timestamp, now))
-        self.buffered_bytes += len(encoded)
-        self.budget.used += len(encoded) + TAG_OVERHEAD
-        self._remember_init(tag_type, data, encoded)
-        self._trim(now)
+        self.next_seq = seq + 1
+        tags = self._tags
+        tags.append(_Entry(seq, encoded, timestamp, now))
+        self.buffered_bytes += size
+        self.budget.used += size + TAG_OVERHEAD
+        if tag_type == flv.SCRIPT or flv.sequence_key(tag_type, data):  # rare: most tags are neither
+            self._remember_init(tag_type, data, encoded)
+        limits = self.limits  # _trim's test, inlined: it drops nothing on almost every push
+        if len(tags) > 1 and (
+            self.buffered_bytes > limits.buffer_bytes or tags[0].arrival < now - limits.buffer_seconds
+        ):
+            self._trim(now)
         return seq
 
     def _remember_init(self, tag_type: int, data: bytes, encoded: bytes) -> None:
