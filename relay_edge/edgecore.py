@@ -815,19 +815,22 @@ class EdgeCore:
         outbox = stream.outbox
         if not outbox.pending:
             return 0
+        inflight = outbox.inflight_bytes
         gap, seq, tags = outbox.take(sid)
         if gap is not None:
             parts.append(wire.encode(gap))
             self._gap(stream, gap)
-        if tags:
-            marks = stream.publisher_marks
-            cuts = sorted(s for s in marks if seq < s < seq + len(tags)) if marks else []
+        marks = stream.publisher_marks
+        if tags and not marks:  # the common case: one Data frame, no publisher flag
+            parts.append(wire.encode_data(sid, seq, tags))
+        elif tags:
+            cuts = sorted(s for s in marks if seq < s < seq + len(tags))
             # A new publisher's first tag starts its own Data frame, flagged with who it is.
             for start, end in zip([seq, *cuts], [*cuts, seq + len(tags)], strict=False):
-                who = marks.get(start) if marks else None
+                who = marks.get(start)
                 publisher = who.to_wire() if who else None
                 parts.append(wire.encode_data(sid, start, tags[start - seq : end - seq], publisher))
-        return sum(map(len, tags))
+        return outbox.inflight_bytes - inflight  # the bytes taken (take adds them to inflight_bytes)
 
     def _gap(self, stream: EdgeStream, gap: Gap) -> None:
         stream.gaps += 1
