@@ -676,10 +676,10 @@ class EdgeCore:
             for seq in [s for s in marks if s <= outbox.acked]:
                 del marks[seq]
         # Finished only once its Close is on the wire too, or the app would never hear the end.
-        closed = link is None or link.close_sent(stream)
+        # The state first: a live stream's ack (nearly every ack) asks nothing more.
         if (
             stream.state == FINISHING
-            and closed
+            and (link is None or link.close_sent(stream))
             and not outbox.pending
             and outbox.acked >= outbox.next_seq - 1
         ):
@@ -854,11 +854,12 @@ class EdgeCore:
         if link is None:
             return
         # Accept needs no action: the publisher was accepted when its key verified.
-        if isinstance(frame, wire.Ack):
+        if type(frame) is wire.Ack:  # nearly every frame from an app
             stream = link.streams.get(frame.sid)
             if stream is not None:
                 stream.outbox.ack(frame.seq)
-                self._acked(stream, link)
+                if stream.publisher_marks or stream.state == FINISHING:
+                    self._acked(stream, link)  # nothing to do for a live stream with no takeover mark
                 if stream.link_id == link_id:
                     self._mark(link, stream)  # credit came back
         elif isinstance(frame, wire.Reject):
