@@ -389,10 +389,13 @@ class Edge:
         self._feed(PublishVerified(conn.conn_id, event.stream_id, name, event.app, publisher, expiry))
 
     def media(self, conn: RtmpConnection, event: RtmpMedia) -> None:
-        """One tag: the hot path (no timer to re-arm: a tag starts none)."""
+        """One tag: the hot path (no timer to re-arm: a tag starts none).
+
+        Its arrival time is its read's (``conn.last_rx``): one clock read per read, not per tag.
+        """
         core = self.core
         data = event.data
-        core.media(conn.conn_id, event.stream_id, event.type, event.timestamp, data, time.monotonic())
+        core.media(conn.conn_id, event.stream_id, event.type, event.timestamp, data, conn.last_rx)
         metrics = self.metrics
         metrics.tags_total += 1
         metrics.bytes_total += len(data)

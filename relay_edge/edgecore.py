@@ -510,13 +510,24 @@ class EdgeCore:
         stream = streams.get(rtmp_stream_id) if streams else None
         if stream is None or stream.state != LIVE:
             return
-        timestamp = stream.rebase(timestamp, now)
+        if stream.rebase_next:  # a takeover's first tag (EdgeStream.rebase, inlined otherwise)
+            timestamp = stream.rebase(timestamp, now)
+        else:
+            stream.last_tag_at = now
+            timestamp += stream.ts_offset
+            if timestamp < 0:
+                timestamp = 0
         stream.note(tag_type, timestamp, data)
         stream.outbox.push(tag_type, timestamp, data, now)
         if self.budget.used > self.limits.max_buffered_total:
             self._over_budget()
-        if stream.link_id is not None and stream.ready:
-            self._mark(self.links[stream.link_id], stream)
+        link_id = stream.link_id
+        if link_id is not None and stream.ready:  # _mark, inlined: this runs once per tag
+            link = self.links[link_id]
+            link.dirty[stream] = None
+            if not link.due:
+                link.due = True
+                self._out.append(LinkDue(link_id))
 
     def _over_budget(self) -> None:
         """All buffers together passed max_buffered_total: drop the oldest tags across streams.
@@ -665,10 +676,10 @@ class EdgeCore:
             for seq in [s for s in marks if s <= outbox.acked]:
                 del marks[seq]
         # Finished only once its Close is on the wire too, or the app would never hear the end.
-        closed = link is None or link.close_sent(stream)
+        # The state first: a live stream's ack (nearly every ack) asks nothing more.
         if (
             stream.state == FINISHING
-            and closed
+            and (link is None or link.close_sent(stream))
             and not outbox.pending
             and outbox.acked >= outbox.next_seq - 1
         ):
@@ -804,19 +815,22 @@ class EdgeCore:
         outbox = stream.outbox
         if not outbox.pending:
             return 0
+        inflight = outbox.inflight_bytes
         gap, seq, tags = outbox.take(sid)
         if gap is not None:
             parts.append(wire.encode(gap))
             self._gap(stream, gap)
-        if tags:
-            marks = stream.publisher_marks
-            cuts = sorted(s for s in marks if seq < s < seq + len(tags)) if marks else []
+        marks = stream.publisher_marks
+        if tags and not marks:  # the common case: one Data frame, no publisher flag
+            parts.append(wire.encode_data(sid, seq, tags))
+        elif tags:
+            cuts = sorted(s for s in marks if seq < s < seq + len(tags))
             # A new publisher's first tag starts its own Data frame, flagged with who it is.
             for start, end in zip([seq, *cuts], [*cuts, seq + len(tags)], strict=False):
-                who = marks.get(start) if marks else None
+                who = marks.get(start)
                 publisher = who.to_wire() if who else None
                 parts.append(wire.encode_data(sid, start, tags[start - seq : end - seq], publisher))
-        return sum(map(len, tags))
+        return outbox.inflight_bytes - inflight  # the bytes taken (take adds them to inflight_bytes)
 
     def _gap(self, stream: EdgeStream, gap: Gap) -> None:
         stream.gaps += 1
@@ -840,11 +854,12 @@ class EdgeCore:
         if link is None:
             return
         # Accept needs no action: the publisher was accepted when its key verified.
-        if isinstance(frame, wire.Ack):
+        if type(frame) is wire.Ack:  # nearly every frame from an app
             stream = link.streams.get(frame.sid)
             if stream is not None:
                 stream.outbox.ack(frame.seq)
-                self._acked(stream, link)
+                if stream.publisher_marks or stream.state == FINISHING:
+                    self._acked(stream, link)  # nothing to do for a live stream with no takeover mark
                 if stream.link_id == link_id:
                     self._mark(link, stream)  # credit came back
         elif isinstance(frame, wire.Reject):

@@ -106,7 +106,7 @@ class EdgeStream:
         # before the last tag may show after it, and the next publisher must start later still.
         self.last_shown: int | None = None
         self.rebase_next = False
-        self._last_tag_at = 0.0
+        self.last_tag_at = 0.0  # when the last tag arrived (EdgeCore.media keeps it)
         self._rate: list[tuple[float, int]] = []  # (time, bytes_in) samples for bitrate
 
     def transition(self, event: str) -> None:
@@ -125,18 +125,22 @@ class EdgeStream:
         if self.first_ts is None:
             self.first_ts = timestamp
         self.last_ts = timestamp
-        shown = timestamp + max(0, flv.composition_time(data)) if tag_type == flv.VIDEO else timestamp
-        if self.last_shown is None or shown > self.last_shown:
-            self.last_shown = shown
         if tag_type == flv.AUDIO:
+            if self.last_shown is None or timestamp > self.last_shown:
+                self.last_shown = timestamp
             self.has_audio = True
             if "audio" not in self.codecs:  # once per stream, not per tag
                 self.codecs["audio"] = flv.audio_codec(data)
         elif tag_type == flv.VIDEO:
+            shown = timestamp + max(0, flv.composition_time(data))
+            if self.last_shown is None or shown > self.last_shown:
+                self.last_shown = shown
             self.has_video = True
             if "video" not in self.codecs:
                 self.codecs["video"] = flv.video_codec(data)
         else:
+            if self.last_shown is None or timestamp > self.last_shown:
+                self.last_shown = timestamp
             return
         if flv.is_multitrack(tag_type, data) and flv.sequence_key(tag_type, data):
             # Enhanced RTMP v2: a track's SequenceStart names its codec ("audio.1": "aac").
@@ -151,9 +155,9 @@ class EdgeStream:
             self.rebase_next = False
             if self.last_shown is not None:
                 # At least 1 ms: every frame of the new publisher shows after the old one's last.
-                elapsed_ms = max(1, round((now - self._last_tag_at) * 1000))
+                elapsed_ms = max(1, round((now - self.last_tag_at) * 1000))
                 self.ts_offset = self.last_shown + elapsed_ms - timestamp
-        self._last_tag_at = now
+        self.last_tag_at = now
         return max(0, timestamp + self.ts_offset)
 
     def publisher_info(self) -> dict[str, Any]:

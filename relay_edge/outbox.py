@@ -91,13 +91,20 @@ class Outbox:
     def push(self, tag_type: int, timestamp: int, data: bytes, now: float) -> int:
         """Append one tag (``data`` is its body); returns its sequence number."""
         encoded = flv.tag_header(tag_type, timestamp, len(data)) + data
+        size = len(encoded)
         seq = self.next_seq
-        self.next_seq += 1
-        self._tags.append(_Entry(seq, encoded, timestamp, now))
-        self.buffered_bytes += len(encoded)
-        self.budget.used += len(encoded) + TAG_OVERHEAD
-        self._remember_init(tag_type, data, encoded)
-        self._trim(now)
+        self.next_seq = seq + 1
+        tags = self._tags
+        tags.append(_Entry(seq, encoded, timestamp, now))
+        self.buffered_bytes += size
+        self.budget.used += size + TAG_OVERHEAD
+        if tag_type == flv.SCRIPT or flv.sequence_key(tag_type, data):  # rare: most tags are neither
+            self._remember_init(tag_type, data, encoded)
+        limits = self.limits  # _trim's test, inlined: it drops nothing on almost every push
+        if len(tags) > 1 and (
+            self.buffered_bytes > limits.buffer_bytes or tags[0].arrival < now - limits.buffer_seconds
+        ):
+            self._trim(now)
         return seq
 
     def _remember_init(self, tag_type: int, data: bytes, encoded: bytes) -> None:
@@ -200,22 +207,29 @@ class Outbox:
         since the last take. At least one tag is taken when nothing
         is in flight, so a tag larger than the window still moves.
         """
-        gap = self._gap_before_next(sid)
+        tags = self._tags
+        head = tags[0].seq if tags else self.next_seq
+        # _gap_before_next's test, inlined: most takes follow the last one with nothing dropped.
+        gap = self._gap_before_next(sid) if self.sent + 1 < head else None
         out: list[bytes] = []
-        if not self._tags:
+        if not tags:
             return gap, self.sent + 1, out
-        start = self.sent + 1 - self._tags[0].seq
         first_seq = self.sent + 1
-        credit = self.limits.credit_bytes - self.inflight_bytes
-        for i in range(max(start, 0), len(self._tags)):
-            data = self._tags[i].data
-            if len(data) > credit and (out or self.inflight_bytes):
+        inflight = self.inflight_bytes
+        credit = self.limits.credit_bytes - inflight
+        taken = 0
+        for i in range(max(first_seq - head, 0), len(tags)):
+            data = tags[i].data
+            size = len(data)
+            if size > credit and (out or inflight):
                 break
             out.append(data)
-            credit -= len(data)
+            credit -= size
+            taken += size
         self.sent += len(out)
-        self.sent_max = max(self.sent_max, self.sent)
-        self.inflight_bytes += sum(map(len, out))
+        if self.sent > self.sent_max:
+            self.sent_max = self.sent
+        self.inflight_bytes = inflight + taken
         return gap, first_seq, out
 
     def _gap_before_next(self, sid: int) -> Gap | None:

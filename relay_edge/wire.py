@@ -412,6 +412,12 @@ def decode_message(message: bytes | bytearray | memoryview, limits: Limits = DEF
         raise LimitExceeded("ws_max_message", len(message), limits.ws_max_message)
     if not message:
         raise WireError("empty message: needs at least one frame")
+    acks = _acks_only(message, limits.wire_max_frames)
+    return acks if acks is not None else _decode_frames(message, limits)
+
+
+def _decode_frames(message: bytes | bytearray, limits: Limits) -> list[Frame]:
+    """:func:`decode_message`'s general path, for any non-empty message within its size limit."""
     reader = Reader(message, limits)
     frames: list[Frame] = []
     while not reader.at_end():
@@ -419,6 +425,51 @@ def decode_message(message: bytes | bytearray | memoryview, limits: Limits = DEF
             raise LimitExceeded("wire_max_frames", len(frames) + 1, limits.wire_max_frames, "frames")
         frames.append(_decode_frame(reader, len(frames)))
     return frames
+
+
+# An Ack as every encoder writes it ({"t": "ack", "s": SID, "q": SEQ}, keys in this order):
+# the map header and the bytes up to SID's value. Then "q" and SEQ's.
+_ACK_HEAD = b"\x83\xa1t\xa3ack\xa1s"
+_ACK_Q = b"\xa1q"
+# msgpack's unsigned forms after the positive fixint: type byte -> bytes that follow.
+_UINT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+
+
+def _acks_only(message: bytes | bytearray, max_frames: int) -> list[Frame] | None:
+    """A message of canonical Ack frames only (what an app sends most), decoded without the
+    schema-driven reader; None for anything else, which then takes the general path (and gets
+    its errors from there). An app acks every stream in every batch: this is the edge's most
+    frequent decode. Same frames as the general path (tests/relay_edge/test_wire_fast.py)."""
+    frames: list[Frame] = []
+    pos, end = 0, len(message)
+    while pos < end:
+        if len(frames) == max_frames or not message.startswith(_ACK_HEAD, pos):
+            return None
+        sid, pos = _uint(message, pos + 9, end)
+        if sid > MAX_SID or not message.startswith(_ACK_Q, pos):
+            return None
+        seq, pos = _uint(message, pos + 2, end)
+        if seq > MAX_U63:
+            return None
+        frames.append(Ack(sid=sid, seq=seq))
+    return frames
+
+
+def _uint(message: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
+    """The unsigned msgpack integer at ``pos`` and the position after it.
+
+    Anything else (another type, truncated) gives ``MAX_U63 + 1``: over every field's range,
+    so the caller's range test turns it into "not a canonical Ack".
+    """
+    if pos >= end:
+        return MAX_U63 + 1, end
+    first = message[pos]
+    if first < 0x80:
+        return first, pos + 1
+    width = _UINT_WIDTH.get(first)
+    if width is None or pos + 1 + width > end:
+        return MAX_U63 + 1, end
+    return int.from_bytes(message[pos + 1 : pos + 1 + width], "big"), pos + 1 + width
 
 
 def _decode_frame(r: Reader, index: int) -> Frame:

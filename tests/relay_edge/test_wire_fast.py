@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Callable
 
 import msgpack
 import pytest
@@ -118,3 +119,54 @@ def test_tag_header_refuses_what_does_not_fit() -> None:
         flv.tag_header(256, 0, 1)
     with pytest.raises(struct.error):
         flv.tag_header(-1, 0, 1)
+
+
+# Integers on both sides of every msgpack unsigned width, and past the sid and seq ranges.
+EDGE_UINTS = (0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1)
+uints = st.one_of(st.sampled_from(EDGE_UINTS), st.integers(0, 2**64 - 1))
+
+
+def answer(decode: Callable[[bytes], list[wire.Frame]], message: bytes) -> list[wire.Frame] | str:
+    """What a decoder makes of ``message``: the frames, or its error's type and text."""
+    try:
+        return decode(message)
+    except (wire.WireError, LimitExceeded) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def general(message: bytes) -> list[wire.Frame] | str:
+    """The schema-driven decoder's answer (decode_message without its Ack fast path)."""
+    return answer(lambda m: wire._decode_frames(m, wire.DEFAULT_LIMITS), message)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(uints, uints), min_size=1, max_size=8), st.integers(0, 64), st.booleans())
+def test_ack_fast_path_is_the_general_decoder(acks: list[tuple[int, int]], cut: int, other: bool) -> None:
+    """Canonical Acks (any ints), cut short or followed by another frame: the same frames, or the
+    fast path steps aside and the general decoder answers (errors included)."""
+    message = b"".join(msgpack.packb({"t": "ack", "s": s, "q": q}) for s, q in acks)
+    if other:
+        message += wire.encode(wire.Accept(sid=1))
+    message = message[: len(message) - cut] or message
+    assert answer(wire.decode_message, message) == general(message)
+    fast = wire._acks_only(message, wire.DEFAULT_LIMITS.wire_max_frames)
+    if all(s <= wire.MAX_SID and q <= wire.MAX_U63 for s, q in acks) and not cut and not other:
+        assert fast == [wire.Ack(sid=s, seq=q) for s, q in acks]  # the common case takes the fast path
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=40))
+def test_ack_fast_path_on_any_bytes(message: bytes) -> None:
+    """Whatever bytes: the fast path answers only where the general decoder gives the same frames."""
+    message = b"\x83\xa1t\xa3ack\xa1s" + message
+    assert answer(wire.decode_message, message) == general(message)
+
+
+def test_ack_fast_path_keeps_the_frame_limit() -> None:
+    limits = wire.DEFAULT_LIMITS
+    message = wire.encode_many([wire.Ack(sid=1, seq=2)] * (limits.wire_max_frames + 1))
+    assert wire._acks_only(message, limits.wire_max_frames) is None
+    with pytest.raises(LimitExceeded):
+        wire.decode_message(message)
+    exact = wire.encode_many([wire.Ack(sid=1, seq=2)] * limits.wire_max_frames)
+    assert wire.decode_message(exact) == [wire.Ack(sid=1, seq=2)] * limits.wire_max_frames
