@@ -253,6 +253,8 @@ class AppCore:
         self._done: OrderedDict[str, str] = OrderedDict()
         self._latest: dict[tuple[str, str], str] = {}  # (edge, name) -> latest uid opened
         self._out: list[Output] = []
+        # Links that may have frames or acks queued: outputs() costs what is due, not one look per link.
+        self._dirty: dict[int, _Link] = {}
         self._link_count = 0
         self._draining = False
 
@@ -313,7 +315,14 @@ class AppCore:
     def outputs(self) -> list[Output]:
         """Everything due, in order; frames queued per link go out as one SendFrames each, acks last."""
         out, self._out = self._out, []
-        for link in self._links.values():
+        if not self._dirty:
+            return out
+        dirty, self._dirty = self._dirty, {}
+        # In the order the links came up, as the links themselves are kept.
+        links = sorted(dirty.values(), key=_by_index) if len(dirty) > 1 else dirty.values()
+        for link in links:
+            if self._links.get(link.link_id) is not link:
+                continue  # down since: what it had queued went with it
             frames = link.frames + [wire.Ack(sid=sid, seq=seq) for sid, seq in link.acks.items()]
             if frames:
                 out.append(SendFrames(link.link_id, tuple(frames)))
@@ -333,9 +342,14 @@ class AppCore:
                 self._close_link(link, wire.Code.TIMEOUT, reason)
             elif now >= link.next_ping:
                 link.next_ping = now + self.limits.ping_interval
-                link.frames.append(wire.Ping(t=now))
+                self._queue(link, wire.Ping(t=now))
 
     # --- links -------------------------------------------------------------------------
+
+    def _queue(self, link: _Link, frame: wire.Frame) -> None:
+        """A frame to send on ``link`` at the next :meth:`outputs`."""
+        link.frames.append(frame)
+        self._dirty[link.link_id] = link
 
     def _link_up(self, link_id: int, hello: wire.Hello, now: float) -> None:
         if link_id in self._links:
@@ -397,7 +411,7 @@ class AppCore:
         elif isinstance(frame, wire.Close):
             self._close(link, frame)
         elif isinstance(frame, wire.Ping):
-            link.frames.append(wire.Pong(t=frame.t))
+            self._queue(link, wire.Pong(t=frame.t))
         elif isinstance(frame, wire.Hello):
             self._close_link(link, wire.Code.PROTOCOL, "a second hello on the link")
         # Pong and the tunnel frames (the pump's TunnelMux) only show the link is alive.
@@ -421,7 +435,7 @@ class AppCore:
         if code is not None and held is None:
             link.refused.add(sid)
             reason = DONE_REASON if code == wire.Code.DONE else "stream refused here"
-            link.frames.append(wire.Reject(sid=sid, code=code, reason=reason))
+            self._queue(link, wire.Reject(sid=sid, code=code, reason=reason))
             return
         known = held is not None
         follows = None
@@ -435,7 +449,7 @@ class AppCore:
         held.opened_at = self._link_count
         held.sids[link.link_id] = sid
         link.sids[sid] = frame.uid
-        link.frames.append(wire.Accept(sid=sid))
+        self._queue(link, wire.Accept(sid=sid))
         if not held.ended:  # an ended one is back for its acks only: the app has nothing to open
             self._out.append(StreamOpened(link.link_id, frame.uid, frame, known, follows))
 
@@ -518,6 +532,7 @@ class AppCore:
         if seq > link.seen.get(sid, 0):
             link.seen[sid] = seq
             self._ack(link, sid, held)
+            self._dirty[link.link_id] = link  # maybe an ack: marked here, so _ack stays all it does
 
     # --- streams -----------------------------------------------------------------------
 
@@ -545,7 +560,9 @@ class AppCore:
         held.delivered = seq
         held.emitted = max(held.emitted, seq)  # a checkpoint: what the files hold is not handed out again
         for link_id, sid in held.sids.items():
-            self._ack(self._links[link_id], sid, held)
+            link = self._links[link_id]
+            self._ack(link, sid, held)
+            self._dirty[link_id] = link
         self._forget_if_finished(held)
 
     def _ack(self, link: _Link, sid: int, held: _Stream) -> None:
@@ -561,7 +578,7 @@ class AppCore:
             return
         for link_id, sid in held.sids.items():
             link = self._links[link_id]
-            link.frames.append(wire.Reject(sid=sid, code=code, reason=reason))
+            self._queue(link, wire.Reject(sid=sid, code=code, reason=reason))
             link.sids.pop(sid, None)
             link.refused.add(sid)
         held.sids.clear()
@@ -581,6 +598,10 @@ class AppCore:
         key = (held.edge, held.name)
         if self._latest.get(key) == held.uid:
             del self._latest[key]
+
+
+def _by_index(link: _Link) -> int:
+    return link.index
 
 
 def _drop_sid(link: _Link, sid: int) -> None:

@@ -439,7 +439,7 @@ class Receiver:
                     "bytes": s.stats.bytes,
                     "tags": s.stats.tags,
                     "audio_samples": s.stats.audio_samples,
-                    "audio_level_dbfs": s.stats.audio_level_dbfs,
+                    "audio_level_dbfs": _level(s),
                     "bitrate": self._bitrate(s),
                     "gaps": s.stats.gaps,
                     "acked_seq": s.delivered,
@@ -539,6 +539,12 @@ class ClientLink:
                 wire.encode(wire.Close(sid=None, reason="app shutting down", code=wire.Code.SHUTDOWN))
             )
             await self.transport.close(1001, "app shutting down")
+
+
+def _level(stream: Any) -> float | None:
+    """A stream's audio level now: a link's Stream computes it when asked (a PcmStream has none)."""
+    stats = stream.refresh_level() if isinstance(stream, Stream) else stream.stats
+    return stats.audio_level_dbfs
 
 
 def _link_error(out: CloseLink) -> BaseException:
