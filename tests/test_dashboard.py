@@ -31,6 +31,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
+# Waits on the page's own 1 s polls: generous, since a loaded CI box slows headless chromium
+# (10 s for five polls failed once there); a passing run never waits this long.
+WAIT_MS = 30_000
+
 
 def kbits(text: str) -> float:
     m = re.fullmatch(r"([\d.]+) (k|M)bit/s", text.strip())
@@ -65,16 +69,16 @@ async def test_dashboard_shows_a_live_stream_in_chromium(tmp_path: Path) -> None
             await edge_page.goto(f"http://127.0.0.1:{relay.edge.http_port}/")
             await app_page.goto(f"http://127.0.0.1:{relay.app_port}/")
             await edge_page.wait_for_selector("#empty", state="visible")  # polling works, nothing live yet
-            async with await publishers.ffmpeg_tone(relay.url("dash-demo"), seconds=7, frequency=440) as pub:
+            async with await publishers.ffmpeg_tone(relay.url("dash-demo"), seconds=12, frequency=440) as pub:
                 row = 'tr[data-stream="dash-demo"]'
-                await edge_page.wait_for_selector(row, timeout=10_000)
-                await app_page.wait_for_selector(row, timeout=10_000)
+                await edge_page.wait_for_selector(row, timeout=WAIT_MS)
+                await app_page.wait_for_selector(row, timeout=WAIT_MS)
                 # A few polls: the bitrate settles and the chart has a line.
                 await until(lambda: relay.streams.get("dash-demo") is not None, 5)
                 points = f"document.querySelector('{row} svg polyline')?.getAttribute('points')"
-                await edge_page.wait_for_function(f"({points} || '').split(' ').length >= 5", timeout=10_000)
+                await edge_page.wait_for_function(f"({points} || '').split(' ').length >= 5", timeout=WAIT_MS)
                 await app_page.wait_for_function(
-                    f"document.querySelector('{row} td.level')?.textContent.includes('dBFS')", timeout=10_000
+                    f"document.querySelector('{row} td.level')?.textContent.includes('dBFS')", timeout=WAIT_MS
                 )
                 edge_rate = kbits(await edge_page.inner_text(f"{row} td.bitrate"))
                 app_rate = kbits(await app_page.inner_text(f"{row} td.bitrate"))
@@ -90,11 +94,11 @@ async def test_dashboard_shows_a_live_stream_in_chromium(tmp_path: Path) -> None
                 await app_page.screenshot(path=str(app_shot), full_page=True)
                 await pub.wait_ok(30)
             # The stream ends: the app drops the row; the edge shows it ended (or drops it once acked).
-            await app_page.wait_for_selector(row, state="detached", timeout=10_000)
+            await app_page.wait_for_selector(row, state="detached", timeout=WAIT_MS)
             await edge_page.wait_for_function(
                 f"!document.querySelector('{row}') || "
                 f"document.querySelector('{row} td.state').textContent === 'ended'",
-                timeout=10_000,
+                timeout=WAIT_MS,
             )
         finally:
             await browser.close()
