@@ -331,6 +331,12 @@ class Edge:
         """An Accept, Ack, Reject or a stream's Close from the app."""
         self._feed(FrameReceived(link.link_id, frame))
 
+    def acks(self, link: EdgeLink, pairs: list[tuple[int, int]]) -> None:
+        """A message of Acks only from the app (``wire.ack_pairs``): the core's direct entry."""
+        self.core.acks(link.link_id, pairs)
+        self._apply(self.core.outputs())
+        self._arm()
+
     def publisher_conn(self, stream: EdgeStream) -> RtmpConnection | None:
         """The connection publishing ``stream`` now, if any."""
         return self._conns.get(stream.conn_id) if stream.conn_id is not None else None

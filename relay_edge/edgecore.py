@@ -28,7 +28,7 @@ import fnmatch
 import heapq
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -356,6 +356,17 @@ class EdgeCore:
             self._drain(event.grace, now)
         else:
             raise LocalProtocolError(f"EdgeCore cannot handle {event!r}")
+
+    def acks(self, link_id: int, pairs: Iterable[tuple[int, int]]) -> None:
+        """``handle(FrameReceived(link_id, Ack(sid=sid, seq=seq)), now)`` for each ``(sid, seq)``.
+
+        The same, without an event and a frame per ack: the app's most frequent message
+        (``wire.ack_pairs``) goes straight here. An ack reads no clock.
+        """
+        link = self.links.get(link_id)
+        if link is not None:
+            for sid, seq in pairs:
+                self._ack(link, sid, seq)
 
     def outputs(self) -> list[Output]:
         """What is due, in order; each output is returned once."""
@@ -842,13 +853,7 @@ class EdgeCore:
             return
         # Accept needs no action: the publisher was accepted when its key verified.
         if type(frame) is wire.Ack:  # nearly every frame from an app
-            stream = link.streams.get(frame.sid)
-            if stream is not None:
-                stream.outbox.ack(frame.seq)
-                if stream.publisher_marks or stream.state == FINISHING:
-                    self._acked(stream, link)  # nothing to do for a live stream with no takeover mark
-                if stream.link_id == link_id:
-                    self._mark(link, stream)  # credit came back
+            self._ack(link, frame.sid, frame.seq)
         elif isinstance(frame, wire.Reject):
             stream = link.streams.get(frame.sid)
             if stream is not None:
@@ -857,6 +862,15 @@ class EdgeCore:
             stream = link.streams.get(frame.sid)
             if stream is not None:
                 self._refused(stream, frame.code or "closed", frame.reason, now)
+
+    def _ack(self, link: CoreLink, sid: int, seq: int) -> None:
+        stream = link.streams.get(sid)
+        if stream is not None:
+            stream.outbox.ack(seq)
+            if stream.publisher_marks or stream.state == FINISHING:
+                self._acked(stream, link)  # nothing to do for a live stream with no takeover mark
+            if stream.link_id == link.link_id:
+                self._mark(link, stream)  # credit came back
 
     # --- drain ----------------------------------------------------------------------------
 
