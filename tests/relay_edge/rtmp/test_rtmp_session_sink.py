@@ -17,22 +17,14 @@ from relay_edge import flv
 from relay_edge.rtmp.client import ClientSession
 from relay_edge.rtmp.events import Media, PublishRequested
 from relay_edge.rtmp.session import ServerSession
+from tests.support.rtmpbytes import publish_setup
 
 
 def _publisher_bytes(kinds: list[int], chunk_size: int) -> tuple[bytes, bytes]:
     """Set-up bytes (to the publish) and then the media and unpublish bytes of one publisher."""
     client = ClientSession("live", "cam", "rtmp://127.0.0.1/live", chunk_size=chunk_size)
-    server = ServerSession(random_bytes=lambda n: bytes(n))
     client.initiate()
-    setup = bytearray()
-    while not client.publishing:
-        data = client.data_to_send()
-        setup += data
-        for event in server.receive_data(data):
-            if isinstance(event, PublishRequested):
-                server.accept_publish(event.stream_id)
-        client.receive_data(server.data_to_send())
-    setup += client.data_to_send()
+    setup = publish_setup(client)
     bodies = {
         0: (flv.AUDIO, b"\xaf\x01" + bytes(range(40))),
         1: (flv.VIDEO, b"\x27\x01\x00\x00\x00" + bytes(300)),
@@ -45,7 +37,7 @@ def _publisher_bytes(kinds: list[int], chunk_size: int) -> tuple[bytes, bytes]:
             tag_type, body = bodies[kind]
             client.send_media(tag_type, i * 23, body)
     client.unpublish()
-    return bytes(setup), client.data_to_send()
+    return setup, client.data_to_send()
 
 
 def _read(setup: bytes, media: bytes, cuts: list[int], sink: bool) -> tuple[list[object], bytes]:
