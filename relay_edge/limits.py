@@ -100,6 +100,11 @@ class Limits:
     # Large enough for ~2 s of 4 Mbit/s video, small enough that one stalled
     # consumer can't fill the shared socket.
     credit_bytes: int = 1 * MIB
+    # How far a stream's window grows while it is full and acks keep coming (a video
+    # flood): by what each ack frees, TCP slow start's rule, so it doubles per round trip
+    # up to this. One link's round trip then carries more than credit_bytes. It is what a
+    # stream may have in the app's memory unacked; a new link starts again at credit_bytes.
+    credit_max_bytes: int = 4 * MIB
     # Unsent bytes of a stream whose live link has credit to spare: the edge (or
     # the network to the app), not the app, is behind. Past this the edge stops
     # reading that publisher until half has left, so TCP slows the publisher

@@ -78,6 +78,10 @@ class Outbox:
         self.sent_max = 0  # highest sequence ever handed to any link
         self.buffered_bytes = 0
         self.inflight_bytes = 0  # sent but not yet acked, on the current link
+        # The credit window: credit_bytes, grown toward credit_max_bytes while full (see ack).
+        self.credit = limits.credit_bytes
+        self.credit_full = False  # the last take stopped at the window with tags left to send
+        self._credit_cap = max(limits.credit_max_bytes, limits.credit_bytes)
         self.dropped_tags = 0
         self.dropped_bytes = 0
         # Latest metadata and codec configuration, replayed to a fresh decoder.
@@ -190,7 +194,7 @@ class Outbox:
         That is the link not keeping up (edge CPU, network), as opposed to the app withholding acks.
         """
         inflight = self.inflight_bytes
-        return self.buffered_bytes - inflight > threshold and inflight < self.limits.credit_bytes
+        return self.buffered_bytes - inflight > threshold and inflight < self.credit
 
     # --- link side --------------------------------------------------------------------
 
@@ -216,12 +220,13 @@ class Outbox:
             return gap, self.sent + 1, out
         first_seq = self.sent + 1
         inflight = self.inflight_bytes
-        credit = self.limits.credit_bytes - inflight
+        credit = self.credit - inflight
         taken = 0
         for i in range(max(first_seq - head, 0), len(tags)):
             data = tags[i].data
             size = len(data)
             if size > credit and (out or inflight):
+                self.credit_full = True
                 break
             out.append(data)
             credit -= size
@@ -255,12 +260,18 @@ class Outbox:
         """The app has everything up to ``seq``: free it and return its credit."""
         seq = min(seq, self.sent)
         if seq > self.acked:
-            self.inflight_bytes -= self._release(seq)
+            freed = self._release(seq)
+            self.inflight_bytes -= freed
+            if self.credit_full:  # the window held tags back and the app keeps up: widen it
+                self.credit_full = False
+                self.credit = min(self.credit + freed, self._credit_cap)
 
     def rewind(self) -> None:
         """A new link: resend everything after the last ack."""
         self.sent = self.acked
         self.inflight_bytes = 0
+        self.credit = self.limits.credit_bytes  # a new link: its round trip is unknown again
+        self.credit_full = False
 
     def resume_from(self, seq: int) -> None:
         """A new link whose client already delivered up to ``seq`` (its ack was lost)."""

@@ -69,13 +69,20 @@ def random_params(seed_rng: Any, wide: bool = False) -> Params:
     """
     r = seed_rng
     small = r.random() < 0.35
+    # Drawn in the order they always were, so each seed's scenario stays what it was.
+    grace = r.uniform(1.0, 6.0)
+    buffer_seconds = r.uniform(2.0, 8.0) if small else 60.0
+    buffer_bytes = r.randint(2_000, 20_000) if small else 1 << 20
+    credit = r.randint(300, 4_000) if r.random() < 0.5 else 1 << 20
     limits = Limits(
         ping_interval=1.0,
         ping_timeout=3.0,  # = Params.detect: the app's core times a half-open link out itself
-        reconnect_grace=r.uniform(1.0, 6.0),
-        buffer_seconds=r.uniform(2.0, 8.0) if small else 60.0,
-        buffer_bytes=r.randint(2_000, 20_000) if small else 1 << 20,
-        credit_bytes=r.randint(300, 4_000) if r.random() < 0.5 else 1 << 20,
+        reconnect_grace=grace,
+        buffer_seconds=buffer_seconds,
+        buffer_bytes=buffer_bytes,
+        credit_bytes=credit,
+        # A window that grows in half the seeds, fixed in the other half (no extra draw).
+        credit_max_bytes=credit if credit % 2 else 4 * credit,
         max_buffered_total=r.randint(10_000, 60_000) if small and r.random() < 0.5 else 96 << 20,
     )
     faults = tuple(f for f in FAULTS if r.random() < 0.6)

@@ -28,7 +28,7 @@ from tests.support.relay import Relay, until, with_limits
 pytestmark = pytest.mark.slow
 
 STALL_AT, STALL_S = 3.0, 10.0  # seconds of media: the stall covers timestamps 3 s to 13 s
-CREDIT = 8 * 1024  # ~21 AAC tags in flight per stream
+CREDIT = 8 * 1024  # ~21 AAC tags in flight per stream (a fixed window: credit_max_bytes too)
 
 
 class StallingRelay(Relay):
@@ -74,7 +74,9 @@ class StallingRelay(Relay):
 
 async def test_a_stalled_consumer_does_not_delay_the_other_stream(tmp_path: Path) -> None:
     source = media.tone_flv(tmp_path / "src.flv", seconds=16, frequency=440)
-    async with StallingRelay(tmp_path / "out", limits=with_limits(credit_bytes=CREDIT)) as relay:
+    async with StallingRelay(
+        tmp_path / "out", limits=with_limits(credit_bytes=CREDIT, credit_max_bytes=CREDIT)
+    ) as relay:
         assert relay.edge is not None
         fast = await publishers.ffmpeg_copy(relay.url("fast"), source)
         stalled = await publishers.ffmpeg_copy(relay.url("stalled"), source)
@@ -159,7 +161,7 @@ async def test_an_ended_tail_the_app_never_takes_ends_as_a_reported_gap(tmp_path
     The edge drops it, reports it as a Gap and closes the stream, so the app ends the stream with
     the loss counted, instead of forgetting the stream and leaving the app waiting forever.
     """
-    limits = with_limits(credit_bytes=CREDIT, buffer_seconds=1.5)
+    limits = with_limits(credit_bytes=CREDIT, credit_max_bytes=CREDIT, buffer_seconds=1.5)
     async with GatedRelay(tmp_path / "out", limits=limits) as relay:
         assert relay.edge is not None
         client = await RtmpClient.publish(relay.edge.rtmp_port, relay.url("tail").rsplit("/", 1)[1])

@@ -193,7 +193,7 @@ def test_publish_then_link_opens_the_stream_and_sends_every_tag() -> None:
 
 
 def test_credit_bounds_what_is_in_flight_until_acks_return_it() -> None:
-    h = Harness(credit_bytes=1000)
+    h = Harness(credit_bytes=1000, credit_max_bytes=1000)  # a window that does not grow
     h.publish(1)
     h.feed(LinkUp(1, hello()))
     h.media(1, 10, size=300)  # 311 bytes a tag encoded: three fit in 1000 bytes of credit

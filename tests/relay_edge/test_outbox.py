@@ -84,7 +84,7 @@ CREDIT_CASES = [
 
 @pytest.mark.parametrize(("credit", "size", "pushed", "taken"), CREDIT_CASES)
 def test_credit_window(credit: int, size: int, pushed: int, taken: int) -> None:
-    ob = box(credit_bytes=credit)
+    ob = box(credit_bytes=credit, credit_max_bytes=credit)  # a window that does not grow
     fill(ob, pushed, size)
     _, seq, tags = ob.take(SID)
     assert (seq, len(tags)) == (1, taken)
@@ -93,6 +93,29 @@ def test_credit_window(credit: int, size: int, pushed: int, taken: int) -> None:
     _, seq, more = ob.take(SID)
     assert seq == taken + 1
     assert len(more) == min(taken, pushed - taken)
+
+
+def test_a_full_window_grows_by_each_ack_up_to_credit_max() -> None:
+    """Slow start: a window that held tags back grows by what each ack frees, to the cap."""
+    ob = box(credit_bytes=2 * 111, credit_max_bytes=5 * 111)
+    fill(ob, 40)
+    sizes = []
+    for _ in range(6):
+        _, seq, tags = ob.take(SID)
+        sizes.append(len(tags))
+        ob.ack(seq + len(tags) - 1)
+    assert sizes == [2, 4, 5, 5, 5, 5]
+    assert ob.credit == 5 * 111
+
+
+def test_a_window_that_never_fills_does_not_grow() -> None:
+    """Real-time audio under the window: acks return credit, the window stays credit_bytes."""
+    ob = box(credit_bytes=10 * 111)
+    for _ in range(20):
+        fill(ob, 3)
+        _, seq, tags = ob.take(SID)
+        ob.ack(seq + len(tags) - 1)
+    assert ob.credit == 10 * 111
 
 
 def test_rewind_resends_everything_after_the_last_ack() -> None:
@@ -295,11 +318,25 @@ STATE_CASES = [
         {"credit_bytes": 2 * T}, [("push", 5), ("take",)], (None, 3, 0), (0, 5, 2 * T), id="credit exhausted"
     ),
     pytest.param(
-        {"credit_bytes": 2 * T},
+        {"credit_bytes": 2 * T, "credit_max_bytes": 2 * T},
         [("push", 5), ("take",), ("ack", 1)],
         (None, 3, 1),
         (1, 4, 2 * T),
         id="an ack returns credit",
+    ),
+    pytest.param(
+        {"credit_bytes": 2 * T},
+        [("push", 6), ("take",), ("ack", 1)],
+        (None, 3, 2),
+        (1, 5, 3 * T),
+        id="an ack to a full window widens it by what it freed",
+    ),
+    pytest.param(
+        {"credit_bytes": 2 * T},
+        [("push", 6), ("take",), ("ack", 1), ("rewind",)],
+        (None, 2, 2),
+        (1, 5, 2 * T),
+        id="a new link starts from credit_bytes again",
     ),
     pytest.param(
         {}, [("push", 4), ("take",), ("ack", 3), ("ack", 2)], (None, 5, 0), (3, 1, T), id="stale ack ignored"
