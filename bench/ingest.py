@@ -5,7 +5,7 @@ a publisher's bytes, in the order the edge runs it:
 
 1. ``ServerSession.receive_data`` on one read's bytes (chunks parsed into Media events);
 2. per Media event, what ``Edge.media`` does with it: ``Outbox.push`` (FLV tag header + body);
-3. per tick, what the link does: ``Outbox.take`` and ``wire.encode_data`` for every busy
+3. per tick, what the link does: ``Outbox.take`` and ``wire.append_data`` for every busy
    stream, joined into one WebSocket message, then every stream acked (the app keeping up).
 
 Not included: ``EdgeStream.rebase``/``note`` and the metrics counters (``Edge.media``), the
@@ -102,7 +102,7 @@ def run_once(streams: list[Stream], keep: list[bytes] | None = None) -> tuple[fl
             if not outbox.pending:
                 continue
             _, seq, taken = outbox.take(sid)
-            parts.append(wire.encode_data(sid, seq, taken))
+            wire.append_data(parts, sid, seq, taken)
         message = b"".join(parts)
         link_bytes += len(message)
         if keep is not None:

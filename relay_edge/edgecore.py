@@ -820,14 +820,14 @@ class EdgeCore:
             self._gap(stream, gap)
         marks = stream.publisher_marks
         if tags and not marks:  # the common case: one Data frame, no publisher flag
-            parts.append(wire.encode_data(sid, seq, tags))
+            wire.append_data(parts, sid, seq, tags)
         elif tags:
             cuts = sorted(s for s in marks if seq < s < seq + len(tags))
             # A new publisher's first tag starts its own Data frame, flagged with who it is.
             for start, end in zip([seq, *cuts], [*cuts, seq + len(tags)], strict=False):
                 who = marks.get(start)
                 publisher = who.to_wire() if who else None
-                parts.append(wire.encode_data(sid, start, tags[start - seq : end - seq], publisher))
+                wire.append_data(parts, sid, start, tags[start - seq : end - seq], publisher)
         return outbox.inflight_bytes - inflight  # the bytes taken (take adds them to inflight_bytes)
 
     def _gap(self, stream: EdgeStream, gap: Gap) -> None:

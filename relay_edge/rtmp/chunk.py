@@ -81,9 +81,11 @@ class _Stream:
         "ext_value",
         "has_header",
         "length",
+        "received",
         "stream_id",
         "timestamp",
         "type",
+        "views",
     )
 
     def __init__(self) -> None:
@@ -95,7 +97,11 @@ class _Stream:
         self.delta = 0  # what a message-starting format-3 header adds
         self.ext = False  # did the last 0/1/2 header use an extended timestamp?
         self.ext_value = 0  # ...and which 4-byte value, repeated on format-3 chunks
-        self.body: bytearray | None = None  # unfinished message, None between messages
+        # The unfinished message's payload so far, as pieces joined once on its last chunk
+        # (None between messages): bytes, then memoryviews into the read being parsed.
+        self.body: list[bytes | memoryview] | None = None
+        self.received = 0  # payload bytes in ``body``
+        self.views = -1  # index in ``body`` of the first view into the current read; -1: none
 
 
 def basic_header(fmt: int, csid: int) -> bytes:
@@ -131,6 +137,7 @@ class ChunkReader:
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self._streams: dict[int, _Stream] = {}
         self._rest = b""  # unparsed tail: never more than one chunk header
+        self._viewing: list[_Stream] = []  # streams whose body holds views into the current read
         self._cur: _Stream | None = None  # stream whose chunk payload is being read
         self._cur_csid = 0
         self._left = 0  # payload bytes left in the current chunk
@@ -173,6 +180,25 @@ class ChunkReader:
             if out:
                 yield out.pop()
         self._rest = buf[pos:]
+        if self._viewing:
+            self._unview()
+
+    def _unview(self) -> None:
+        """Copy the views of unfinished messages into bytes of their own, before the read goes.
+
+        A message's chunks are held as views of the read they came in and joined once, on
+        its last chunk: one copy for a message that ends in the read it started in (most,
+        in a flood), where ``bytearray +=`` then ``bytes()`` made two. Only a message still
+        unfinished at the read's end has its views copied here, so no view outlives the
+        read (the caller may reuse its buffer) and what is held is exactly what
+        ``max_partial_bytes`` counts.
+        """
+        for stream in self._viewing:
+            body, first = stream.body, stream.views
+            if body is not None and first >= 0:
+                body[first:] = [b"".join(body[first:])]
+            stream.views = -1
+        self._viewing.clear()
 
     def _fused(self, buf: bytes, pos: int, end: int, out: list[Message]) -> int:
         """Header and payload of one whole single-chunk message in one step; 0 if not that case.
@@ -313,7 +339,7 @@ class ChunkReader:
         if stream.body is not None:
             raise ChunkError(
                 f"chunk stream {csid}: format {fmt} header while a {stream.length}-byte message "
-                f"has {stream.length - len(stream.body)} bytes left (expected format 3)"
+                f"has {stream.length - stream.received} bytes left (expected format 3)"
             )
         if fmt != 0 and not stream.has_header:
             raise ChunkError(f"chunk stream {csid}: format {fmt} header with no previous format 0 header")
@@ -348,7 +374,7 @@ class ChunkReader:
             if self.on_message_start is not None:
                 self.on_message_start(stream.type, stream.stream_id, stream.length)
         else:
-            received = len(stream.body)
+            received = stream.received
         self._cur = stream
         self._cur_csid = csid
         self._left = min(stream.length - received, self.chunk_size)
@@ -364,19 +390,40 @@ class ChunkReader:
             self._left = 0
             self._finish(buf[pos : pos + n], out)
             return pos + n
-        if stream.body is None:
-            stream.body = bytearray()
-        self._partial += n
-        if self._partial > self._max_partial:
-            raise LimitExceeded(self._partial_limit, self._partial, self._max_partial)
-        stream.body += view[pos : pos + n]
-        self._left -= n
-        if len(stream.body) == stream.length:
-            body = bytes(stream.body)
-            self._partial -= len(body)
-            stream.body = None
-            self._finish(body, out)
-        return pos + n
+        body = stream.body
+        if body is None:
+            body = stream.body = []
+            stream.received = 0
+        if stream.views < 0:  # its first view into this read: _unview copies it if unfinished
+            stream.views = len(body)
+            self._viewing.append(stream)
+        # The message's next chunks, when they follow here behind a 1-byte format-3 header and
+        # no extended timestamp (every continuation of a video frame from FFmpeg or OBS), are
+        # read in this loop: what _header, _header3 and _start_chunk would do for them is
+        # only to set _left. Anything else goes back to the general path. The differential
+        # test against chunk_oracle.py checks the two agree.
+        cont = 0xC0 | self._cur_csid if self._cur_csid < 64 and not stream.ext else -1
+        while True:
+            self._partial += n
+            if self._partial > self._max_partial:
+                raise LimitExceeded(self._partial_limit, self._partial, self._max_partial)
+            body.append(view[pos : pos + n])
+            stream.received += n
+            pos += n
+            left = self._left - n
+            if stream.received == stream.length:
+                self._left = 0
+                self._partial -= stream.received
+                stream.body = None
+                stream.views = -1
+                self._finish(b"".join(body), out)
+                return pos
+            if left or pos >= end or buf[pos] != cont:
+                self._left = left
+                return pos
+            pos += 1  # a continuation chunk's header: the rest of this chunk follows
+            self._left = min(stream.length - stream.received, self.chunk_size)
+            n = min(self._left, end - pos)
 
     def _finish(self, body: bytes, out: list[Message]) -> None:
         stream = self._cur
@@ -415,8 +462,9 @@ class ChunkReader:
             raise ChunkError(f"Abort message of {len(body)} bytes (needs 4)")
         stream = self._streams.get(_U32.unpack_from(body)[0])
         if stream is not None and stream.body is not None:
-            self._partial -= len(stream.body)
+            self._partial -= stream.received
             stream.body = None
+            stream.views = -1
 
 
 class _OutStream:

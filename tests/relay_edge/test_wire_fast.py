@@ -61,6 +61,59 @@ def test_encode_data_is_msgpacks_encoding(
     assert wire.encode_data(sid, seq, tags, publisher) == reference_data(sid, seq, tags, publisher)
 
 
+# Tag sizes across bin8/bin16/bin32 and around PARTS_MIN_BYTES (either encoder may be chosen).
+PARTS_LENGTHS = (*EDGE_LENGTHS, 8191, 8192, 65537)
+part_tags = st.one_of(
+    st.binary(max_size=300),
+    st.sampled_from(PARTS_LENGTHS).map(lambda n: bytes(range(256)) * (n // 256) + bytes(n % 256)),
+)
+publishers = st.one_of(
+    st.none(),
+    st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sid=st.one_of(uints, st.integers(0, wire.MAX_SID)),
+    seq=st.one_of(uints, st.integers(1, wire.MAX_U63)),
+    # 0..20 tags: the fixarray (< 16) / array16 boundary, with big and small tags.
+    tags=st.lists(part_tags, max_size=20),
+    publisher=publishers,
+)
+def test_data_parts_join_to_msgpacks_encoding(
+    sid: int, seq: int, tags: list[bytes], publisher: dict | None
+) -> None:
+    want = reference_data(sid, seq, tags, publisher)
+    parts: list[bytes] = []
+    wire._data_parts(parts, sid, seq, tags, publisher)  # the hand encoder, whatever the size
+    assert b"".join(parts) == want
+    parts = [b"before"]
+    wire.append_data(parts, sid, seq, tags, publisher)  # the chosen encoder, after other frames
+    assert parts[0] == b"before" and b"".join(parts[1:]) == want
+
+
+def test_big_tags_are_parts_not_copies() -> None:
+    """A frame past PARTS_MIN_BYTES carries its tag objects themselves: the join copies them once."""
+    tags = [b"\x09" + bytes(wire.PARTS_MIN_BYTES), b"\x09" + bytes(70000)]
+    parts: list[bytes] = []
+    wire.append_data(parts, 3, 9, tags)
+    assert [p for p in parts if len(p) > 100] == tags and all(any(p is t for p in parts) for t in tags)
+    parts = []
+    wire.append_data(parts, 3, 9, [b"\x08" + bytes(100)])  # small: one msgpack-packed part
+    assert len(parts) == 1
+
+
+@settings(max_examples=50, deadline=None)
+@given(count=st.sampled_from((15, 16, 17, 65535, 65536)), size=st.sampled_from((0, 11, 300)))
+def test_data_parts_array_headers(count: int, size: int) -> None:
+    """fixarray, array16 and array32 headers (past MAX_TAGS_PER_DATA: the hand encoder alone)."""
+    tags = [bytes(size)] * count
+    parts: list[bytes] = []
+    wire._data_parts(parts, 1, 1, tags, None)
+    assert b"".join(parts) == reference_data(1, 1, tags)
+
+
 @pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview])
 def test_encode_data_takes_any_buffer(wrap: type) -> None:
     tags = [b"\x08" + bytes(10) + b"abc", b"\x09" + bytes(300)]

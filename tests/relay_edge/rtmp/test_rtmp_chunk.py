@@ -283,6 +283,31 @@ def test_unfinished_messages_across_streams_are_bounded() -> None:
     assert str(info.value) == "max_partial_bytes: 2700 bytes exceeds limit of 2000 bytes"
 
 
+def test_unfinished_message_outlives_the_reads_it_came_in() -> None:
+    """A message's chunks are held as views of the read only while it is parsed: a caller
+    reusing its buffer (a BufferedProtocol) for the next read must not change the body."""
+    body = bytes(range(256)) * 40  # 10240 bytes: three 4096-byte chunks
+    writer = ChunkWriter(4096)
+    chunks = writer.write(4, 9, 1, 0, body) + writer.write(4, 9, 1, 40, body[::-1])
+    reader = ChunkReader()
+    reader.chunk_size = 4096
+    buf = bytearray(chunks[:5000])  # first chunk and part of the second
+    assert reader.feed(buf) == []
+    buf[:] = bytes(len(buf))  # the caller reuses its buffer
+    got = [m.body for m in reader.feed(bytearray(chunks[5000:15000]))]
+    got += [m.body for m in reader.feed(chunks[15000:])]
+    assert got == [body, body[::-1]]
+    assert reader._partial == 0 and reader._viewing == []
+
+
+def test_views_of_one_read_join_into_bytes_once() -> None:
+    """A multi-chunk message inside one read: its body is bytes, equal to what was sent."""
+    body = bytes(range(256)) * 100
+    writer = ChunkWriter(128)
+    msgs = ChunkReader().feed(writer.write(5, 8, 1, 0, body))
+    assert [type(m.body) for m in msgs] == [bytes] and msgs[0].body == body
+
+
 # --- properties -----------------------------------------------------------------------------
 
 CSIDS = [2, 3, 4, 8, 63, 64, 100, 319, 320, 1000, 65599]

@@ -176,3 +176,19 @@ def test_limit_exceeded_is_raised_the_same_way() -> None:
         assert "max_message_size" in str(exc)
     else:
         raise AssertionError("a 300-byte message passed max_message_size 100")
+
+
+def test_continuations_read_in_the_payload_loop_match_at_every_cut() -> None:
+    """A multi-chunk message (1-byte format-3 continuations, read inside ``_payload``) cut into
+    two reads at every byte, with and without an extended timestamp and a partial limit hit,
+    gives what the oracle gives."""
+    writer = ChunkWriter(64)
+    data = writer.write(2, SET_CHUNK_SIZE, 0, 0, (64).to_bytes(4, "big"))
+    data += writer.write(4, 9, 1, 0x1000000, bytes(range(200)))  # extended: back to the general path
+    data += writer.write(5, 9, 1, 40, bytes(range(190, 0, -1)))  # continuations: the loop
+    data += writer.write(4, 9, 1, 0x1000010, b"z" * 130)
+    reader = ChunkReader()
+    assert [len(m.body) for m in reader.feed(data)] == [4, 200, 190, 130]
+    for limits in (DEFAULT_LIMITS, Limits(max_partial_bytes=150)):
+        for cut in range(1, len(data)):
+            _both(data, [cut], limits)
