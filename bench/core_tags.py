@@ -4,9 +4,10 @@ STREAMS publishers (default 500) send TAGS AAC tags each (default 200, 100-byte 
 into one :class:`~relay_edge.edgecore.EdgeCore`; one link pulls after every STREAMS tags (a batch)
 and acks what it got. Prints one JSON line: the process CPU time per tag, in microseconds, for
 Media in, SendFrames out and the acks, then that time split (``media_us``: ``EdgeCore.media``;
-``pull_us``: LinkWritable to SendFrames; ``ack_us``: the Acks through the core), and
-``ack_decode_us``: ``wire.decode_message`` per Ack on one message of STREAMS Acks (what an app
-sends per batch). No sockets: the figure is the core's, not the pumps'.
+``pull_us``: LinkWritable to SendFrames; ``ack_us``: the Acks through ``EdgeCore.acks``), and
+``ack_decode_us``: ``wire.ack_pairs`` per Ack on one message of STREAMS Acks (what an app
+sends per batch; the edge's pump decodes such a message so). No sockets: the figure is the
+core's, not the pumps'.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import time
 from relay_edge import flv, wire
 from relay_edge.edgecore import (
     EdgeCore,
-    FrameReceived,
     LinkUp,
     LinkWritable,
     Media,
@@ -53,8 +53,8 @@ def run(streams: int, tags: int) -> dict[str, float]:
             if isinstance(out, SendFrames):
                 sent += sum(map(len, out.frames))
         c = clock()
-        for sid in range(1, streams + 1):  # the app acks everything it got
-            core.handle(FrameReceived(1, wire.Ack(sid=sid, seq=t + 1)), now)
+        # The app acks everything it got, in one message of Acks: the pump's direct entry.
+        core.acks(1, [(sid, t + 1) for sid in range(1, streams + 1)])
         core.outputs()
         split[0] += b - a
         split[1] += c - b
@@ -64,7 +64,7 @@ def run(streams: int, tags: int) -> dict[str, float]:
     acks = wire.encode_many([wire.Ack(sid=sid, seq=tags + sid) for sid in range(1, streams + 1)])
     decode_started = clock()
     for _ in range(tags):
-        wire.decode_message(acks)
+        wire.ack_pairs(acks)
     decode = clock() - decode_started
     return {
         "streams": streams,

@@ -35,6 +35,7 @@ from relay_edge.rtmp.chunk import ChunkReader
 from relay_edge.rtmp.client import ClientSession
 from relay_edge.rtmp.events import Media, PublishRequested
 from relay_edge.rtmp.session import ServerSession
+from tests.support.rtmpbytes import publish_setup
 
 HANDSHAKE_BYTES = 1 + 1536 + 1536  # C0, C1, C2: what precedes the first chunk
 TICK_MS = 100  # bench/publisher.py's TICK: what is due is written every 100 ms
@@ -52,17 +53,8 @@ class Stream:
 def publisher_bytes(tags: list[flv.Tag], seconds: float, chunk_size: int, key: str) -> Stream:
     """The bytes one publisher sends: set-up (handshake to publish) and ``seconds`` of media per tick."""
     client = ClientSession("live", key, "rtmp://127.0.0.1/live", chunk_size=chunk_size)
-    server = ServerSession(random_bytes=lambda n: bytes(n))
     client.initiate()
-    setup = bytearray()
-    while not client.publishing:
-        data = client.data_to_send()
-        setup += data
-        for event in server.receive_data(data):
-            if isinstance(event, PublishRequested):
-                server.accept_publish(event.stream_id)
-        client.receive_data(server.data_to_send())
-    setup += client.data_to_send()
+    setup = publish_setup(client)
     media = [t for t in tags if t.type == flv.AUDIO]
     header, frames = media[0], media[1:]
     client.send_media(header.type, 0, header.data)

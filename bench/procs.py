@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from tests.support.process import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -89,13 +91,8 @@ def spawn(argv: Sequence[str], env: dict[str, str] | None = None, **kw: object) 
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """Send SIG, then SIGKILL if the peer still runs after TIMEOUT s."""
+    stop_process(proc, sig, timeout)
 
 
 @contextlib.contextmanager

@@ -19,9 +19,8 @@ from relay_edge.rtmp import amf0  # noqa: E402
 from relay_edge.rtmp import messages as m  # noqa: E402
 from relay_edge.rtmp.chunk import ChunkWriter  # noqa: E402
 from relay_edge.rtmp.client import ClientSession  # noqa: E402
-from relay_edge.rtmp.events import PublishRequested  # noqa: E402
 from relay_edge.rtmp.handshake import PACKET_SIZE, ClientHandshake  # noqa: E402
-from relay_edge.rtmp.session import ServerSession  # noqa: E402
+from tests.support.rtmpbytes import publish_setup  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 FIXTURES = ROOT / "tests" / "relay_edge" / "rtmp" / "fixtures"
@@ -43,18 +42,8 @@ def save(parser: str, data: bytes) -> None:
 def publish_session() -> tuple[bytes, bytes]:
     """(whole client byte stream, the part after the handshake) of a real publish with two frames."""
     client = ClientSession("live", "name", "rtmp://127.0.0.1/live", chunk_size=128, random_bytes=bytes)
-    server = ServerSession(random_bytes=bytes)
     client.initiate()
-    sent = bytearray()
-    for _ in range(20):
-        out = client.data_to_send()
-        sent += out
-        for event in server.receive_data(out):
-            if isinstance(event, PublishRequested):
-                server.accept_publish(event.stream_id)
-        client.receive_data(server.data_to_send())
-        if client.publishing:
-            break
+    sent = bytearray(publish_setup(client))
     client.send_media(flv.SCRIPT, 0, amf0.encode("onMetaData", {"duration": 0.0}))
     client.send_media(flv.AUDIO, 0, AAC_CONFIG)
     client.send_media(flv.AUDIO, 23, AAC_FRAME)

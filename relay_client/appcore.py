@@ -29,6 +29,7 @@ from typing import Any, Union
 
 from relay_edge import frames as wire
 from relay_edge.limits import DEFAULT_LIMITS, Limits
+from relay_edge.linkevents import FrameReceived, LinkDown  # the edge core's too, re-exported here
 
 __all__ = [
     "Abandon",
@@ -55,20 +56,13 @@ DONE_REASON = "stream already ended here"
 # --- inputs ------------------------------------------------------------------------------
 
 
+# Not shared with edgecore.LinkUp: the edge's also names the link for its logs (``remote``).
 @dataclass(frozen=True, slots=True)
 class LinkUp:
     """A link finished its Hello exchange; ``hello`` is the edge's."""
 
     link_id: int
     hello: wire.Hello
-
-
-@dataclass(frozen=True, slots=True)
-class FrameReceived:
-    """One frame from the edge on ``link_id`` (tunnel frames only count as a sign of life)."""
-
-    link_id: int
-    frame: wire.Frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +96,7 @@ class Abandon:
     uid: str
 
 
-@dataclass(frozen=True, slots=True)
-class LinkDown:
-    """Link ``link_id`` is gone (closed, reset, timed out)."""
-
-    link_id: int
-
-
+# Not shared with edgecore.Drain: the app has no tails to wait for (no ``grace``).
 @dataclass(frozen=True, slots=True)
 class Drain:
     """Graceful stop: take no new tags (the edge keeps them, unacked), keep acking what was taken."""
@@ -119,6 +107,7 @@ Input = Union[LinkUp, FrameReceived, Delivered, Refuse, Abandon, LinkDown, Drain
 # --- outputs -----------------------------------------------------------------------------
 
 
+# Not shared with edgecore.SendFrames: the app's pump encodes these frames itself.
 @dataclass(frozen=True, slots=True)
 class SendFrames:
     """Frames to send on ``link_id``, in order (Accept, Reject, Ack, Ping, Pong)."""
@@ -127,6 +116,7 @@ class SendFrames:
     frames: tuple[wire.Frame, ...]
 
 
+# Not shared with edgecore.CloseLink: only the app's says whether the peer closed (``by_peer``).
 @dataclass(frozen=True, slots=True)
 class CloseLink:
     """Link ``link_id`` must end: the edge closed it (``by_peer``), it broke the protocol, or it timed out.

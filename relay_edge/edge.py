@@ -56,8 +56,7 @@ from .ingest import RtmpConnection
 from .limits import DEFAULT_LIMITS, Limits
 from .link import EdgeLink
 from .metrics import Metrics
-from .rtmp.events import Media as RtmpMedia
-from .rtmp.events import PublishRequested, Unpublished
+from .rtmp.events import PublishRequested, TagSink, Unpublished
 from .supervise import Supervisor
 from .transport import AiohttpTransport, WebsocketsTransport, exchange_hello
 from .tunnel import TunnelMux, serve_tunnel
@@ -331,6 +330,12 @@ class Edge:
         """An Accept, Ack, Reject or a stream's Close from the app."""
         self._feed(FrameReceived(link.link_id, frame))
 
+    def acks(self, link: EdgeLink, pairs: list[tuple[int, int]]) -> None:
+        """A message of Acks only from the app (``wire.ack_pairs``): the core's direct entry."""
+        self.core.acks(link.link_id, pairs)
+        self._apply(self.core.outputs())
+        self._arm()
+
     def publisher_conn(self, stream: EdgeStream) -> RtmpConnection | None:
         """The connection publishing ``stream`` now, if any."""
         return self._conns.get(stream.conn_id) if stream.conn_id is not None else None
@@ -388,19 +393,28 @@ class Edge:
         expiry = keys.key_expiry(key)
         self._feed(PublishVerified(conn.conn_id, event.stream_id, name, event.app, publisher, expiry))
 
-    def media(self, conn: RtmpConnection, event: RtmpMedia) -> None:
-        """One tag: the hot path (no timer to re-arm: a tag starts none).
+    def tag_sink(self, conn: RtmpConnection) -> TagSink:
+        """``conn``'s per-tag path: each tag straight to ``EdgeCore.media``, the hot path.
 
-        Its arrival time is its read's (``conn.last_rx``): one clock read per read, not per tag.
+        A closure with what it needs bound, called by ``ServerSession.receive_data`` for each
+        tag (no event object) and for the Media events that follow another event in a read.
+        Its arrival time is its read's (``conn.last_rx``): one clock read per read, not per
+        tag. No timer to re-arm: a tag starts none.
         """
         core = self.core
-        data = event.data
-        core.media(conn.conn_id, event.stream_id, event.type, event.timestamp, data, conn.last_rx)
+        core_media = core.media
         metrics = self.metrics
-        metrics.tags_total += 1
-        metrics.bytes_total += len(data)
-        if core.pending:
-            self._apply(core.outputs())
+        apply = self._apply
+        conn_id = conn.conn_id
+
+        def tag(stream_id: int, tag_type: int, timestamp: int, data: bytes) -> None:
+            core_media(conn_id, stream_id, tag_type, timestamp, data, conn.last_rx)
+            metrics.tags_total += 1
+            metrics.bytes_total += len(data)
+            if core.pending:
+                apply(core.outputs())
+
+        return tag
 
     def unpublish(self, conn: RtmpConnection, event: Unpublished) -> None:
         self._feed(CoreUnpublished(conn.conn_id, event.stream_id, event.reason))

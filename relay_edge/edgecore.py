@@ -28,7 +28,7 @@ import fnmatch
 import heapq
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -48,6 +48,7 @@ from .edgestream import (
 from .errors import LocalProtocolError
 from .frames import Gap
 from .limits import DEFAULT_LIMITS, Limits
+from .linkevents import FrameReceived, LinkDown  # shared with appcore, re-exported here
 from .outbox import Budget
 
 # Frames gathered into one WebSocket message stop growing past this; the rest goes in the
@@ -102,6 +103,7 @@ class PublisherGone:
     conn_id: int
 
 
+# Not shared with appcore.LinkUp: only the edge names the link in its log lines (``remote``).
 @dataclass(frozen=True, slots=True)
 class LinkUp:
     """A link finished its Hello exchange; ``remote`` is how log lines name it."""
@@ -112,30 +114,13 @@ class LinkUp:
 
 
 @dataclass(frozen=True, slots=True)
-class LinkDown:
-    """A link is gone: its streams rewind to their last ack and wait for the next link."""
-
-    link_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class FrameReceived:
-    """A stream-level frame from the app (Ack, Reject, Accept, Close with a sid).
-
-    Link-level frames (Ping, Pong, Close without a sid, tunnel frames) are the pump's.
-    """
-
-    link_id: int
-    frame: wire.Frame
-
-
-@dataclass(frozen=True, slots=True)
 class LinkWritable:
     """The link's transport can take one more message."""
 
     link_id: int
 
 
+# Not shared with appcore.Drain: the edge waits ``grace`` s for its tails' acks.
 @dataclass(frozen=True, slots=True)
 class Drain:
     """Graceful stop: end every stream, wait up to ``grace`` s for the tails' acks, then close links."""
@@ -190,6 +175,7 @@ class LinkDue:
     link_id: int
 
 
+# Not shared with appcore.SendFrames: the edge core hands out frames already encoded.
 @dataclass(frozen=True, slots=True, repr=False)
 class SendFrames:
     """Encoded frames for one WebSocket message on ``link_id``."""
@@ -202,6 +188,7 @@ class SendFrames:
         return f"SendFrames(link_id={self.link_id}, frames={len(self.frames)}, bytes={size})"
 
 
+# Not shared with appcore.CloseLink: the app's also says whether the peer closed (``by_peer``).
 @dataclass(frozen=True, slots=True)
 class CloseLink:
     """Close the link: ``Close(sid=None, code, reason)`` then a 1001 close."""
@@ -369,6 +356,17 @@ class EdgeCore:
             self._drain(event.grace, now)
         else:
             raise LocalProtocolError(f"EdgeCore cannot handle {event!r}")
+
+    def acks(self, link_id: int, pairs: Iterable[tuple[int, int]]) -> None:
+        """``handle(FrameReceived(link_id, Ack(sid=sid, seq=seq)), now)`` for each ``(sid, seq)``.
+
+        The same, without an event and a frame per ack: the app's most frequent message
+        (``wire.ack_pairs``) goes straight here. An ack reads no clock.
+        """
+        link = self.links.get(link_id)
+        if link is not None:
+            for sid, seq in pairs:
+                self._ack(link, sid, seq)
 
     def outputs(self) -> list[Output]:
         """What is due, in order; each output is returned once."""
@@ -855,13 +853,7 @@ class EdgeCore:
             return
         # Accept needs no action: the publisher was accepted when its key verified.
         if type(frame) is wire.Ack:  # nearly every frame from an app
-            stream = link.streams.get(frame.sid)
-            if stream is not None:
-                stream.outbox.ack(frame.seq)
-                if stream.publisher_marks or stream.state == FINISHING:
-                    self._acked(stream, link)  # nothing to do for a live stream with no takeover mark
-                if stream.link_id == link_id:
-                    self._mark(link, stream)  # credit came back
+            self._ack(link, frame.sid, frame.seq)
         elif isinstance(frame, wire.Reject):
             stream = link.streams.get(frame.sid)
             if stream is not None:
@@ -870,6 +862,15 @@ class EdgeCore:
             stream = link.streams.get(frame.sid)
             if stream is not None:
                 self._refused(stream, frame.code or "closed", frame.reason, now)
+
+    def _ack(self, link: CoreLink, sid: int, seq: int) -> None:
+        stream = link.streams.get(sid)
+        if stream is not None:
+            stream.outbox.ack(seq)
+            if stream.publisher_marks or stream.state == FINISHING:
+                self._acked(stream, link)  # nothing to do for a live stream with no takeover mark
+            if stream.link_id == link.link_id:
+                self._mark(link, stream)  # credit came back
 
     # --- drain ----------------------------------------------------------------------------
 

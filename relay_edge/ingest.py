@@ -19,7 +19,7 @@ from .edgestream import EdgeStream
 from .errors import ProtocolError
 from .limits import Limits
 from .metrics import Metrics
-from .rtmp.events import Connect, HandshakeComplete, Media, PublishRequested, Unpublished
+from .rtmp.events import Connect, HandshakeComplete, Media, PublishRequested, TagSink, Unpublished
 from .rtmp.session import ServerSession
 from .tls import ServerTls
 
@@ -44,7 +44,7 @@ class IngestHost(Protocol):
 
     def publish(self, conn: RtmpConnection, event: PublishRequested) -> None: ...
 
-    def media(self, conn: RtmpConnection, event: Media) -> None: ...
+    def tag_sink(self, conn: RtmpConnection) -> TagSink: ...
 
     def unpublish(self, conn: RtmpConnection, event: Unpublished) -> None: ...
 
@@ -73,6 +73,7 @@ class RtmpConnection(asyncio.Protocol):
         self._pause_timer: asyncio.TimerHandle | None = None
         self.counted_ip = False  # in the edge's per-address count (until closed or authorized)
         self._tls: ServerTls | None = None  # RTMPS: TLS inside this connection, sans-I/O
+        self._tag: TagSink = _unadmitted
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -84,6 +85,7 @@ class RtmpConnection(asyncio.Protocol):
         self.peer = f"{addr[0]}:{addr[1]}"
         log.debug("RTMP connection from %s", self.peer)
         refusal = self.edge.admit(self)
+        self._tag = self.edge.tag_sink(self)  # after admit: it binds our conn_id
         if refusal:
             log.warning("refused RTMP connection from %s: %s", self.peer, refusal)
             self.edge.metrics.limit_breach(refusal.split(":")[0])
@@ -98,7 +100,7 @@ class RtmpConnection(asyncio.Protocol):
         if self._tls is not None and not (data := self._decrypt(data)):
             return
         try:
-            events = self.session.receive_data(data)
+            events = self.session.receive_data(data, self._tag)
         except ProtocolError as exc:
             # Keep what the same bytes decoded before the error (the last frames, an unpublish).
             for event in exc.events:
@@ -181,8 +183,8 @@ class RtmpConnection(asyncio.Protocol):
     # --- events -------------------------------------------------------------------------
 
     def _dispatch(self, event: object) -> None:
-        if type(event) is Media:
-            self.edge.media(self, event)
+        if type(event) is Media:  # one after another event of its read (else receive_data took it)
+            self._tag(*event)
         elif isinstance(event, PublishRequested):
             self.edge.publish(self, event)
         elif isinstance(event, Unpublished):
@@ -262,3 +264,8 @@ class RtmpConnection(asyncio.Protocol):
             self.fail(reason, "timeout")
         elif not self.paused and now - self.last_rx > limits.idle_timeout:
             self.fail(f"idle_timeout: nothing received for {limits.idle_timeout:g} s", "timeout")
+
+
+def _unadmitted(stream_id: int, tag_type: int, timestamp: int, data: bytes) -> None:
+    """A connection's tag sink until the edge admits it (no bytes are read before that)."""
+    raise AssertionError("a tag before connection_made")

@@ -32,6 +32,8 @@ class LinkHost(Protocol):
 
     def frame_received(self, link: EdgeLink, frame: wire.Frame) -> None: ...
 
+    def acks(self, link: EdgeLink, pairs: list[tuple[int, int]]) -> None: ...
+
 
 class EdgeLink:
     """One live link from this edge to one app instance."""
@@ -83,9 +85,15 @@ class EdgeLink:
     # --- receiving ----------------------------------------------------------------------
 
     async def _recv_loop(self) -> None:
+        edge = self.edge
         while True:
             message = await self.transport.recv()
-            for frame in wire.decode_message(message, self.edge.limits):
+            # Most messages from an app are Acks only: straight to the core, no frame objects.
+            pairs = wire.ack_pairs(message, edge.limits)
+            if pairs is not None:
+                edge.acks(self, pairs)
+                continue
+            for frame in wire.decode_message(message, edge.limits):
                 await self._handle(frame)
 
     async def _handle(self, frame: wire.Frame) -> None:

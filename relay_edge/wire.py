@@ -435,15 +435,34 @@ _ACK_Q = b"\xa1q"
 _UINT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 
 
+def ack_pairs(
+    message: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
+) -> list[tuple[int, int]] | None:
+    """``(sid, seq)`` of every frame in a message of canonical Acks only, without Frame objects.
+
+    What an app sends most: the edge's pump hands these straight to ``EdgeCore.acks``. None
+    for anything else (another frame, an empty or oversized message, a memoryview), which
+    :func:`decode_message` then decodes or rejects. Within its limits exactly the Acks
+    :func:`decode_message` gives (tests/relay_edge/test_wire_fast.py).
+    """
+    if type(message) is memoryview or not message or len(message) > limits.ws_max_message:
+        return None
+    return _ack_pairs(message, limits.wire_max_frames)
+
+
 def _acks_only(message: bytes | bytearray, max_frames: int) -> list[Frame] | None:
-    """A message of canonical Ack frames only (what an app sends most), decoded without the
-    schema-driven reader; None for anything else, which then takes the general path (and gets
-    its errors from there). An app acks every stream in every batch: this is the edge's most
-    frequent decode. Same frames as the general path (tests/relay_edge/test_wire_fast.py)."""
-    frames: list[Frame] = []
+    """A message of canonical Ack frames only, decoded without the schema-driven reader; None
+    for anything else, which then takes the general path (and gets its errors from there).
+    Same frames as the general path (tests/relay_edge/test_wire_fast.py)."""
+    pairs = _ack_pairs(message, max_frames)
+    return None if pairs is None else [Ack(sid=sid, seq=seq) for sid, seq in pairs]
+
+
+def _ack_pairs(message: bytes | bytearray, max_frames: int) -> list[tuple[int, int]] | None:
+    pairs: list[tuple[int, int]] = []
     pos, end = 0, len(message)
     while pos < end:
-        if len(frames) == max_frames or not message.startswith(_ACK_HEAD, pos):
+        if len(pairs) == max_frames or not message.startswith(_ACK_HEAD, pos):
             return None
         sid, pos = _uint(message, pos + 9, end)
         if sid > MAX_SID or not message.startswith(_ACK_Q, pos):
@@ -451,8 +470,8 @@ def _acks_only(message: bytes | bytearray, max_frames: int) -> list[Frame] | Non
         seq, pos = _uint(message, pos + 2, end)
         if seq > MAX_U63:
             return None
-        frames.append(Ack(sid=sid, seq=seq))
-    return frames
+        pairs.append((sid, seq))
+    return pairs
 
 
 def _uint(message: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:

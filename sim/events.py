@@ -2,6 +2,9 @@
 
 The simulator speaks these to every core; :mod:`sim.cores` adapts a real core's own
 types to them. Frames on the link are the project's real :mod:`relay_edge.frames`.
+Where a core's own type has exactly the simulator's shape it is that type, imported
+(its repr, and so the trace, is the same); the rest are simulator-only, narrower than
+the cores' (no RTMP stream ids, no log names).
 """
 
 from __future__ import annotations
@@ -9,7 +12,38 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay_edge.frames import Frame, Gap, Hello
+from relay_client.appcore import Delivered, Drain, GapToDeliver, LinkUp, SendFrames
+from relay_edge.edgecore import CloseLink, LimitBreached, PublisherGone
+from relay_edge.frames import Gap
+from relay_edge.linkevents import FrameReceived, LinkDown
+
+__all__ = [
+    "AcceptPublish",
+    "CloseLink",
+    "ClosePublisher",
+    "Delivered",
+    "Drain",
+    "FrameReceived",
+    "GapReported",
+    "GapToDeliver",
+    "LimitBreached",
+    "LinkDown",
+    "LinkUp",
+    "Media",
+    "PublishVerified",
+    "PublisherGone",
+    "RejectPublish",
+    "SendFrames",
+    "StreamEnded",
+    "StreamOpened",
+    "TagsToDeliver",
+    "Unpublished",
+]
+
+# Imported, not declared: both cores' FrameReceived and LinkDown; the app core's LinkUp
+# (the edge's adds ``remote``), Drain (fed to edges too: the adapter adds the edge's grace),
+# Delivered, SendFrames (decoded frames) and GapToDeliver; the edge core's PublisherGone,
+# CloseLink (the app's adds ``by_peer``) and LimitBreached.
 
 # --- edge inputs -----------------------------------------------------------------------
 
@@ -43,58 +77,7 @@ class Unpublished:
     conn_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class PublisherGone:
-    """The publisher's connection dropped without unpublishing."""
-
-    conn_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Drain:
-    """Graceful stop: an edge ends its publishers and flushes; an app acks and closes its links."""
-
-
-# --- both cores ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LinkUp:
-    """A link is established; ``hello`` is the peer's."""
-
-    link_id: int
-    hello: Hello
-
-
-@dataclass(frozen=True, slots=True)
-class FrameReceived:
-    link_id: int
-    frame: Frame
-
-
-@dataclass(frozen=True, slots=True)
-class LinkDown:
-    link_id: int
-
-
-# --- app inputs ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """The app's pipeline finished every tag of ``uid`` up to ``seq``: only now may it be acked."""
-
-    uid: str
-    seq: int
-
-
 # --- outputs ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SendFrames:
-    link_id: int
-    frames: tuple[Frame, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +98,6 @@ class RejectPublish:
 @dataclass(frozen=True, slots=True)
 class ClosePublisher:
     conn_id: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class CloseLink:
-    link_id: int
-    code: str
     reason: str
 
 
@@ -161,16 +137,3 @@ class TagsToDeliver:
 
     def __repr__(self) -> str:
         return f"TagsToDeliver({self.uid}, seq={self.seq}, tags={len(self.tags)})"
-
-
-@dataclass(frozen=True, slots=True)
-class GapToDeliver:
-    uid: str
-    gap: Gap
-
-
-@dataclass(frozen=True, slots=True)
-class LimitBreached:
-    """Edge observation: ``limit`` was exceeded (``max_buffered_total``: any stream may lose tags)."""
-
-    limit: str

@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,38 @@ def test_bench_ingest_carries_every_tag(tmp_path: Path) -> None:
     expected = [audio[0]] + [audio[1:][i % (len(audio) - 1)] for i in range(65)]
     assert carried == {1: expected, 2: expected}
     assert ingest.reader_once(streams)[1] == 132
+
+
+def test_bench_edgepump_carries_every_tag(tmp_path: Path) -> None:
+    """bench/edgepump.py's path: the real edge's connections, core and link entries carry every
+    AAC tag each publisher wrote, in order and byte for byte, and the acks free them."""
+    from bench import edgepump, ingest
+    from relay_edge import flv, keys, wire
+    from tests.support.media import read_tags, tone_flv
+
+    tags = read_tags(tone_flv(tmp_path / "tone.flv", seconds=1))
+    audio = [t.data for t in tags if t.type == flv.AUDIO]
+    now = time.time()
+    streams = [
+        ingest.publisher_bytes(tags, 1.5, chunk, keys.mint_key(edgepump.SECRET, f"s{i}", now=now))
+        for i, chunk in enumerate((128, 4096, 4096))
+    ]
+    messages: list[bytes] = []
+    _, pushed = edgepump.run_once(streams, 2, messages)
+    assert pushed == 3 * 66
+    carried: dict[str, list[bytes]] = {}
+    names: dict[int, str] = {}
+    for message in messages:
+        for frame in wire.decode_message(message):
+            if isinstance(frame, wire.Open):
+                names[frame.sid] = frame.name
+                carried[frame.name] = []
+            elif isinstance(frame, wire.Data):
+                got = carried[names[frame.sid]]
+                assert frame.seq == len(got) + 1
+                got += [flv.decode_tag(t).data for t in frame.tags]
+    expected = [audio[0]] + [audio[1:][i % (len(audio) - 1)] for i in range(65)]
+    assert carried == {"s0": expected, "s1": expected, "s2": expected}
 
 
 def test_bench_masking_runs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,7 +20,7 @@ import pytest
 from relay_client.stream import Stream
 from relay_edge import flv
 from relay_edge.ingest import RtmpConnection
-from relay_edge.rtmp.events import Media
+from relay_edge.rtmp.events import TagSink
 from tests.support import media, publishers
 from tests.support.raw import RtmpClient
 from tests.support.relay import Relay, until, with_limits
@@ -43,15 +43,20 @@ class StallingRelay(Relay):
     async def __aenter__(self) -> StallingRelay:
         await super().__aenter__()
         assert self.edge is not None
-        media_in = self.edge.media
+        sink_for = self.edge.tag_sink
 
-        def record(conn: RtmpConnection, event: Media) -> None:
-            media_in(conn, event)
-            stream = self.edge.core.stream_for(conn.conn_id, event.stream_id) if self.edge else None
-            if stream is not None:
-                self.at_edge.setdefault(stream.name, []).append((time.monotonic(), event.timestamp))
+        def recording(conn: RtmpConnection) -> TagSink:
+            sink = sink_for(conn)
 
-        self.edge.media = record  # type: ignore[method-assign]
+            def record(stream_id: int, tag_type: int, timestamp: int, data: bytes) -> None:
+                sink(stream_id, tag_type, timestamp, data)
+                stream = self.edge.core.stream_for(conn.conn_id, stream_id) if self.edge else None
+                if stream is not None:
+                    self.at_edge.setdefault(stream.name, []).append((time.monotonic(), timestamp))
+
+            return record
+
+        self.edge.tag_sink = recording  # type: ignore[method-assign]
         return self
 
     async def _on_stream(self, stream: Stream) -> None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -72,6 +73,10 @@ class Unpublished:
     stream_id: int
     reason: str
 
+
+# A Media's fields as call arguments (stream_id, type, timestamp, data): how the edge's pump
+# takes tags straight from ServerSession.receive_data, one call per tag and no object.
+TagSink = Callable[[int, int, int, bytes], None]
 
 Event = HandshakeComplete | Connect | PublishRequested | Media | Unpublished
 

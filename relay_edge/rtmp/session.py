@@ -41,7 +41,7 @@ from ..errors import LimitExceeded, LocalProtocolError, MessageError, ProtocolEr
 from ..limits import DEFAULT_LIMITS, Limits
 from . import messages as m
 from .chunk import ChunkReader, ChunkWriter, Message
-from .events import Connect, Event, HandshakeComplete, Media, PublishRequested, Unpublished
+from .events import Connect, Event, HandshakeComplete, Media, PublishRequested, TagSink, Unpublished
 from .handshake import RandomBytes, ServerHandshake
 
 # Commands whose arguments we read; any other command's body is never decoded.
@@ -103,18 +103,28 @@ class ServerSession:
         self._streams: dict[int, _Stream] = {}
         self._publishing: set[int] = set()
         self._next_stream_id = 1
+        self._tags: TagSink | None = None  # receive_data's ``tags``, for the read it is in
+        self._tagged = False  # the read handed a tag to it
         self._failed: str | None = None  # the error's text: the exception's traceback would pin this session
 
     # --- the pump API ---------------------------------------------------------------
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Consume bytes from the peer; return the events they complete."""
+    def receive_data(self, data: bytes | bytearray | memoryview, tags: TagSink | None = None) -> list[Event]:
+        """Consume bytes from the peer; return the events they complete.
+
+        ``tags``, if given, is called as ``tags(stream_id, type, timestamp, body)`` for each
+        audio/video message that no other event of this read precedes, instead of returning
+        it as a :class:`Media` (the pump's per-tag path, without an event object). Order is
+        kept: from the first other event of the read on, media come back as Media events.
+        """
         if self._failed is not None:
             raise LocalProtocolError(f"receive_data() on a failed session ({self._failed})")
         self.bytes_received += len(data)
         if self.closing:
             return []  # we are flushing a refusal; whatever else comes is moot
         events: list[Event] = []
+        self._tags = tags
+        self._tagged = False
         try:
             self._receive(data, events)
         except ProtocolError as exc:
@@ -123,8 +133,11 @@ class ServerSession:
             # deliver them before it closes.
             self._failed = str(exc)
             raise exc.with_events(events) from None
+        finally:
+            self._tags = None
         if self._handshake is None and (
-            self.bytes_received - self._last_ack >= self._ack_window or (self._ack_on_media and events)
+            self.bytes_received - self._last_ack >= self._ack_window
+            or (self._ack_on_media and (events or self._tagged))
         ):
             self._send_ack()
         return events
@@ -213,7 +226,11 @@ class ServerSession:
         if t == m.AUDIO or t == m.VIDEO:  # the hot path first
             if msg.stream_id not in self._publishing:
                 self._check_publishing(msg.stream_id, t)
-            events.append(Media(msg.stream_id, t, msg.timestamp, msg.body))
+            if self._tags is not None and not events:
+                self._tagged = True
+                self._tags(msg.stream_id, t, msg.timestamp, msg.body)
+            else:
+                events.append(Media(msg.stream_id, t, msg.timestamp, msg.body))
         elif t == m.DATA_AMF0 or t == m.DATA_AMF3 or t == m.AGGREGATE:
             self._check_publishing(msg.stream_id, t)
             events.extend(Media(msg.stream_id, *tag) for tag in m.data_tags(t, msg.body, msg.timestamp))

@@ -461,3 +461,48 @@ def test_drain_gives_up_after_its_grace_and_counts_the_unacked() -> None:
     out = h.tick(104.0)
     assert only(out, Drained) == [Drained(3)]
     assert ("relay_edge", logging.WARNING, "shutting down with 3 tags not acked by the app") in logs(out)
+
+
+# --- the pump's direct ack entry -------------------------------------------------------
+
+
+def _acked_run(direct: bool) -> list[Any]:
+    """Credit, a drain and a finished tail, every ack through one entry or the other."""
+    h = Harness(credit_bytes=1000)
+    h.publish(1)
+    h.publish(2, "mic")
+    h.feed(LinkUp(1, hello()))
+    h.media(1, 6, size=300)
+    h.media(2, 2, size=300)
+    h.pull(1)
+
+    def ack(*pairs: tuple[int, int]) -> None:
+        if direct:
+            h.core.acks(1, list(pairs))
+            h.seen.extend(h.core.outputs())
+        else:
+            for sid, seq in pairs:
+                h.feed(FrameReceived(1, wire.Ack(sid=sid, seq=seq)))
+
+    ack((1, 2), (2, 1), (9, 4))  # sid 9 is unknown: ignored
+    h.pull(1)
+    h.feed(Drain(grace=4.0))
+    h.pull(1)
+    ack((1, 5), (2, 2))  # credit back: the last tag and the Close go out
+    h.pull(1)
+    ack((1, 6))
+    return h.seen
+
+
+def test_direct_acks_do_what_ack_frames_do() -> None:
+    seen = _acked_run(direct=True)
+    assert seen == _acked_run(direct=False)
+    assert only(seen, Drained) == [Drained(0)]  # the acks finished both tails
+    assert len(only(seen, CloseLink)) == 1
+
+
+def test_direct_acks_on_an_unknown_link_are_ignored() -> None:
+    h = Harness()
+    h.publish(1)
+    h.core.acks(7, [(1, 1)])
+    assert h.core.outputs() == []

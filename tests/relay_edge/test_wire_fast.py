@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 import msgpack
 import pytest
@@ -150,8 +151,12 @@ def test_ack_fast_path_is_the_general_decoder(acks: list[tuple[int, int]], cut: 
     message = message[: len(message) - cut] or message
     assert answer(wire.decode_message, message) == general(message)
     fast = wire._acks_only(message, wire.DEFAULT_LIMITS.wire_max_frames)
+    pairs = wire.ack_pairs(message)
+    if pairs is not None:  # the pump's direct entry: only ever the Acks the decoder gives
+        assert [wire.Ack(sid=s, seq=q) for s, q in pairs] == general(message)
     if all(s <= wire.MAX_SID and q <= wire.MAX_U63 for s, q in acks) and not cut and not other:
         assert fast == [wire.Ack(sid=s, seq=q) for s, q in acks]  # the common case takes the fast path
+        assert pairs == acks
 
 
 @settings(max_examples=300, deadline=None)
@@ -170,3 +175,16 @@ def test_ack_fast_path_keeps_the_frame_limit() -> None:
         wire.decode_message(message)
     exact = wire.encode_many([wire.Ack(sid=1, seq=2)] * limits.wire_max_frames)
     assert wire.decode_message(exact) == [wire.Ack(sid=1, seq=2)] * limits.wire_max_frames
+
+
+def test_ack_pairs_steps_aside_for_what_it_must_not_judge() -> None:
+    """Empty, oversized or memoryview messages go to decode_message, which rejects or decodes them."""
+    acks = wire.encode_many([wire.Ack(sid=1, seq=2), wire.Ack(sid=3, seq=4)])
+    assert wire.ack_pairs(acks) == [(1, 2), (3, 4)]
+    assert wire.ack_pairs(bytearray(acks)) == [(1, 2), (3, 4)]
+    assert wire.ack_pairs(memoryview(acks)) is None
+    assert wire.ack_pairs(b"") is None
+    small = replace(wire.DEFAULT_LIMITS, ws_max_message=len(acks) - 1)
+    assert wire.ack_pairs(acks, small) is None
+    with pytest.raises(LimitExceeded):
+        wire.decode_message(acks, small)

@@ -10,13 +10,11 @@ file in a directory the caller owns.
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import time
 from pathlib import Path
 
-from .net import LOOPBACK, free_port, wait_for_port
-from .nginx import require_nginx_rtmp
+from .net import LOOPBACK, free_port
+from .nginx import read_nginx_log, start_nginx, stop_nginx
 
 
 class Balancer:
@@ -74,43 +72,17 @@ http {{
 
     def start(self, timeout: float = 10.0) -> Balancer:
         """Write the config, start nginx and wait until it listens."""
-        nginx = require_nginx_rtmp()
-        (self.workdir / "temp").mkdir(parents=True, exist_ok=True)
-        conf = self.workdir / "nginx.conf"
-        conf.write_text(self.config())
-        argv = [nginx, "-p", str(self.workdir), "-c", str(conf), "-e", str(self.error_log)]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                wait_for_port(self.host, self.port, timeout=0.05)
-                return self
-            except TimeoutError:
-                continue
-        self.stop()
-        raise TimeoutError(f"nginx did not listen on {self.port} in {timeout} s:\n{self.log_text()}")
+        self.proc = start_nginx(self.workdir, self.config(), self.error_log, self.host, self.port, timeout)
+        return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop nginx (SIGQUIT, then SIGKILL if it hangs)."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_nginx(proc, timeout)
 
     def log_text(self) -> str:
         """The error log (upstream failures, connects)."""
-        try:
-            return self.error_log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_nginx_log(self.error_log)
 
     def __enter__(self) -> Balancer:
         return self.start()

@@ -39,6 +39,7 @@ import pytest
 from relay_edge.flv import AUDIO, FlvReader, Tag, is_sequence_header
 
 from .net import LOOPBACK, free_port, wait_for_port
+from .process import stop_process
 
 NGINX = "nginx"
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
@@ -52,6 +53,50 @@ def require_nginx_rtmp() -> str:
     if not RTMP_MODULE.exists():
         pytest.skip(f"nginx RTMP module missing at {RTMP_MODULE} (apt-get install libnginx-mod-rtmp)")
     return path
+
+
+def start_nginx(
+    workdir: Path, config: str, error_log: Path, host: str, port: int, timeout: float = 10.0
+) -> subprocess.Popen[bytes]:
+    """Write CONFIG to ``workdir/nginx.conf``, start nginx on it and wait until HOST:PORT accepts.
+
+    One process (the config says ``daemon off; master_process off;``) that the caller stops with
+    :func:`stop_nginx`. Raises RuntimeError if nginx exits first, TimeoutError if it never listens
+    (nginx is stopped then); both messages carry the error log.
+    """
+    nginx = require_nginx_rtmp()
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "temp").mkdir(exist_ok=True)  # nginx does not create the parent of its http temp paths
+    conf = workdir / "nginx.conf"
+    conf.write_text(config)
+    # -e: the log used before the config is read (the Debian default is stderr).
+    argv = [nginx, "-p", str(workdir), "-c", str(conf), "-e", str(error_log)]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"nginx exited with {proc.returncode} on start:\n{read_nginx_log(error_log)}")
+        try:
+            wait_for_port(host, port, timeout=0.05)
+            return proc
+        except TimeoutError:
+            continue
+    stop_nginx(proc)
+    raise TimeoutError(f"nginx did not listen on {host}:{port} in {timeout} s:\n{read_nginx_log(error_log)}")
+
+
+def stop_nginx(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> int | None:
+    """Stop nginx (SIGQUIT: graceful, closes recordings; SIGKILL if it hangs); return its exit code."""
+    return stop_process(proc, signal.SIGQUIT, timeout)
+
+
+def read_nginx_log(path: Path) -> str:
+    """An nginx error log's text ("" before nginx has created it)."""
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def strip_injected_header(tags: list[Tag]) -> list[Tag]:
@@ -154,44 +199,14 @@ rtmp {{
 
     def start(self, timeout: float = 10.0) -> NginxRtmp:
         """Write the config, start nginx and wait until the RTMP port accepts connections."""
-        nginx = require_nginx_rtmp()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.record_dir.mkdir(exist_ok=True)  # nginx-rtmp does not create record_path
-        (self.workdir / "temp").mkdir(exist_ok=True)  # nor the parent of the http temp paths
-        self.conf_path.write_text(self.config())
-        # -e: the log used before the config is read (the Debian default is stderr).
-        argv = [nginx, "-p", str(self.workdir), "-c", str(self.conf_path), "-e", str(self.error_log)]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.proc.returncode} on start:\n{self.log_text()}")
-            try:
-                wait_for_port(self.host, self.port, timeout=0.05)
-                return self
-            except TimeoutError:
-                continue
-        self.stop()
-        raise TimeoutError(
-            f"nginx did not listen on {self.host}:{self.port} in {timeout} s:\n{self.log_text()}"
-        )
+        self.record_dir.mkdir(parents=True, exist_ok=True)  # nginx-rtmp does not create record_path
+        self.proc = start_nginx(self.workdir, self.config(), self.error_log, self.host, self.port, timeout)
+        return self
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """Stop nginx (SIGQUIT: graceful, closes recordings; SIGKILL if it hangs); return its exit code."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGQUIT)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
-        return proc.returncode
+        return stop_nginx(proc, timeout)
 
     @property
     def pid(self) -> int | None:
@@ -199,10 +214,7 @@ rtmp {{
 
     def log_text(self) -> str:
         """The error log (info level: connects, publishes, disconnects and errors)."""
-        try:
-            return self.error_log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_nginx_log(self.error_log)
 
     def record_path(self, name: str) -> Path:
         """Where ``record all`` writes stream NAME."""

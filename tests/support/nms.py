@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from .net import LOOPBACK, free_port, port_is_open
+from .process import stop_process
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "node-media-server"
 
@@ -76,16 +77,7 @@ class NodeMediaServer:
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM (it exits at once, dropping its connections); SIGKILL if it hangs."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return stop_process(proc, signal.SIGTERM, timeout)
 
     def log_text(self) -> str:
         try:

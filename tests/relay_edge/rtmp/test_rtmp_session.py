@@ -33,6 +33,7 @@ from relay_edge.rtmp import (
 from relay_edge.rtmp import messages as m
 from relay_edge.rtmp.chunk import ChunkReader, Message
 from relay_edge.rtmp.handshake import PACKET_SIZE
+from tests.support.rtmpbytes import publish_setup
 
 AAC_SEQUENCE_HEADER = b"\xaf\x00\x12\x10"
 METADATA = amf0.encode("onMetaData", amf0.ECMAArray(duration=0.0, audiocodecid=10.0))
@@ -463,16 +464,8 @@ def test_digest_handshake_end_to_end(digest: bool) -> None:
 def recorded_publisher() -> tuple[bytes, bytes]:
     """Client bytes of a whole session: (up to publish, media + unpublish)."""
     client = ClientSession("live", "key", "rtmp://host/live", 128, random_bytes=bytes)
-    server = ServerSession()
     client.initiate()
-    phase1 = b""
-    for _ in range(10):
-        data = client.data_to_send()
-        phase1 += data
-        for event in server.receive_data(data):
-            if isinstance(event, PublishRequested):
-                server.accept_publish(event.stream_id)
-        client.receive_data(server.data_to_send())
+    phase1 = publish_setup(client, ServerSession())
     phase2 = b""
     client.send_media(flv.SCRIPT, 0, METADATA)
     client.send_media(flv.AUDIO, 0, AAC_SEQUENCE_HEADER)
