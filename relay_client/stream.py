@@ -19,6 +19,7 @@ from typing import Any
 
 from relay_edge import flv, tagbody, wire
 
+from .channel import Channel
 from .decode import AudioChunk, AudioDecoder, AudioFormat, VideoDecoder
 from .output import StreamFiles, merge_stats
 from .republish import LocalPublish
@@ -185,8 +186,8 @@ class Stream(StreamEvents):
         self.delivered = open_frame.seq - 1  # highest sequence handed to the app
         self._format = audio_format
         self._ack = ack
-        self._inbox: asyncio.Queue[_InboxItem] = asyncio.Queue()
-        self._queues = {kind: asyncio.Queue[Any](QUEUE_ITEMS) for kind in consume}
+        self._inbox: Channel[_InboxItem] = Channel()
+        self._queues = {kind: Channel[Any](QUEUE_ITEMS) for kind in consume}
         self._want_audio = "audio" in consume or out_dir is not None
         self._audio = AudioDecoder(audio_format) if self._want_audio else None
         self._video = VideoDecoder() if "video" in consume else None
@@ -258,7 +259,7 @@ class Stream(StreamEvents):
                 raise RuntimeError("this receiver does not produce 'audio': add it to consume=")
             if not 0 < track < 256:  # a UI8 in the spec
                 raise ValueError(f"audio track must be 0..255, got {track}")
-            self._queues[kind] = asyncio.Queue(QUEUE_ITEMS)
+            self._queues[kind] = Channel(QUEUE_ITEMS)
             if self.ended:
                 self._late_track(track, self._queues[kind])
             else:  # through the inbox: the pipeline starts the decoder between two batches
@@ -281,7 +282,8 @@ class Stream(StreamEvents):
         if queue is None:
             raise RuntimeError(f"this receiver does not produce {kind!r}: add it to consume=")
         while True:
-            item = await queue.get()
+            # No coroutine per item: only an empty queue is waited for (once per batch).
+            item = await queue.get() if queue.empty() else queue.get_nowait()
             if item is _END:
                 queue.put_nowait(_END)  # later iterators end too
                 return
@@ -485,7 +487,7 @@ class Stream(StreamEvents):
             for encoded in (*self._track_configs.values(), *self._track_backlog):
                 extra[n].extend(decoder.decode(flv.decode_tag(encoded)))
 
-    def _late_track(self, track: int, queue: asyncio.Queue[Any]) -> None:
+    def _late_track(self, track: int, queue: Channel[Any]) -> None:
         """A track asked for once the pipeline is done: what the backlog holds of it, then the end.
 
         Decoded here, on the loop: at most TRACK_BACKLOG_TAGS tags (a few ms), and only for a
@@ -539,17 +541,13 @@ class Stream(StreamEvents):
     ) -> None:
         queues = self._queues
         if "audio" in queues:
-            for chunk in chunks:
-                await queues["audio"].put(chunk)
+            await queues["audio"].put_all(chunks)
         for track, track_chunks in extra.items():
-            for chunk in track_chunks:
-                await queues[f"audio.{track}"].put(chunk)
+            await queues[f"audio.{track}"].put_all(track_chunks)
         if "video" in queues:
-            for frame in frames:
-                await queues["video"].put(frame)
+            await queues["video"].put_all(frames)
         if "flv" in queues:
-            for tag in tags:
-                await queues["flv"].put(tag + flv.previous_tag_size(tag))
+            await queues["flv"].put_all(tag + flv.previous_tag_size(tag) for tag in tags)
 
     def _finish(self, reason: str) -> None:
         self.ended = True

@@ -216,6 +216,42 @@ def test_other_output_formats(out, dtype):
     assert all(abs(j) <= 1 for j in jumps(chunks))
 
 
+def _reference_pcm(tags: list[Tag], out: AudioFormat) -> list[bytes]:
+    """Each output frame of PyAV's own ``AudioResampler``, fed one decoded frame at a time."""
+    ctx = av.CodecContext.create("aac", "r")
+    ctx.extradata = tags[0].data[2:]
+    ctx.open()
+    resampler = av.AudioResampler(format=out.format, layout=out.layout, rate=out.sample_rate)
+    frames = []
+    for tag in tags[1:]:
+        packet = av.Packet(tag.data[2:])
+        packet.pts, packet.time_base = tag.timestamp, Fraction(1, 1000)
+        for frame in ctx.decode(packet):
+            frames += resampler.resample(frame)
+    for frame in ctx.decode(None):
+        frames += resampler.resample(frame)
+    frames += resampler.resample(None)
+    return [bytes(f.planes[0])[: f.samples * out.bytes_per_frame] for f in frames if f.samples]
+
+
+@pytest.mark.parametrize(
+    ("rate", "layout", "out"),
+    [
+        (44100, "stereo", AudioFormat()),
+        (48000, "mono", AudioFormat()),
+        (22050, "stereo", AudioFormat(48000, 2, "flt")),
+        (44100, "stereo", AudioFormat(8000, 1, "s32")),
+    ],
+)
+def test_resampled_audio_is_pyavs_audio_resampler_output_exactly(rate, layout, out):
+    """The decoder's own filter graph gives PyAV's AudioResampler's samples, frame for frame."""
+    tags = flv_tags(audio_flv(rate=rate, layout=layout, seconds=2.0, bit_rate=64000), AUDIO)
+    chunks = decode_all(AudioDecoder(out), tags)
+    reference = _reference_pcm(tags, out)
+    assert [c.data for c in chunks] == reference
+    assert len(reference) == len([t for t in tags if is_raw_aac(t)]) + 1  # one per frame, and the tail
+
+
 def test_sequence_header_change_midstream_keeps_decoding():
     first = flv_tags(audio_flv(seconds=0.5), AUDIO)
     second = flv_tags(audio_flv(rate=48000, layout="mono", seconds=0.5, freq=880.0, bit_rate=64000), AUDIO)
