@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -16,6 +17,8 @@ import aiohttp
 from aiohttp import web
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import apply_mask
+from websockets.protocol import State
 
 from . import wire
 from .auth import acceptor_proof, verify_acceptor_proof
@@ -44,16 +47,42 @@ class Transport(Protocol):
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
+# From this size on, the dialing side frames a message itself (see WebsocketsTransport.send).
+MASKED_WRITE_MIN = 64 * 1024
+
+
 class WebsocketsTransport:
     """Adapter for a ``websockets.asyncio`` connection (the dialing side)."""
 
     def __init__(self, conn: ClientConnection, remote: str) -> None:
         self._conn = conn
         self.remote = remote
+        # websockets' Frame.serialize masks a client's payload into a new buffer, then copies
+        # it into a BytesIO and out again: 28% of a push edge's CPU in a video flood. A big
+        # message is framed here instead (RFC 6455 5.2: FIN, binary, 64-bit length, a fresh
+        # mask key), masked once and written with its header in one writelines, so it can't
+        # interleave with the library's own frames (pings, the close). Its drain() is the
+        # library's flow control; without it (another version) every message takes send().
+        self._framed = callable(getattr(conn, "drain", None))
 
     async def send(self, data: bytes) -> None:
+        conn = self._conn
+        if (
+            self._framed
+            and len(data) >= MASKED_WRITE_MIN
+            and conn.protocol.state is State.OPEN
+            and not conn.transport.is_closing()
+        ):
+            key = os.urandom(4)
+            head = _BINARY_HEAD + len(data).to_bytes(8, "big") + key
+            conn.transport.writelines((head, apply_mask(data, key)))
+            try:
+                await conn.drain()
+            except OSError as exc:  # the connection was lost while the write waited
+                raise TransportClosed(1006, str(exc)) from None
+            return
         try:
-            await self._conn.send(data)
+            await conn.send(data)
         except ConnectionClosed as exc:
             raise _closed(exc) from None
 
@@ -68,6 +97,9 @@ class WebsocketsTransport:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._conn.close(code, reason[:120])
+
+
+_BINARY_HEAD = bytes((0x82, 0x80 | 127))  # FIN + binary; masked, 64-bit length follows
 
 
 def _closed(exc: ConnectionClosed) -> TransportClosed:
