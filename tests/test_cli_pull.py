@@ -12,7 +12,6 @@ import signal
 import time
 import wave
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,19 +20,13 @@ from relay_edge import keys
 from tests.support import publishers
 from tests.support.net import free_port
 from tests.support.wait import until
-from tests.test_deploy import BIN, Service, wait_http
+from tests.test_deploy import BIN, Service, relay_status, wait_http
 
 pytestmark = pytest.mark.slow
 
 SECRET = "cli-pull-secret-2b7e151628aed2a6"
 SECONDS, FREQUENCY = 6, 550
 AAC_TAGS_PER_SECOND = 44100 / 1024
-
-
-def edge_status(port: int, edge: Service) -> dict[str, Any]:
-    doc = wait_http(f"http://127.0.0.1:{port}/api/rtmp/status", 5, edge)
-    assert isinstance(doc, dict)
-    return doc
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
@@ -46,13 +39,13 @@ async def test_pull_mode_clis_survive_a_sigkilled_app(tmp_path: Path, loop: str)
     apps = [Service("relay-client connect", connect, env, tmp_path / "app1.log")]
     try:
         wait_http(f"http://127.0.0.1:{http_port}/healthz", 20, edge)
-        await until(lambda: len(edge_status(http_port, edge)["links"]) == 1, 20, "the app's link up")
+        await until(lambda: len(relay_status(http_port, edge)["links"]) == 1, 20, "the app's link up")
         key = keys.mint_key(SECRET, "pull", ttl=300, now=time.time())
         url = f"rtmp://127.0.0.1:{rtmp_port}/live/{key}"
         async with await publishers.ffmpeg_tone(url, seconds=SECONDS, frequency=FREQUENCY) as pub:
 
             def acked() -> int:
-                streams = edge_status(http_port, edge)["streams"]
+                streams = relay_status(http_port, edge)["streams"]
                 return streams[0]["acked_seq"] if streams else 0
 
             await until(lambda: acked() > 2 * AAC_TAGS_PER_SECOND, 20, "2 s of the stream acked")

@@ -347,6 +347,13 @@ def wait_http(url: str, timeout: float, service: Service) -> dict[str, Any] | st
             time.sleep(0.1)
 
 
+def relay_status(port: int, service: Service) -> dict[str, Any]:
+    """``service``'s ``/api/rtmp/status`` document (edge or app), waiting up to 5 s for it."""
+    doc = wait_http(f"http://127.0.0.1:{port}/api/rtmp/status", 5, service)
+    assert isinstance(doc, dict)
+    return doc
+
+
 def start_pair(tmp: Path, out_dir: Path | None) -> tuple[Service, Service, dict[str, Any]]:
     """The app as render.yaml starts it, and the edge as the Dockerfile + fly.toml start it, on loopback.
 

@@ -13,7 +13,6 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,19 +21,13 @@ from tests.support import media, publishers
 from tests.support.balancer import Balancer
 from tests.support.net import free_port
 from tests.support.wait import until
-from tests.test_deploy import BIN, Service, wait_http
+from tests.test_deploy import BIN, Service, relay_status, wait_http
 
 pytestmark = pytest.mark.slow
 
 SECRET = "links-secret-9f86d081884c7d659a2f"
 STREAMS, SECONDS = 4, 8
 AAC_TAGS_PER_SECOND = 44100 / 1024
-
-
-def status(port: int, service: Service) -> dict[str, Any]:
-    doc = wait_http(f"http://127.0.0.1:{port}/api/rtmp/status", 5, service)
-    assert isinstance(doc, dict)
-    return doc
 
 
 def covered(source: list[bytes], first: list[bytes], second: list[bytes]) -> bool:
@@ -72,17 +65,17 @@ async def test_links_spread_over_balanced_instances_and_fail_over(tmp_path: Path
     try:
         for port, app in zip(ports, apps, strict=True):
             wait_http(f"http://127.0.0.1:{port}/healthz", 20, app)
-        instances = [status(port, app)["instance"] for port, app in zip(ports, apps, strict=True)]
+        instances = [relay_status(port, app)["instance"] for port, app in zip(ports, apps, strict=True)]
         balancer.start()
         edge = Service("relay-edge serve", [*edge_argv, balancer.url()], env, tmp_path / "edge.log")
         wait_http(f"http://127.0.0.1:{http_port}/healthz", 20, edge)
 
         def reached() -> set[str]:
             assert edge is not None
-            return {ln["instance"] for ln in status(http_port, edge)["links"]}
+            return {ln["instance"] for ln in relay_status(http_port, edge)["links"]}
 
         await until(lambda: reached() == set(instances), 20, "one link on each instance")
-        upstream = status(http_port, edge)["upstreams"][0]
+        upstream = relay_status(http_port, edge)["upstreams"][0]
         assert (upstream["links_up"], upstream["links"], upstream["state"]) == (2, 2, "up")
 
         names = [f"cam{i}" for i in range(STREAMS)]
@@ -91,11 +84,11 @@ async def test_links_spread_over_balanced_instances_and_fail_over(tmp_path: Path
             pubs.append(await publishers.ffmpeg_copy(url, source))
 
         def held(i: int) -> set[str]:
-            return {s["name"] for s in status(ports[i], apps[i])["streams"]}
+            return {s["name"] for s in relay_status(ports[i], apps[i])["streams"]}
 
         def acked() -> int:
             assert edge is not None
-            streams = status(http_port, edge)["streams"]
+            streams = relay_status(http_port, edge)["streams"]
             return min((s["acked_seq"] for s in streams), default=0) if len(streams) == STREAMS else 0
 
         await until(lambda: acked() > 2 * AAC_TAGS_PER_SECOND, 30, "2 s of every stream acked")
@@ -112,7 +105,7 @@ async def test_links_spread_over_balanced_instances_and_fail_over(tmp_path: Path
         )
         # The dead instance's link redialed through the balancer and reached the survivor.
         await until(lambda: reached() == {instances[0]}, 20, "both links on the survivor")
-        upstream = status(http_port, edge)["upstreams"][0]
+        upstream = relay_status(http_port, edge)["upstreams"][0]
         assert (upstream["links_up"], upstream["links"]) == (2, 2)
         code, _ = edge.terminate(10)
         assert code == 0, edge.output()

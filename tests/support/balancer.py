@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from .net import LOOPBACK, free_port
-from .nginx import read_nginx_log, start_nginx, stop_nginx
+from .nginx import read_nginx_log, start_nginx, stop_nginx, temp_paths
 
 
 class Balancer:
@@ -45,11 +45,7 @@ error_log {self.error_log} info;
 events {{ worker_connections 256; }}
 http {{
   access_log off;
-  client_body_temp_path {temp}/body;
-  proxy_temp_path {temp}/proxy;
-  fastcgi_temp_path {temp}/fastcgi;
-  uwsgi_temp_path {temp}/uwsgi;
-  scgi_temp_path {temp}/scgi;
+{temp_paths(temp)}
   upstream apps {{
 {servers}
   }}

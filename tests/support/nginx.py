@@ -163,11 +163,7 @@ class NginxRtmp:
             http = f"""
 http {{
   access_log off;
-  client_body_temp_path {temp}/body;
-  proxy_temp_path {temp}/proxy;
-  fastcgi_temp_path {temp}/fastcgi;
-  uwsgi_temp_path {temp}/uwsgi;
-  scgi_temp_path {temp}/scgi;
+{temp_paths(temp)}
   server {{
     listen {self.host}:{self.http_port};
     location = /healthz {{ return 200 "ok"; }}
@@ -271,3 +267,9 @@ rtmp {{
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop()
+
+
+def temp_paths(temp: Path) -> str:
+    """An nginx ``http`` block's temp directories under ``temp`` (nginx's defaults may be unwritable)."""
+    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    return "\n".join(f"  {kind}_temp_path {temp}/{kind.removeprefix('client_')};" for kind in kinds)
