@@ -246,6 +246,10 @@ class Edge:
     def _feed(self, event: Event) -> None:
         """One input to the core; then act on what it says and re-arm its timer."""
         self.core.handle(event, time.monotonic())
+        self._settle()
+
+    def _settle(self) -> None:
+        """After the core took an input: act on what it says, then re-arm its timer."""
         self._apply(self.core.outputs())
         self._arm()
 
@@ -265,8 +269,7 @@ class Edge:
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
         self.core.tick(time.monotonic())
-        self._apply(self.core.outputs())
-        self._arm()
+        self._settle()
 
     def _apply(self, outputs: list[Output]) -> None:
         """Carry out the core's outputs, in order (SendFrames only come from :meth:`pull`)."""
@@ -333,8 +336,7 @@ class Edge:
     def acks(self, link: EdgeLink, pairs: list[tuple[int, int]]) -> None:
         """A message of Acks only from the app (``wire.ack_pairs``): the core's direct entry."""
         self.core.acks(link.link_id, pairs)
-        self._apply(self.core.outputs())
-        self._arm()
+        self._settle()
 
     def publisher_conn(self, stream: EdgeStream) -> RtmpConnection | None:
         """The connection publishing ``stream`` now, if any."""
