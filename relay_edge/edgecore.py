@@ -46,7 +46,7 @@ from .edgestream import (
     Publisher,
 )
 from .errors import LocalProtocolError
-from .frames import Gap
+from .frames import Gap, Hello
 from .limits import DEFAULT_LIMITS, Limits
 from .linkevents import FrameReceived, LinkDown  # shared with appcore, re-exported here
 from .outbox import Budget
@@ -109,7 +109,7 @@ class LinkUp:
     """A link finished its Hello exchange; ``remote`` is how log lines name it."""
 
     link_id: int
-    hello: wire.Hello
+    hello: Hello
     remote: str = ""
 
 
@@ -275,7 +275,7 @@ class CoreLink:
     """One link's send state: sids both ways, closed sids, streams with something due."""
 
     link_id: int
-    hello: wire.Hello
+    hello: Hello
     remote: str
     resume_points: dict[str, int]
     load: int = 0  # streams assigned to it
@@ -693,12 +693,8 @@ class EdgeCore:
         self.links[event.link_id] = link
         for stream in [*self.streams.values(), *self.finishing]:
             resumable = stream.uid in link.resume_points or stream.outbox.acked > 0
-            if (
-                stream.link_id is None
-                and self._assign(stream)
-                and stream.link_id == link.link_id
-                and resumable
-            ):
+            # _assign's answer, not stream.link_id: a compiled core keeps this `is None` test's narrowing.
+            if stream.link_id is None and self._assign(stream) == link.link_id and resumable:
                 self._out.append(Count("resumes"))
 
     def _link_down(self, link_id: int) -> None:
@@ -714,17 +710,18 @@ class EdgeCore:
                     self._assign(stream)
         self._check_drained()
 
-    def _assign(self, stream: EdgeStream) -> bool:
-        """Give an unassigned stream to one consumer; True if it has one."""
-        if stream.link_id is None:
+    def _assign(self, stream: EdgeStream) -> int | None:
+        """Give an unassigned stream to one consumer; the id of its link, or None if none."""
+        link_id = stream.link_id
+        if link_id is None:
             link = pick_link(stream, list(self.links.values()))
             if link is None:
-                return False
-            stream.link_id = link.link_id
+                return None
+            link_id = stream.link_id = link.link_id
             stream.consumer = link.hello.instance
             link.load += 1
-        self._mark(self.links[stream.link_id], stream)
-        return True
+        self._mark(self.links[link_id], stream)
+        return link_id
 
     def _mark(self, link: CoreLink, stream: EdgeStream) -> None:
         """``stream`` may have something due on ``link``: say LinkDue once until the link pulls."""

@@ -89,7 +89,7 @@ class RtmpConnection(asyncio.Protocol):
         if refusal:
             log.warning("refused RTMP connection from %s: %s", self.peer, refusal)
             self.edge.metrics.limit_breach(refusal.split(":")[0])
-            transport.abort()
+            self.transport.abort()
         elif self.tls_context is not None:
             self._tls = ServerTls(self.tls_context)
 

@@ -8,6 +8,7 @@ affected. ``docs/LIMITS.md`` is the user-facing table of the same fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -186,7 +187,7 @@ def parse_overrides(items: tuple[str, ...] | list[str], base: Limits = DEFAULT_L
     Unknown names and values of the wrong type raise ValueError naming the field,
     so a typo in ``--limit`` or RELAY_LIMITS fails at start-up, not silently.
     """
-    changes: dict[str, int | float] = {}
+    changes: dict[str, Any] = {}  # each value of its field's type, checked below
     known = {f.name: f.type for f in fields(Limits)}
     for item in items:
         name, sep, raw = item.partition("=")

@@ -8,6 +8,7 @@ raises :class:`~relay_edge.errors.LimitExceeded` before any allocation.
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 import msgpack
@@ -123,12 +124,12 @@ class Reader:
     def str(self) -> str:
         return self._str(self.expect(STR))
 
-    def key(self) -> str | None:
+    def key(self) -> builtins.str | None:
         """The next map key, or None when it is not a string."""
         kind, length = self.peek()
         return self._str(length) if kind == STR else None
 
-    def _str(self, length: int) -> str:
+    def _str(self, length: int) -> builtins.str:
         if length > self.max_str:
             raise LimitExceeded("wire_max_str", length, self.max_str)
         try:

@@ -22,6 +22,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import MISSING, dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import msgpack
@@ -234,10 +235,13 @@ class _Field:
     omit_none: bool = False
 
 
+_Class = type  # _Spec's field named ``type`` hides the builtin in its class body
+
+
 @dataclass(frozen=True, slots=True)
 class _Spec:
     type: str
-    cls: type
+    cls: _Class
     fields: tuple[_Field, ...]
     required: frozenset[str]
     check: Callable[[Any], None] | None = None
@@ -259,13 +263,10 @@ def _check_gap(frame: Gap) -> None:
 
 def _required(cls: type, fields: tuple[_Field, ...]) -> frozenset[str]:
     """Fields without a dataclass default: a frame missing one is invalid."""
-    defaults = {name for name in cls.__dataclass_fields__ if _has_default(cls, name)}
+    defaults = {
+        f.name for f in dataclass_fields(cls) if f.default is not MISSING or f.default_factory is not MISSING
+    }
     return frozenset(f.key for f in fields if f.attr not in defaults)
-
-
-def _has_default(cls: type, name: str) -> bool:
-    field = cls.__dataclass_fields__[name]
-    return field.default is not MISSING or field.default_factory is not MISSING
 
 
 def _spec(type_name: str, cls: type, *fields: _Field, check: Callable[[Any], None] | None = None) -> _Spec:
@@ -573,16 +574,18 @@ def _decode_frame(r: Reader, index: int) -> Frame:
         if spec.check:
             spec.check(frame)
         return frame
-    except _FieldError as e:
-        raise WireError(f"{where}: field {e.key!r} ({e.attr}): {e.error}") from None
+    except _FieldError as field_error:  # one name per type: the compiled core types each
+        raise WireError(
+            f"{where}: field {field_error.key!r} ({field_error.attr}): {field_error.error}"
+        ) from None
     except WireError as e:
         raise WireError(f"{where}: {e}") from None
     except msgpack.OutOfData:
         raise WireError(f"{where}: truncated") from None
-    except (msgpack.UnpackException, ValueError, TypeError, OverflowError) as e:
+    except (msgpack.UnpackException, ValueError, TypeError, OverflowError) as bad:
         # Only reachable on invalid msgpack the peeks don't catch (byte 0xc1,
         # nesting past msgpack's stack inside a skipped unknown field).
-        raise WireError(f"{where}: invalid msgpack ({type(e).__name__})") from None
+        raise WireError(f"{where}: invalid msgpack ({type(bad).__name__})") from None
 
 
 class _FieldError(Exception):

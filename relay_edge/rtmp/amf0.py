@@ -274,7 +274,7 @@ class _Reader:
                 return result
             top = stack[-1]
             if top.left < 0:
-                top.value[top.key] = result  # type: ignore[index]
+                top.value[top.key] = result  # type: ignore[index,call-overload]
                 top.key = None
             else:
                 top.value.append(result)  # type: ignore[union-attr]

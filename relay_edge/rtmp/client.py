@@ -218,7 +218,7 @@ class ClientSession:
         ok = cmd.name == "_result"
         if call == "connect":
             code = info.get("code", "") if isinstance(info, dict) else ""
-            if ok and code == "NetConnection.Connect.Success":
+            if ok and code == "NetConnection.Connect.Success" and isinstance(info, dict):
                 props = cmd.command_object if isinstance(cmd.command_object, dict) else {}
                 events.append(Connected(props, info))
                 if not self.play:

@@ -364,7 +364,7 @@ OPEN = {
     "c": {},
     "q": 1,
     "r": False,
-    "h": flv.file_header(1, 0),
+    "h": flv.file_header(True, False),
 }
 DATA_HEAD = bytes.fromhex("84a174a464617461a17301a17101a164")  # {"t":"data","s":1,"q":1,"d": ...
 
