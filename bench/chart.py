@@ -110,7 +110,9 @@ def draw(result: dict[str, Any], path: Path) -> None:
             ax.set_axis_off()
     m = result["machine"]
     fig.suptitle(
-        f"rtmp-relay vs alternatives: {m['cpus']} cores, {m['cpu']}, loop {m['relay_loop']}", fontsize=11
+        f"rtmp-relay vs alternatives: {m['cpus']} cores, {m['cpu']}, loop {m['relay_loop']}, "
+        f"core {m.get('relay_core', 'pure').split(':')[0]}",
+        fontsize=11,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=90)

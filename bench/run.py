@@ -34,6 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from relay_edge import accel
 from tests.support.media import read_tags, tone_flv
 
 from . import contenders as c
@@ -322,6 +323,7 @@ def machine() -> dict[str, Any]:
         "nginx": version([shutil.which("nginx") or "/usr/sbin/nginx", "-v"]),
         "websockify": version(["dpkg-query", "-W", "-f", "${Version}", "websockify"]),
         "relay_loop": os.environ.get("RELAY_LOOP", loop),
+        "relay_core": accel.state(),  # "compiled" or "pure: <why>" (relay_edge/accel.py)
     }
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import keys, tls, wire
+from . import accel, keys, tls, wire
 from .access import AllowList
 from .auth import ProofVerifier
 from .dial import dial_forever, safe_url
@@ -174,6 +174,7 @@ class Edge:
         )
         self.rtmp_port = self._rtmp_server.sockets[0].getsockname()[1]
         log.info("RTMP server started on port %d", self.rtmp_port)
+        log.info("core: %s", accel.state())  # "compiled", or "pure: <why>" (relay_edge/accel.py)
         if self.config.rtmps_listen is not None:
             if not (self.config.tls_cert and self.config.tls_key):
                 raise ValueError("RTMPS needs a certificate and a key (--cert, --key)")
@@ -525,6 +526,7 @@ class Edge:
             "role": "edge",
             "name": self.config.name,
             "instance": self.instance,
+            "core": accel.running(),
             "rtmp_port": self.rtmp_port,
             "connections": len(self.connections),
             "links": [

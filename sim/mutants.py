@@ -11,8 +11,8 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 from relay_client import appcore as ac
+from relay_edge import accel, frames
 from relay_edge import edgecore as ec
-from relay_edge import frames
 from relay_edge.outbox import Outbox
 
 from .run import run_seed
@@ -126,6 +126,9 @@ MUTANTS: dict[str, Callable[[], Any]] = {
 
 def run_mutants(budget: int, out: TextIO) -> int:
     """Run each mutant over seeds 0.. until a violation; exit 0 only if every one was caught."""
+    if accel.running() == "compiled":
+        out.write("mutants patch the pure-Python core: run with RELAY_PURE=1 (scripts/sim does)\n")
+        return 2
     caught = 0
     for name, plant in MUTANTS.items():
         found = None

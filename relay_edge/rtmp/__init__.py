@@ -7,8 +7,12 @@ One module per wire layer: :mod:`.handshake`, :mod:`.chunk`, :mod:`.amf0`,
 
 from __future__ import annotations
 
-from .client import ClientSession
-from .events import (
+from ..accel import use_compiled
+
+use_compiled(__path__, "rtmp")  # before any of its modules is imported
+
+from .client import ClientSession  # noqa: E402
+from .events import (  # noqa: E402
     AcknowledgementReceived,
     ClientEvent,
     Connect,
@@ -24,7 +28,7 @@ from .events import (
     Status,
     Unpublished,
 )
-from .session import ServerSession, StreamState
+from .session import ServerSession, StreamState  # noqa: E402
 
 __all__ = [
     "AcknowledgementReceived",

@@ -11,7 +11,7 @@ import time
 import tracemalloc
 from dataclasses import replace
 
-from relay_edge import flv, keys
+from relay_edge import accel, flv, keys
 from relay_edge.edge import Edge, EdgeConfig
 from relay_edge.edgecore import EdgeCore, Media, PublishVerified
 from relay_edge.edgestream import Publisher
@@ -37,9 +37,10 @@ def test_tag_overhead_is_what_tracemalloc_measures() -> None:
         finally:
             tracemalloc.stop()
         per_tag = (grown - outbox.buffered_bytes) / len(bodies)
-        assert abs(per_tag - TAG_OVERHEAD) <= 16, (
-            f"{size}-byte tags cost {per_tag:.1f} bytes each beyond their own"
-        )
+        # TAG_OVERHEAD is what the pure core measures; the compiled one's objects are smaller
+        # (166 bytes), so the budget over-counts there, never under.
+        low = TAG_OVERHEAD - 16 if accel.running() == "pure" else TAG_OVERHEAD - 48
+        assert low <= per_tag <= TAG_OVERHEAD + 16, f"{size}-byte tags: {per_tag:.1f} bytes beyond their own"
         assert outbox.budget.used == outbox.held_bytes == outbox.buffered_bytes + TAG_OVERHEAD * len(bodies)
 
 
