@@ -181,7 +181,11 @@ def test_fly_services_match_the_platform_rules() -> None:
 
 def test_dockerfile_is_small_edge_only_and_non_root() -> None:
     steps = dockerfile()
-    assert steps[0] == ("FROM", "python:3.11-slim")
+    # Two stages on the same slim base: the compiled core's build, then the image.
+    assert [rest for word, rest in steps if word == "FROM"] == [
+        "python:3.11-slim AS accel",
+        "python:3.11-slim",
+    ]
     runs = " ".join(rest for word, rest in steps if word == "RUN")
     assert 'pip install ".[edge]"' in runs
     assert "[client]" not in runs and " av" not in runs
@@ -196,8 +200,13 @@ def test_dockerfile_is_small_edge_only_and_non_root() -> None:
     ]
     # Everything is excluded, then exactly what the COPY lines need comes back.
     assert ignore[0] == "*"
-    copied = {p for word, rest in steps if word == "COPY" for p in rest.split()[:-1]}
+    from_context = [rest for word, rest in steps if word == "COPY" and not rest.startswith("--from=")]
+    copied = {p for rest in from_context for p in rest.split()[:-1]}
     assert {f"!{p}" for p in copied} <= set(ignore), (copied, ignore)
+    # The compiled core is built in its own stage (a C compiler) and only its build is copied over;
+    # a build from the context (another machine's) never goes in.
+    assert "python scripts/build_accel.py" in runs and "relay_edge/compiled" in ignore
+    assert ("COPY", "--from=accel /src/relay_edge/compiled ./relay_edge/compiled") in steps
     # The image installs the edge's dependencies only: no PyAV, no numpy.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deps = project["dependencies"] + project["optional-dependencies"]["edge"]
