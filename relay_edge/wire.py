@@ -361,7 +361,7 @@ def encode(frame: Frame) -> bytes:
 def encode_many(frames: Iterable[Frame]) -> bytes:
     """Frames concatenated: the payload of one WebSocket binary message."""
     packer = msgpack.Packer(use_bin_type=True)
-    return b"".join(packer.pack(_to_wire(frame)) for frame in frames)
+    return b"".join([packer.pack(_to_wire(frame)) for frame in frames])
 
 
 # One Packer per thread, reused: ``msgpack.packb`` builds a Packer per call, which was half

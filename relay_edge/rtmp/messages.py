@@ -105,7 +105,7 @@ def set_peer_bandwidth(window: int, limit_type: int = LIMIT_DYNAMIC) -> bytes:
 
 def user_control(event: int, *values: int) -> bytes:
     """A User Control body: event type, then each value as u32 (stream id, timestamp, ...)."""
-    return _U16.pack(event) + b"".join(_U32.pack(v & 0xFFFFFFFF) for v in values)
+    return _U16.pack(event) + b"".join([_U32.pack(v & 0xFFFFFFFF) for v in values])
 
 
 def read_u32(body: bytes, what: str) -> int:
