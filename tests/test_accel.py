@@ -87,3 +87,21 @@ def test_a_build_that_no_longer_matches_its_sources_is_not_used(tmp_path: Path) 
     assert state() == ["pure: compiled core is stale (outbox.py changed since; run scripts/accel)", "pure"]
     manifest.unlink()
     assert state() == ["pure: no compiled core (scripts/accel builds one)", "pure"]
+
+
+def test_the_pure_core_carries_a_real_stream_end_to_end() -> None:
+    # The suite's own end-to-end tests run the compiled core where it is built; this is the pure
+    # one's: `relay-client test` (edge, app and a real RTMP publisher) in a RELAY_PURE=1 process.
+    code = (
+        "import sys; from relay_edge import accel; print(accel.running(), file=sys.stderr); "
+        "from relay_client.cli import main; sys.argv = ['relay-client', 'test', '--json']; main()"
+    )
+    environ = {**os.environ, "RELAY_PURE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120
+    )
+    assert done.stderr.startswith("pure\n"), done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["ok"] and [s["ok"] for s in report["steps"]] == [True] * 8, done.stdout
+    assert report["frequency_hz"] == pytest.approx(440, abs=1) and report["gaps"] == 0
+    assert report["duration_s"] > 2.5
