@@ -54,23 +54,29 @@ def build_tag() -> str:
 
 @cache
 def state() -> str:
-    """``"compiled"``, or ``"pure: <why>"`` (not built, stale, RELAY_PURE=1...)."""
+    """``"compiled"``, or ``"pure: <why>"`` (RELAY_PURE=1, not built, stale...)."""
     if os.environ.get("RELAY_PURE", "") not in ("", "0"):
         return "pure: RELAY_PURE is set"
+    problem = build_problem()
+    return f"pure: {problem}" if problem else "compiled"
+
+
+def build_problem() -> str | None:
+    """Why the build in ``relay_edge/compiled/`` can't run here, or None if it is current."""
     try:
         manifest = json.loads(MANIFEST.read_text())
     except FileNotFoundError:
-        return "pure: no compiled core (scripts/accel builds one)"
+        return "no compiled core (scripts/accel builds one)"
     except (OSError, ValueError) as exc:
-        return f"pure: unreadable {MANIFEST.name}: {exc}"
+        return f"unreadable {MANIFEST.name}: {exc}"
     if manifest.get("build") != build_tag():
-        return f"pure: compiled core built for {manifest.get('build')}, this is {build_tag()}"
+        return f"compiled core built for {manifest.get('build')}, this is {build_tag()}"
     built = manifest.get("sources", {})
     stale = [m for m, digest in source_digests().items() if built.get(m) != digest]
     if stale:
         names = ", ".join(Path(m).name for m in stale)
-        return f"pure: compiled core is stale ({names} changed since; run scripts/accel)"
-    return "compiled"
+        return f"compiled core is stale ({names} changed since; run scripts/accel)"
+    return None
 
 
 def use_compiled(path: list[str], subpackage: str = "") -> None:
@@ -83,4 +89,4 @@ def running() -> str:
     """Which core the imported modules are: ``"compiled"`` or ``"pure"`` (checks, not trusts)."""
     from . import edgecore
 
-    return "compiled" if not edgecore.__file__ or not edgecore.__file__.endswith(".py") else "pure"
+    return "pure" if str(edgecore.__file__).endswith(".py") else "compiled"

@@ -22,9 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ["RELAY_PURE"] = "1"  # import relay_edge without putting a build on its path
 
-from relay_edge import accel  # noqa: E402
+from relay_edge import accel  # noqa: E402  (only accel itself: no compiled module is imported)
 
 
 def build() -> None:
@@ -67,10 +66,7 @@ def main() -> int:
         shutil.rmtree(accel.COMPILED, ignore_errors=True)
         print("build_accel: removed; the pure-Python core runs")
         return 0
-    os.environ.pop("RELAY_PURE")
-    accel.state.cache_clear()
-    current = accel.state() == "compiled"
-    if current and not args.force:
+    if accel.build_problem() is None and not args.force:
         print("build_accel: the compiled core is current")
         return 0
     build()

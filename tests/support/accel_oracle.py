@@ -27,17 +27,12 @@ from typing import Any
 
 from relay_edge import accel, wire
 from relay_edge.errors import ProtocolError, WireError
-from relay_edge.rtmp.events import PublishRequested
-from relay_edge.rtmp.handshake import PACKET_SIZE
-from relay_edge.rtmp.session import ServerSession
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "fuzz" / "corpus"
 sys.path.insert(0, str(ROOT / "fuzz"))
 
-import _harness  # noqa: E402  (fuzz/: the fuzzers' limits and splits)
-
-HANDSHAKE = b"\x03" + bytes(PACKET_SIZE) * 2
+import fuzz_session  # noqa: E402  (fuzz/: the session fuzzer's feeding, shared)
 
 
 def show(value: Any) -> str:
@@ -53,16 +48,8 @@ def show(value: Any) -> str:
 
 
 def session_case(data: bytes) -> Iterator[str]:
-    sess = ServerSession(_harness.FUZZ_LIMITS, random_bytes=lambda n: bytes(n))
     try:
-        if data[:1] != b"\x03":
-            sess.receive_data(HANDSHAKE)
-        for piece in _harness.splits(data):
-            for event in sess.receive_data(piece):
-                yield show(event)
-                if isinstance(event, PublishRequested):
-                    sess.accept_publish(event.stream_id)
-            yield sess.data_to_send().hex()
+        yield from (show(out) for out in fuzz_session.outputs(data))
     except ProtocolError as exc:
         yield f"{type(exc).__name__}: {exc}"
 
