@@ -32,6 +32,7 @@ MODULES = (
     "relay_edge/rtmp/messages.py",
     "relay_edge/rtmp/session.py",
     "relay_edge/edgecore.py",
+    "relay_edge/coresink.py",
     "relay_edge/edgestream.py",
     "relay_edge/flv.py",
     "relay_edge/linkevents.py",

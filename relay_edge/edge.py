@@ -25,6 +25,7 @@ from aiohttp import web
 from . import accel, keys, tls, wire
 from .access import AllowList
 from .auth import ProofVerifier
+from .coresink import CoreSink
 from .dial import dial_forever, safe_url
 from .edgecore import (
     AcceptPublish,
@@ -399,25 +400,11 @@ class Edge:
     def tag_sink(self, conn: RtmpConnection) -> TagSink:
         """``conn``'s per-tag path: each tag straight to ``EdgeCore.media``, the hot path.
 
-        A closure with what it needs bound, called by ``ServerSession.receive_data`` for each
-        tag (no event object) and for the Media events that follow another event in a read.
-        Its arrival time is its read's (``conn.last_rx``): one clock read per read, not per
-        tag. No timer to re-arm: a tag starts none.
+        Called by ``ServerSession.receive_data`` for each tag (no event object) and for the
+        Media events that follow another event in a read; compiled with the core where the
+        build is in use (:mod:`relay_edge.coresink`). No timer to re-arm: a tag starts none.
         """
-        core = self.core
-        core_media = core.media
-        metrics = self.metrics
-        apply = self._apply
-        conn_id = conn.conn_id
-
-        def tag(stream_id: int, tag_type: int, timestamp: int, data: bytes) -> None:
-            core_media(conn_id, stream_id, tag_type, timestamp, data, conn.last_rx)
-            metrics.tags_total += 1
-            metrics.bytes_total += len(data)
-            if core.pending:
-                apply(core.outputs())
-
-        return tag
+        return CoreSink(self.core, conn.conn_id, conn, self.metrics, self._apply)
 
     def unpublish(self, conn: RtmpConnection, event: Unpublished) -> None:
         self._feed(CoreUnpublished(conn.conn_id, event.stream_id, event.reason))

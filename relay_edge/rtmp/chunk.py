@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
 
 from ..errors import ChunkError, LimitExceeded
 from ..limits import DEFAULT_LIMITS, Limits
@@ -55,14 +54,33 @@ _U32 = struct.Struct(">I")
 _U32LE = struct.Struct("<I")
 
 
-class Message(NamedTuple):
-    """One reassembled RTMP message. ``timestamp`` is absolute, 32-bit ms."""
+class Message:
+    """One reassembled RTMP message. ``timestamp`` is absolute, 32-bit ms.
 
-    csid: int
-    type: int
-    stream_id: int
-    timestamp: int
-    body: bytes
+    A plain class, not a NamedTuple: compiled (relay_edge.accel), it is a native object, built
+    and read without a Python call (a NamedTuple's ``__new__`` is Python code, run per message).
+    It still unpacks and compares like the tuple ``(csid, type, stream_id, timestamp, body)``.
+    """
+
+    __slots__ = ("body", "csid", "stream_id", "timestamp", "type")
+
+    def __init__(self, csid: int, type: int, stream_id: int, timestamp: int, body: bytes) -> None:
+        self.csid = csid
+        self.type = type
+        self.stream_id = stream_id
+        self.timestamp = timestamp
+        self.body = body
+
+    def __iter__(self) -> Iterator[int | bytes]:
+        return iter((self.csid, self.type, self.stream_id, self.timestamp, self.body))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
 
     def __repr__(self) -> str:  # never dump payloads into logs
         return (
@@ -143,6 +161,7 @@ class ChunkReader:
         self._left = 0  # payload bytes left in the current chunk
         self._partial = 0  # bytes held in unfinished messages, all streams
         self._max_partial = limits.max_partial_bytes
+        self._max_message = limits.max_message_size  # read per message: a native int when compiled
         self._partial_limit = "max_partial_bytes"
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
@@ -239,6 +258,11 @@ class ChunkReader:
             hsize = 11 if fmt == 0 else 7
             if p + hsize > end:
                 return 0
+            hi: int
+            lo: int
+            len_hi: int
+            len_lo: int
+            msg_type: int
             hi, lo, len_hi, len_lo, msg_type = _H1.unpack_from(buf, p)
             field = (hi << 16) | lo
             length = (len_hi << 16) | len_lo
@@ -246,7 +270,7 @@ class ChunkReader:
                 field == EXTENDED
                 or p + hsize + length > end
                 or length > self.chunk_size
-                or length > self.limits.max_message_size
+                or length > self._max_message
             ):
                 return 0
             if fmt == 0:
@@ -314,8 +338,8 @@ class ChunkReader:
         # Header complete: commit it.
         if fmt < 2:
             length = (len_hi << 16) | len_lo
-            if length > self.limits.max_message_size:
-                raise LimitExceeded("max_message_size", length, self.limits.max_message_size)
+            if length > self._max_message:
+                raise LimitExceeded("max_message_size", length, self._max_message)
             stream.length = length
             stream.type = msg_type
         if fmt == 0:

@@ -249,14 +249,14 @@ class ServerSession:
 
     def _message_start(self, msg_type: int, stream_id: int, length: int) -> None:
         """Refuse a message at its first header, before its payload is buffered (ChunkReader hook)."""
-        limits = self.limits
         if msg_type in _COMMAND_TYPES:
-            if length > limits.max_command_message:
-                raise LimitExceeded("max_command_message", length, limits.max_command_message)
+            limit = self.limits.max_command_message
+            if length > limit:
+                raise LimitExceeded("max_command_message", length, limit)
         elif msg_type in _MEDIA_TYPES and stream_id not in self._publishing:
             self._check_publishing(stream_id, msg_type)
-        if not self.authorized and length > limits.preauth_max_message:
-            raise LimitExceeded("preauth_max_message", length, limits.preauth_max_message)
+        if not self.authorized and length > self.limits.preauth_max_message:
+            raise LimitExceeded("preauth_max_message", length, self.limits.preauth_max_message)
 
     def _check_publishing(self, stream_id: int, msg_type: int) -> None:
         if stream_id not in self._publishing:
