@@ -1,22 +1,39 @@
-"""The dialing side's own framing of big messages (``WebsocketsTransport.send``), against a real
-aiohttp WebSocket server: every message arrives whole and in order, library frames (pings) in
-between included, and a closed connection still raises TransportClosed."""
+"""Our own framing of link messages, against real peers: the dialing side's big messages
+(``WebsocketsTransport.send``) to an aiohttp server, and the accepting side's every message
+(``AiohttpTransport.send``) to a websockets client. Every message arrives whole and in order,
+library frames (pings) in between included; a stopped reader stops the sender; and a closed
+connection still raises TransportClosed."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
+import aiohttp
 import pytest
 import websockets
 from aiohttp import WSMsgType, web
 
 from relay_edge.errors import TransportClosed
-from relay_edge.transport import MASKED_WRITE_MIN, WebsocketsTransport
+from relay_edge.transport import MASKED_WRITE_MIN, AiohttpTransport, WebsocketsTransport
 from tests.support.net import free_port
 
 SIZES = [1, 125, 126, 65535, MASKED_WRITE_MIN, MASKED_WRITE_MIN + 1, 1024 * 1024 + 3, 8 * 1024 * 1024]
+
+
+def count_sends(conn: Any, method: str) -> list[int]:
+    """Wrap ``conn``'s library send method: the sizes of the messages the library framed."""
+    sizes: list[int] = []
+    library_send = getattr(conn, method)
+
+    async def counting_send(data: bytes) -> None:
+        sizes.append(len(data))
+        await library_send(data)
+
+    setattr(conn, method, counting_send)
+    return sizes
 
 
 @pytest.fixture
@@ -62,14 +79,7 @@ async def test_big_messages_framed_here_arrive_whole_between_library_frames(
     messages = [os.urandom(n) for n in SIZES]
     async with websockets.connect(url, max_size=None, compression=None) as conn:
         transport = WebsocketsTransport(conn, "test")
-        through_library: list[int] = []
-        library_send = conn.send
-
-        async def counting_send(data: bytes) -> None:
-            through_library.append(len(data))
-            await library_send(data)
-
-        conn.send = counting_send  # type: ignore[method-assign]
+        through_library = count_sends(conn, "send")
         for message in messages:
             await transport.send(message)
             await conn.ping()  # a frame of the library's own, right after ours
@@ -93,3 +103,123 @@ async def test_a_closed_connection_still_raises_transport_closed(
         await asyncio.wait_for(conn.wait_closed(), 5)
         with pytest.raises(TransportClosed):
             await transport.send(os.urandom(MASKED_WRITE_MIN * 2))
+
+
+# --- the accepting side: AiohttpTransport frames unmasked messages itself ------------------------
+
+
+Accepted = asyncio.Queue[tuple[web.WebSocketResponse, asyncio.Event]]
+
+
+@pytest.fixture
+async def accepting() -> AsyncIterator[tuple[str, Accepted]]:
+    """An aiohttp server handing each accepted WebSocket to the test, with the event that closes it."""
+    accepted: Accepted = asyncio.Queue()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=True)  # deflate only where the client offers it
+        await ws.prepare(request)
+        finished = asyncio.Event()
+        await accepted.put((ws, finished))
+        await finished.wait()
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"ws://127.0.0.1:{port}/", accepted
+    finally:
+        await runner.cleanup()
+
+
+async def test_accepted_link_frames_every_size_itself_between_library_frames(
+    accepting: tuple[str, Accepted],
+) -> None:
+    url, accepted = accepting
+    messages = [os.urandom(n) for n in [0, *SIZES]]
+    async with websockets.connect(url, max_size=None, compression=None) as conn:
+        ws, finished = await accepted.get()
+        transport = AiohttpTransport(ws, "test")
+        assert transport._framed  # unmasked, uncompressed: the fast path, or this test proves nothing
+        library = count_sends(ws, "send_bytes")
+        for message in messages:
+            await transport.send(message)
+            await ws.ping(b"p")  # a frame of the library's own, right after ours
+        got = [await asyncio.wait_for(conn.recv(), 10) for _ in messages]
+        finished.set()
+    assert got == messages
+    assert library == []
+
+
+async def test_accepted_link_waits_for_a_reader_that_stopped(
+    accepting: tuple[str, Accepted],
+) -> None:
+    """Flow control: a peer that reads nothing stops the sender; the write buffer stays bounded."""
+    url, accepted = accepting
+    async with websockets.connect(url, max_size=None, compression=None) as conn:
+        ws, finished = await accepted.get()
+        transport = AiohttpTransport(ws, "test")
+        conn.transport.pause_reading()
+        message = os.urandom(1024 * 1024)
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            while True:
+                await transport.send(message)
+                sent += 1
+
+        task = asyncio.ensure_future(flood())
+        await asyncio.sleep(1.0)
+        stalled_at = sent
+        buffered = ws._writer.transport.get_write_buffer_size()  # type: ignore[union-attr]
+        await asyncio.sleep(0.5)
+        assert sent == stalled_at  # waiting in the drain, not queueing more
+        assert stalled_at < 64  # the socket buffers and aiohttp's high-water mark, not 1 s of a flood
+        assert buffered <= 2 * len(message) + 64 * 1024
+        task.cancel()  # in its drain: its last message is written, the one after never is
+        await asyncio.gather(task, return_exceptions=True)
+        conn.transport.resume_reading()
+        got = [await asyncio.wait_for(conn.recv(), 10) for _ in range(stalled_at + 1)]
+        assert got == [message] * (stalled_at + 1)
+        finished.set()
+
+
+async def test_masked_or_compressed_links_keep_the_library_framing(
+    accepting: tuple[str, Accepted],
+) -> None:
+    url, accepted = accepting
+    async with websockets.connect(url, max_size=None) as conn:  # offers permessage-deflate
+        ws, finished = await accepted.get()
+        compressed = AiohttpTransport(ws, "test")
+        assert not compressed._framed
+        await compressed.send(b"x" * 70000)
+        assert await asyncio.wait_for(conn.recv(), 10) == b"x" * 70000
+        finished.set()
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as client:
+        masked = AiohttpTransport(client, "test")  # a client masks: the library frames it
+        assert not masked._framed
+        await masked.send(b"y" * 70000)
+        ws, finished = await accepted.get()
+        assert (await asyncio.wait_for(ws.receive(), 10)).data == b"y" * 70000
+        finished.set()
+
+
+async def test_accepted_link_closed_raises_transport_closed(
+    accepting: tuple[str, Accepted],
+) -> None:
+    url, accepted = accepting
+    async with websockets.connect(url, max_size=None, compression=None) as conn:
+        ws, finished = await accepted.get()
+        transport = AiohttpTransport(ws, "test")
+        finished.set()
+        await conn.close()
+        with pytest.raises(TransportClosed):
+            for _ in range(100):  # the close reaches the server within a few sends
+                await transport.send(os.urandom(100_000))
+                await asyncio.sleep(0.01)
