@@ -74,6 +74,7 @@ class RtmpConnection(asyncio.Protocol):
         self.counted_ip = False  # in the edge's per-address count (until closed or authorized)
         self._tls: ServerTls | None = None  # RTMPS: TLS inside this connection, sans-I/O
         self._tag: TagSink = _unadmitted
+        self._pause_bytes = edge.limits.pause_bytes  # read per read
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -111,13 +112,19 @@ class RtmpConnection(asyncio.Protocol):
         # floods a file and closes (ffmpeg) must have read it by then, or its close is a reset
         # that throws away its unread FCUnpublish in our receive queue (the stream then waits
         # out reconnect_grace instead of ending).
-        self._write(self.session.data_to_send())
-        for event in events:
-            self._dispatch(event)
-        self._flush()
+        session = self.session
+        out = session.data_to_send()
+        if out:
+            self._write(out)
+        if events:  # most reads of a live stream have none: their tags went to the sink
+            for event in events:
+                self._dispatch(event)
+            self._flush()
+        elif session.closing:
+            self.close()
         if self.overrun:  # reading through a backlog: pause again only once the link caught up
-            self.overrun = self._behind(self.edge.limits.pause_bytes // 2)
-        elif self._behind(self.edge.limits.pause_bytes):
+            self.overrun = self._behind(self._pause_bytes // 2)
+        elif self._behind(self._pause_bytes):
             self._pause()
 
     def _pause(self) -> None:
@@ -128,7 +135,7 @@ class RtmpConnection(asyncio.Protocol):
         self.transport.pause_reading()
         # Rare (the link is behind), so one timer per pause costs nothing on the read path.
         self._pause_timer = asyncio.get_running_loop().call_later(self.edge.limits.max_pause, self._overrun)
-        log.debug("paused reading %s: its link is %d+ bytes behind", self.peer, self.edge.limits.pause_bytes)
+        log.debug("paused reading %s: its link is %d+ bytes behind", self.peer, self._pause_bytes)
 
     def _overrun(self) -> None:
         """Paused for ``max_pause``: read again, so the publisher never stalls; the outbox drops."""
@@ -157,7 +164,7 @@ class RtmpConnection(asyncio.Protocol):
 
     def resume_if_caught_up(self) -> None:
         """Read the publisher again once its streams' links have sent half the backlog (or went away)."""
-        if self.paused and not self._behind(self.edge.limits.pause_bytes // 2):
+        if self.paused and not self._behind(self._pause_bytes // 2):
             if self._pause_timer is not None:
                 self._pause_timer.cancel()
                 self._pause_timer = None
