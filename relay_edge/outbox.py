@@ -139,7 +139,9 @@ class Outbox:
         """Drop the oldest whole tags while the buffer is over its bounds."""
         oldest_allowed = now - self._buffer_seconds
         tags = self._tags
-        while len(tags) > 1 and (self.buffered_bytes > self._buffer_bytes or tags[0].arrival < oldest_allowed):
+        while len(tags) > 1 and (
+            self.buffered_bytes > self._buffer_bytes or tags[0].arrival < oldest_allowed
+        ):
             self._drop(tags.popleft())
 
     def drop_oldest(self) -> int:

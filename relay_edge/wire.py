@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import MISSING, dataclass
 from dataclasses import fields as dataclass_fields
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -95,12 +95,12 @@ MAX_STR = DEFAULT_LIMITS.wire_max_str
 MAX_ITEMS = DEFAULT_LIMITS.wire_max_items
 # Senders split longer runs of tags (a resume after a long outage) into several
 # Data frames, so a default receiver always takes them.
-MAX_TAGS_PER_DATA = MAX_ITEMS
+MAX_TAGS_PER_DATA: Final = MAX_ITEMS
 MAX_FRAMES = DEFAULT_LIMITS.wire_max_frames
 # Ranges of integer fields: sids are 32-bit, sequence numbers and counters fit
 # a signed 64-bit integer so that every language can hold them.
-MAX_SID = 2**32 - 1
-MAX_U63 = 2**63 - 1
+MAX_SID: Final = 2**32 - 1
+MAX_U63: Final = 2**63 - 1
 
 FLV_SIGNATURE = b"FLV\x01"
 _TAG_TYPES = frozenset(TAG_TYPES)  # audio, video, script; filter/reserved bits clear
@@ -366,7 +366,7 @@ def encode_many(frames: Iterable[Frame]) -> bytes:
 
 # One Packer per thread, reused: ``msgpack.packb`` builds a Packer per call, which was half
 # the cost of a one-tag Data frame (1.2 -> 0.5 µs). Per thread because a Packer keeps state.
-_packers = threading.local()
+_packers: Final = threading.local()
 
 
 def _pack(obj: object) -> bytes:
@@ -392,7 +392,7 @@ def encode_data(sid: int, seq: int, tags: Sequence[bytes], publisher: dict[str, 
 # 100-byte tag) beats the ~1 us of building headers here. From it on, by hand as parts, so
 # the tags are copied once, by the link's join, not three times (Packer buffer, its bytes,
 # the join). Timed per frame on this machine: tie near 8 KiB; at 100 KB 4.3 -> 2.8 us.
-PARTS_MIN_BYTES = 8192
+PARTS_MIN_BYTES: Final = 8192
 
 
 def append_data(
@@ -445,11 +445,11 @@ def _data_parts(
         append(b"\xa1p" + _pack(publisher))
 
 
-_DATA_HEAD = b"\x84\xa1t\xa4data\xa1s"  # fixmap of 4, "t": "data", "s"
-_DATA_HEAD_P = b"\x85" + _DATA_HEAD[1:]  # the same with "p" (fixmap of 5)
-_FIXINTS = tuple(bytes((n,)) for n in range(128))
-_BIN8 = tuple(b"\xc4" + bytes((n,)) for n in range(256))
-_FIXARRAYS = tuple(bytes((0x90 | n,)) for n in range(16))
+_DATA_HEAD: Final = b"\x84\xa1t\xa4data\xa1s"  # fixmap of 4, "t": "data", "s"
+_DATA_HEAD_P: Final = b"\x85" + _DATA_HEAD[1:]  # the same with "p" (fixmap of 5)
+_FIXINTS: Final = tuple(bytes((n,)) for n in range(128))
+_BIN8: Final = tuple(b"\xc4" + bytes((n,)) for n in range(256))
+_FIXARRAYS: Final = tuple(bytes((0x90 | n,)) for n in range(16))
 
 
 def _uint_bytes(n: int) -> bytes:
@@ -502,10 +502,10 @@ def _decode_frames(message: bytes | bytearray, limits: Limits) -> list[Frame]:
 
 # An Ack as every encoder writes it ({"t": "ack", "s": SID, "q": SEQ}, keys in this order):
 # the map header and the bytes up to SID's value. Then "q" and SEQ's.
-_ACK_HEAD = b"\x83\xa1t\xa3ack\xa1s"
-_ACK_Q = b"\xa1q"
+_ACK_HEAD: Final = b"\x83\xa1t\xa3ack\xa1s"
+_ACK_Q: Final = b"\xa1q"
 # msgpack's unsigned forms after the positive fixint: type byte -> bytes that follow.
-_UINT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+_UINT_WIDTH: Final = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 
 
 def ack_pairs(
