@@ -551,14 +551,16 @@ def _acks_only(message: bytes | bytearray, max_frames: int) -> list[Frame] | Non
     return None if pairs is None else [Ack(sid=sid, seq=seq) for sid, seq in pairs]
 
 
-def _ack_pairs(message: bytes | bytearray, max_frames: int) -> list[tuple[int, int]] | None:
+def _ack_pairs(message: bytes, max_frames: int) -> list[tuple[int, int]] | None:
+    # ``bytes`` covers a bytearray too (compiled: bytes indexing and slicing take either).
+    # Slices compared, not startswith: compiled, a method call with its argument tuple cost more.
     pairs: list[tuple[int, int]] = []
     pos, end = 0, len(message)
     while pos < end:
-        if len(pairs) == max_frames or not message.startswith(_ACK_HEAD, pos):
+        if len(pairs) == max_frames or message[pos : pos + 9] != _ACK_HEAD:
             return None
         sid, pos = _uint(message, pos + 9, end)
-        if sid > MAX_SID or not message.startswith(_ACK_Q, pos):
+        if sid > MAX_SID or message[pos : pos + 2] != _ACK_Q:
             return None
         seq, pos = _uint(message, pos + 2, end)
         if seq > MAX_U63:
@@ -567,7 +569,7 @@ def _ack_pairs(message: bytes | bytearray, max_frames: int) -> list[tuple[int, i
     return pairs
 
 
-def _uint(message: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
+def _uint(message: bytes, pos: int, end: int) -> tuple[int, int]:
     """The unsigned msgpack integer at ``pos`` and the position after it.
 
     Anything else (another type, truncated) gives ``MAX_U63 + 1``: over every field's range,
@@ -578,6 +580,8 @@ def _uint(message: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
     first = message[pos]
     if first < 0x80:
         return first, pos + 1
+    if first == 0xCD and pos + 3 <= end:  # uint 16: a seq from 256 on
+        return message[pos + 1] << 8 | message[pos + 2], pos + 3
     width = _UINT_WIDTH.get(first)
     if width is None or pos + 1 + width > end:
         return MAX_U63 + 1, end
