@@ -30,7 +30,7 @@ import itertools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from . import wire
 from .assign import Candidate, pick
@@ -53,7 +53,7 @@ from .outbox import Budget
 
 # Frames gathered into one WebSocket message stop growing past this; the rest goes in the
 # next message (the link's _MESSAGE_TARGET). Keeps one burst from delaying pings and acks.
-MESSAGE_TARGET = 256 * 1024
+MESSAGE_TARGET: Final = 256 * 1024
 # An expired tail handed to a link that never acks: it gets this long to send the Gap and
 # the Close before the stream is let go anyway (the period of the sweep this timer replaces).
 TAIL_RECHECK = 1.0
@@ -306,9 +306,9 @@ def pick_link(stream: EdgeStream, links: Sequence[CoreLink]) -> CoreLink | None:
     return None if index is None else links[index]
 
 
-_GRACE = "grace"
-_TAIL = "tail"
-_DRAIN = "drain"
+_GRACE: Final = "grace"
+_TAIL: Final = "tail"
+_DRAIN: Final = "drain"
 
 
 class EdgeCore:
@@ -318,6 +318,7 @@ class EdgeCore:
         self.instance = instance
         self.edge_name = edge_name
         self.limits = limits
+        self._max_buffered_total = limits.max_buffered_total  # read per tag: a plain attribute
         self.budget = Budget()  # bytes all streams' buffers hold (Limits.max_buffered_total)
         self.streams: dict[str, EdgeStream] = {}  # live and orphaned, by name
         # Ended, tail not yet acked. An ordered set: a set of objects iterates in address
@@ -337,7 +338,8 @@ class EdgeCore:
     def handle(self, event: Event, now: float) -> None:
         """Feed one input at time ``now`` (seconds, any monotonic clock)."""
         if type(event) is Media:  # the hot path first, without a dispatch table
-            self.media(*event, now)
+            conn_id, rtmp_stream_id, tag_type, timestamp, data = event  # not *event: a generic call compiled
+            self.media(conn_id, rtmp_stream_id, tag_type, timestamp, data, now)
         elif isinstance(event, LinkWritable):
             self._writable(event.link_id)
         elif isinstance(event, FrameReceived):
@@ -517,7 +519,7 @@ class EdgeCore:
                 timestamp = 0
         stream.note(tag_type, timestamp, data)
         stream.outbox.push(tag_type, timestamp, data, now)
-        if self.budget.used > self.limits.max_buffered_total:
+        if self.budget.used > self._max_buffered_total:
             self._over_budget()
         link_id = stream.link_id
         if link_id is not None and stream.ready:  # _mark, inlined: this runs once per tag

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from . import flv, wire
 from .errors import LocalProtocolError
@@ -34,15 +34,15 @@ class Publisher:
 # One explicit table, as h11's ``_state.py``: (state, event) -> next state. Anything
 # missing is a bug in the caller and raises LocalProtocolError naming all three.
 
-LIVE = "live"  # a publisher is sending
-ORPHANED = "orphaned"  # its publisher is gone; a takeover within reconnect_grace continues it
-FINISHING = "finishing"  # ended; the tail still waits for the app's ack (or buffer_seconds)
-GONE = "gone"  # forgotten: its buffer is freed and no link knows it
+LIVE: Final = "live"  # a publisher is sending
+ORPHANED: Final = "orphaned"  # its publisher is gone; a takeover within reconnect_grace continues it
+FINISHING: Final = "finishing"  # ended; the tail still waits for the app's ack (or buffer_seconds)
+GONE: Final = "gone"  # forgotten: its buffer is freed and no link knows it
 
-TAKEOVER = "takeover"  # a publisher with the same key (a reconnect, or a second one replacing the first)
-PUBLISHER_LOST = "publisher_lost"  # the publisher's connection closed without unpublishing
-END = "end"  # unpublished, reconnect grace over, refused by the app, or the edge draining
-FINISH = "finish"  # the tail is acked (or expired, or refused): let it go
+TAKEOVER: Final = "takeover"  # a publisher with the same key (a reconnect, or a second replacing the first)
+PUBLISHER_LOST: Final = "publisher_lost"  # the publisher's connection closed without unpublishing
+END: Final = "end"  # unpublished, reconnect grace over, refused by the app, or the edge draining
+FINISH: Final = "finish"  # the tail is acked (or expired, or refused): let it go
 
 TRANSITIONS: dict[tuple[str, str], str] = {
     (LIVE, TAKEOVER): LIVE,

@@ -10,18 +10,20 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from . import tagbody
 from .errors import FLVError, LimitExceeded
 
-AUDIO = 8
-VIDEO = 9
-SCRIPT = 18
+# Final: the compiled core (relay_edge/accel.py) inlines these instead of looking them up per tag.
+AUDIO: Final = 8
+VIDEO: Final = 9
+SCRIPT: Final = 18
 TAG_TYPES = (AUDIO, VIDEO, SCRIPT)
 
-TAG_HEADER_SIZE = 11
-FILE_HEADER_SIZE = 13  # 9-byte header + PreviousTagSize0
-_TIMESTAMP_MASK = 0xFFFFFFFF
+TAG_HEADER_SIZE: Final = 11
+FILE_HEADER_SIZE: Final = 13  # 9-byte header + PreviousTagSize0
+_TIMESTAMP_MASK: Final = 0xFFFFFFFF
 
 # Codec tables live with the tag-body parser; re-exported here for older imports.
 AUDIO_CODECS = tagbody.AUDIO_CODECS
@@ -57,7 +59,7 @@ def file_header(audio: bool, video: bool) -> bytes:
 
 # Type and 24-bit size as one u32, then the 24-bit timestamp and its extension byte as
 # another, then the 3-byte stream id (0): one precompiled pack, no to_bytes per field.
-_TAG_HEADER = struct.Struct(">II3x").pack
+_TAG_HEADER: Final = struct.Struct(">II3x").pack
 
 
 def tag_header(tag_type: int, timestamp: int, size: int) -> bytes:
@@ -145,9 +147,14 @@ class FlvReader:
 # These run per tag on the edge, so the common cases read a byte or two; only the rare
 # multitrack (ManyTracks) and ModEx bodies go through the full parser in tagbody.
 
-_EX_AUDIO = tagbody.SOUND_FORMAT_EX_HEADER
-_A_MULTITRACK, _A_MODEX = 5, 7  # AudioPacketType
-_V_MULTITRACK, _V_MODEX = 6, 7  # VideoPacketType
+# tagbody's SOUND_FORMAT_* as literals: tagbody is not compiled, and a literal Final is inlined
+# (tests/relay_edge/test_flv.py checks they agree).
+_EX_AUDIO: Final = 9  # tagbody.SOUND_FORMAT_EX_HEADER
+_AAC: Final = 10  # tagbody.SOUND_FORMAT_AAC
+_A_MULTITRACK: Final = 5  # AudioPacketType
+_A_MODEX: Final = 7
+_V_MULTITRACK: Final = 6  # VideoPacketType
+_V_MODEX: Final = 7
 
 
 def sequence_key(tag_type: int, data: bytes | memoryview) -> str | None:
@@ -163,7 +170,7 @@ def sequence_key(tag_type: int, data: bytes | memoryview) -> str | None:
     if tag_type == AUDIO:
         name = "audio"
         fmt, ptype = b0 >> 4, b0 & 0x0F
-        if fmt == tagbody.SOUND_FORMAT_AAC:
+        if fmt == _AAC:
             return name if len(data) >= 2 and data[1] == 0 else None
         if fmt != _EX_AUDIO or ptype not in (0, _A_MULTITRACK, _A_MODEX) or len(data) < 5:
             return None

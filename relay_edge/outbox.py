@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import Final
 
 from . import flv
 from .frames import Gap
@@ -28,7 +29,7 @@ log = logging.getLogger("relay_edge.outbox")
 # bytes object's own header, the arrival float, the seq and timestamp ints and its deque
 # slot. Measured with tracemalloc over 20,000 pushed tags of 10, 370 and 4000 bytes:
 # 192.7 bytes each, whatever the size (tests/relay_edge/test_memory_budget.py checks it).
-TAG_OVERHEAD = 193
+TAG_OVERHEAD: Final = 193  # Final: the compiled core inlines it
 
 
 class Budget:
@@ -43,12 +44,16 @@ class Budget:
         self.used = 0
 
 
-@dataclass(slots=True)
 class _Entry:
-    seq: int
-    data: bytes  # encoded tag: 11-byte header + body
-    timestamp: int
-    arrival: float
+    """One buffered tag. A plain class, not a dataclass: mypyc builds it natively (one per tag)."""
+
+    __slots__ = ("arrival", "data", "seq", "timestamp")
+
+    def __init__(self, seq: int, data: bytes, timestamp: int, arrival: float) -> None:
+        self.seq = seq
+        self.data = data  # encoded tag: 11-byte header + body
+        self.timestamp = timestamp
+        self.arrival = arrival
 
 
 @dataclass(slots=True)
@@ -82,6 +87,10 @@ class Outbox:
         self.credit = limits.credit_bytes
         self.credit_full = False  # the last take stopped at the window with tags left to send
         self._credit_cap = max(limits.credit_max_bytes, limits.credit_bytes)
+        # The bounds read per tag, copied: Limits is not compiled, so each read of it from the
+        # compiled core is a generic attribute lookup.
+        self._buffer_bytes = limits.buffer_bytes
+        self._buffer_seconds = limits.buffer_seconds
         self.dropped_tags = 0
         self.dropped_bytes = 0
         # Latest metadata and codec configuration, replayed to a fresh decoder.
@@ -104,9 +113,9 @@ class Outbox:
         self.budget.used += size + TAG_OVERHEAD
         if tag_type == flv.SCRIPT or flv.sequence_key(tag_type, data):  # rare: most tags are neither
             self._remember_init(tag_type, data, encoded)
-        limits = self.limits  # _trim's test, inlined: it drops nothing on almost every push
+        # _trim's test, inlined: it drops nothing on almost every push
         if len(tags) > 1 and (
-            self.buffered_bytes > limits.buffer_bytes or tags[0].arrival < now - limits.buffer_seconds
+            self.buffered_bytes > self._buffer_bytes or tags[0].arrival < now - self._buffer_seconds
         ):
             self._trim(now)
         return seq
@@ -128,11 +137,10 @@ class Outbox:
 
     def _trim(self, now: float) -> None:
         """Drop the oldest whole tags while the buffer is over its bounds."""
-        limits = self.limits
-        oldest_allowed = now - limits.buffer_seconds
+        oldest_allowed = now - self._buffer_seconds
         tags = self._tags
         while len(tags) > 1 and (
-            self.buffered_bytes > limits.buffer_bytes or tags[0].arrival < oldest_allowed
+            self.buffered_bytes > self._buffer_bytes or tags[0].arrival < oldest_allowed
         ):
             self._drop(tags.popleft())
 

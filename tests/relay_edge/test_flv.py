@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay_edge import flv
+from relay_edge import flv, tagbody
 from relay_edge.errors import FLVError, LimitExceeded
 from relay_edge.flv import FlvReader, Tag, decode_tag, parse_tag_header, tag_header
 
@@ -240,3 +240,9 @@ def test_property_valid_prefix_then_a_bad_tag(prefix: list[Tag], body: bytes) ->
     assert reader.feed(flv_file(prefix)) == prefix
     with pytest.raises(FLVError, match="encrypted"):
         reader.feed(b"\x3f" + body)  # filter bit set: an encrypted tag
+
+
+def test_inlined_sound_formats_match_tagbody() -> None:
+    """flv keeps tagbody's sound formats as literals (the compiled core inlines them): the same values."""
+    assert flv._EX_AUDIO == tagbody.SOUND_FORMAT_EX_HEADER
+    assert flv._AAC == tagbody.SOUND_FORMAT_AAC
