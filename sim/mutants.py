@@ -104,12 +104,12 @@ def early_drop() -> Any:
     trim = Outbox._trim
 
     def _trim(self: Outbox, now: float) -> None:
-        limits = self.limits
-        self.limits = replace(limits, buffer_bytes=limits.buffer_bytes // 4)
+        full = self._buffer_bytes  # the outbox's copy of limits.buffer_bytes
+        self._buffer_bytes = full // 4
         try:
             trim(self, now)
         finally:
-            self.limits = limits
+            self._buffer_bytes = full
 
     return _patched(Outbox, "_trim", _trim)
 
