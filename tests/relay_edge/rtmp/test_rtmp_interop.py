@@ -153,7 +153,7 @@ def check_publish(capture: Capture, frames: float) -> list[Media]:
     assert [(r.app, r.name) for r in requests] == [("live", "test")]
     # A publisher that closes with our last ack unread makes its kernel send RST, which drops its
     # FCUnpublish in flight (seen with ffmpeg's H.264 publish on a loaded machine, every frame in):
-    # TCP's doing, not the session's. The media checks below still see the whole stream.
+    # TCP's doing, not the session's.
     assert capture.reset is not None or any(isinstance(e, Unpublished) for e in capture.events), (
         "publisher never unpublished"
     )
@@ -162,8 +162,11 @@ def check_publish(capture: Capture, frames: float) -> list[Media]:
     assert flv.audio_codec(audio[0].data) == "aac"
     assert flv.is_sequence_header(flv.AUDIO, audio[0].data), "AAC sequence header must come first"
     assert not any(flv.is_sequence_header(flv.AUDIO, a.data) for a in audio[1:])
-    assert 0.9 * frames <= len(audio) - 1 <= 1.1 * frames + 3, (
-        f"{len(audio) - 1} AAC frames, expected ~{frames}"
+    # That reset also discards what our kernel held unread when it came: on a loaded machine the
+    # stream's last frames (seen: 71 of 86). Then only the count's lower bound is relaxed.
+    low = 0.5 if capture.reset is not None else 0.9
+    assert low * frames <= len(audio) - 1 <= 1.1 * frames + 3, (
+        f"{len(audio) - 1} AAC frames, expected ~{frames} (reset: {capture.reset})"
     )
     stamps = [a.timestamp for a in audio]
     assert stamps == sorted(stamps), "audio timestamps go backwards"
