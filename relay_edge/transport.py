@@ -59,10 +59,10 @@ class WebsocketsTransport:
         self.remote = remote
         # websockets' Frame.serialize masks a client's payload into a new buffer, then copies
         # it into a BytesIO and out again: 28% of a push edge's CPU in a video flood. A big
-        # message is framed here instead (RFC 6455 5.2: FIN, binary, 64-bit length, a fresh
-        # mask key), masked once and written with its header in one writelines, so it can't
-        # interleave with the library's own frames (pings, the close). Its drain() is the
-        # library's flow control; without it (another version) every message takes send().
+        # message is framed here instead (binary_frame_head and a fresh mask key), masked once
+        # and written with its header in one writelines, so it can't interleave with the
+        # library's own frames (pings, the close). Its drain() is the library's flow control;
+        # without it (another version) every message takes send().
         self._framed = callable(getattr(conn, "drain", None))
 
     async def send(self, data: bytes) -> None:
@@ -74,7 +74,7 @@ class WebsocketsTransport:
             and not conn.transport.is_closing()
         ):
             key = os.urandom(4)
-            head = _BINARY_HEAD + len(data).to_bytes(8, "big") + key
+            head = binary_frame_head(len(data), masked=True) + key
             conn.transport.writelines((head, apply_mask(data, key)))
             try:
                 await conn.drain()
@@ -99,7 +99,15 @@ class WebsocketsTransport:
         await self._conn.close(code, reason[:120])
 
 
-_BINARY_HEAD = bytes((0x82, 0x80 | 127))  # FIN + binary; masked, 64-bit length follows
+def binary_frame_head(size: int, *, masked: bool) -> bytes:
+    """RFC 6455 5.2: the header of one final binary frame of ``size`` bytes, the length in its
+    shortest form; a masked one is followed by its 4-byte key (the caller's)."""
+    mask = 0x80 if masked else 0
+    if size < 126:
+        return bytes((0x82, mask | size))
+    if size < 0x10000:
+        return bytes((0x82, mask | 126)) + size.to_bytes(2, "big")
+    return bytes((0x82, mask | 127)) + size.to_bytes(8, "big")
 
 
 def _closed(exc: ConnectionClosed) -> TransportClosed:
@@ -118,10 +126,10 @@ class AiohttpTransport:
         # aiohttp writes a message over 16 KiB as two writes, its 4-byte header alone first:
         # two send syscalls, and a tiny segment that wakes the peer for nothing (8% of a pull
         # edge's samples at 200 streams). An unmasked, uncompressed message (the edge
-        # accepting, the app acking) is framed here instead (RFC 6455 5.2: FIN, binary,
-        # length) and written with its header at once; aiohttp's protocol drain is the flow
-        # control, as in its own writer. Masked (aiohttp as a client), compressed, or without
-        # those internals (another version), every message takes send_bytes().
+        # accepting, the app acking) is framed here instead (binary_frame_head) and written
+        # with its header at once; aiohttp's protocol drain is the flow control, as in its own
+        # writer. Masked (aiohttp as a client), compressed, or without those internals
+        # (another version), every message takes send_bytes().
         writer = getattr(ws, "_writer", None)
         protocol = getattr(writer, "protocol", None)
         self._framed = (
@@ -150,14 +158,7 @@ class AiohttpTransport:
         transport = writer.transport
         if writer._closing or transport is None or transport.is_closing():
             raise ConnectionResetError("Cannot write to closing transport")
-        n = len(data)
-        if n < 126:
-            head = bytes((0x82, n))
-        elif n < 0x10000:
-            head = b"\x82\x7e" + n.to_bytes(2, "big")
-        else:
-            head = b"\x82\x7f" + n.to_bytes(8, "big")
-        transport.writelines((head, data))
+        transport.writelines((binary_frame_head(len(data), masked=False), data))
         protocol = writer.protocol
         if protocol._paused:
             await protocol._drain_helper()

@@ -7,6 +7,7 @@ connection still raises TransportClosed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,7 @@ import aiohttp
 import pytest
 import websockets
 from aiohttp import WSMsgType, web
+from websockets.asyncio.client import ClientConnection
 
 from relay_edge.errors import TransportClosed
 from relay_edge.transport import MASKED_WRITE_MIN, AiohttpTransport, WebsocketsTransport
@@ -137,14 +139,23 @@ async def accepting() -> AsyncIterator[tuple[str, Accepted]]:
         await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def accepted_link(
+    accepting: tuple[str, Accepted], **connect: Any
+) -> AsyncIterator[tuple[ClientConnection, web.WebSocketResponse, asyncio.Event, AiohttpTransport]]:
+    """A websockets client connected to the server: the client, the server's WebSocket, the event
+    that closes it, and the AiohttpTransport over it."""
+    url, accepted = accepting
+    async with websockets.connect(url, max_size=None, **{"compression": None, **connect}) as conn:
+        ws, finished = await accepted.get()
+        yield conn, ws, finished, AiohttpTransport(ws, "test")
+
+
 async def test_accepted_link_frames_every_size_itself_between_library_frames(
     accepting: tuple[str, Accepted],
 ) -> None:
-    url, accepted = accepting
     messages = [os.urandom(n) for n in [0, *SIZES]]
-    async with websockets.connect(url, max_size=None, compression=None) as conn:
-        ws, finished = await accepted.get()
-        transport = AiohttpTransport(ws, "test")
+    async with accepted_link(accepting) as (conn, ws, finished, transport):
         assert transport._framed  # unmasked, uncompressed: the fast path, or this test proves nothing
         library = count_sends(ws, "send_bytes")
         for message in messages:
@@ -160,10 +171,7 @@ async def test_accepted_link_waits_for_a_reader_that_stopped(
     accepting: tuple[str, Accepted],
 ) -> None:
     """Flow control: a peer that reads nothing stops the sender; the write buffer stays bounded."""
-    url, accepted = accepting
-    async with websockets.connect(url, max_size=None, compression=None) as conn:
-        ws, finished = await accepted.get()
-        transport = AiohttpTransport(ws, "test")
+    async with accepted_link(accepting) as (conn, ws, finished, transport):
         conn.transport.pause_reading()
         message = os.urandom(1024 * 1024)
         sent = 0
@@ -194,9 +202,7 @@ async def test_masked_or_compressed_links_keep_the_library_framing(
     accepting: tuple[str, Accepted],
 ) -> None:
     url, accepted = accepting
-    async with websockets.connect(url, max_size=None) as conn:  # offers permessage-deflate
-        ws, finished = await accepted.get()
-        compressed = AiohttpTransport(ws, "test")
+    async with accepted_link(accepting, compression="deflate") as (conn, _, finished, compressed):
         assert not compressed._framed
         await compressed.send(b"x" * 70000)
         assert await asyncio.wait_for(conn.recv(), 10) == b"x" * 70000
@@ -213,10 +219,7 @@ async def test_masked_or_compressed_links_keep_the_library_framing(
 async def test_accepted_link_closed_raises_transport_closed(
     accepting: tuple[str, Accepted],
 ) -> None:
-    url, accepted = accepting
-    async with websockets.connect(url, max_size=None, compression=None) as conn:
-        ws, finished = await accepted.get()
-        transport = AiohttpTransport(ws, "test")
+    async with accepted_link(accepting) as (conn, _, finished, transport):
         finished.set()
         await conn.close()
         with pytest.raises(TransportClosed):
