@@ -78,7 +78,7 @@ class EdgeLink:
                 # read to no purpose (it leaves with this batch anyway), and on a busy edge
                 # those wakeups cost more than the reads. The next turn takes it all at once.
                 time.sleep(wait)
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # asyncio resumes us before its turn's I/O: one more
             await asyncio.sleep(0)  # a loop turn: the reads that are in by now join this batch
             last_send = loop.time()
             while True:
