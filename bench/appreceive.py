@@ -28,6 +28,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from relay_client.receiver import Receiver
@@ -55,6 +56,9 @@ class MemoryTransport:
         """Wait (with :attr:`caught_up`) for every sid in ``sids`` to ack ``seq``."""
         self.target, self.behind = seq, set(sids)
         self.caught_up.clear()
+
+    async def send_parts(self, parts: Sequence[bytes]) -> None:
+        await self.send(b"".join(parts))
 
     async def send(self, data: bytes) -> None:
         for frame in wire.decode_message(data):

@@ -20,6 +20,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,9 @@ class _Link:
     remote = "bench"
 
     async def send(self, data: bytes) -> None:
+        raise AssertionError("the bench pulls by hand")
+
+    async def send_parts(self, parts: Sequence[bytes]) -> None:
         raise AssertionError("the bench pulls by hand")
 
 

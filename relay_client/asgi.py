@@ -17,7 +17,7 @@ as uvicorn does, else a close before accept, which servers turn into 403), then
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from relay_edge.auth import PROOF_HEADER
@@ -52,6 +52,9 @@ class AsgiTransport:
         except (OSError, RuntimeError) as exc:  # servers raise these once the peer is gone
             self._closed = True
             raise TransportClosed(1006, str(exc)) from None
+
+    async def send_parts(self, parts: Sequence[bytes]) -> None:
+        await self.send(b"".join(parts))  # ASGI takes one bytes object a message
 
     async def recv(self) -> bytes:
         message = await self._receive()

@@ -84,7 +84,7 @@ class EdgeLink:
             while True:
                 parts, more = self.edge.pull(self)  # LinkWritable: the transport takes the next message
                 if parts:
-                    await self.transport.send(b"".join(parts))
+                    await self.transport.send_parts(parts)
                 if not more:
                     break
 

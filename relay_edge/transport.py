@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
 import aiohttp
@@ -42,6 +42,10 @@ class Transport(Protocol):
 
     async def send(self, data: bytes) -> None: ...
 
+    async def send_parts(self, parts: Sequence[bytes]) -> None:
+        """Send the concatenation of ``parts`` as one message (the adapters skip the join)."""
+        ...
+
     async def recv(self) -> bytes: ...
 
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
@@ -49,6 +53,18 @@ class Transport(Protocol):
 
 # From this size on, the dialing side frames a message itself (see WebsocketsTransport.send).
 MASKED_WRITE_MIN = 64 * 1024
+# From this size on, send_parts writes a message's parts as they are instead of joining them
+# first. Below it the join is cheaper than the per-part work; above it the join is a copy of
+# every byte a video flood sends (6.6% of a pull edge's CPU at chunk 4096).
+PARTS_WRITE_MIN = 64 * 1024
+
+
+def _joined(parts: Sequence[bytes]) -> bytes | None:
+    """``parts`` as one bytes object when that is the cheaper way to send them, else None."""
+    if len(parts) == 1:
+        return parts[0]
+    size = sum(map(len, parts))
+    return b"".join(parts) if size < PARTS_WRITE_MIN else None
 
 
 class WebsocketsTransport:
@@ -66,25 +82,33 @@ class WebsocketsTransport:
         self._framed = callable(getattr(conn, "drain", None))
 
     async def send(self, data: bytes) -> None:
+        await self.send_parts((data,))
+
+    async def send_parts(self, parts: Sequence[bytes]) -> None:
         conn = self._conn
-        if (
+        data = _joined(parts)
+        size = len(data) if data is not None else sum(map(len, parts))
+        if not (
             self._framed
-            and len(data) >= MASKED_WRITE_MIN
+            and size >= MASKED_WRITE_MIN
             and conn.protocol.state is State.OPEN
             and not conn.transport.is_closing()
         ):
-            key = os.urandom(4)
-            head = binary_frame_head(len(data), masked=True) + key
-            conn.transport.writelines((head, apply_mask(data, key)))
             try:
-                await conn.drain()
-            except OSError as exc:  # the connection was lost while the write waited
-                raise TransportClosed(1006, str(exc)) from None
+                await conn.send(data if data is not None else b"".join(parts))
+            except ConnectionClosed as exc:
+                raise _closed(exc) from None
             return
+        key = os.urandom(4)
+        head = binary_frame_head(size, masked=True) + key
+        if data is not None:
+            conn.transport.writelines((head, apply_mask(data, key)))
+        else:
+            conn.transport.writelines((head, *_masked(parts, key)))
         try:
-            await conn.send(data)
-        except ConnectionClosed as exc:
-            raise _closed(exc) from None
+            await conn.drain()
+        except OSError as exc:  # the connection was lost while the write waited
+            raise TransportClosed(1006, str(exc)) from None
 
     async def recv(self) -> bytes:
         try:
@@ -108,6 +132,18 @@ def binary_frame_head(size: int, *, masked: bool) -> bytes:
     if size < 0x10000:
         return bytes((0x82, mask | 126)) + size.to_bytes(2, "big")
     return bytes((0x82, mask | 127)) + size.to_bytes(8, "big")
+
+
+def _masked(parts: Sequence[bytes], key: bytes) -> list[bytes]:
+    """RFC 6455 5.3 masking of ``parts`` as one payload, part by part: each part starts
+    where the previous one left the 4-byte key, so no joined copy is made first."""
+    out = []
+    offset = 0
+    for part in parts:
+        turn = offset & 3
+        out.append(apply_mask(part, key[turn:] + key[:turn] if turn else key))
+        offset += len(part)
+    return out
 
 
 def _closed(exc: ConnectionClosed) -> TransportClosed:
@@ -142,23 +178,30 @@ class AiohttpTransport:
         self._writer: Any = writer
 
     async def send(self, data: bytes) -> None:
+        await self.send_parts((data,))
+
+    async def send_parts(self, parts: Sequence[bytes]) -> None:
         if self._ws.closed:
             raise TransportClosed(self._ws.close_code, "")
         try:
             async with self._lock:
                 if self._framed:
-                    await self._send_framed(data)
+                    await self._send_framed(parts)
                 else:
-                    await self._ws.send_bytes(data)
+                    await self._ws.send_bytes(b"".join(parts))
         except (ConnectionError, RuntimeError) as exc:
             raise TransportClosed(1006, str(exc)) from None
 
-    async def _send_framed(self, data: bytes) -> None:
+    async def _send_framed(self, parts: Sequence[bytes]) -> None:
         writer = self._writer
         transport = writer.transport
         if writer._closing or transport is None or transport.is_closing():
             raise ConnectionResetError("Cannot write to closing transport")
-        transport.writelines((binary_frame_head(len(data), masked=False), data))
+        data = _joined(parts)
+        if data is not None:
+            transport.writelines((binary_frame_head(len(data), masked=False), data))
+        else:
+            transport.writelines((binary_frame_head(sum(map(len, parts)), masked=False), *parts))
         protocol = writer.protocol
         if protocol._paused:
             await protocol._drain_helper()

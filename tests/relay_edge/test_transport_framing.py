@@ -1,6 +1,7 @@
 """Our own framing of link messages, against real peers: the dialing side's big messages
 (``WebsocketsTransport.send``) to an aiohttp server, and the accepting side's every message
-(``AiohttpTransport.send``) to a websockets client. Every message arrives whole and in order,
+(``AiohttpTransport.send``) to a websockets client; and both sides' ``send_parts``, which
+writes a big message's parts without joining them. Every message arrives whole and in order,
 library frames (pings) in between included; a stopped reader stops the sender; and a closed
 connection still raises TransportClosed."""
 
@@ -16,10 +17,19 @@ import aiohttp
 import pytest
 import websockets
 from aiohttp import WSMsgType, web
+from hypothesis import given
+from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection
+from websockets.frames import apply_mask
 
 from relay_edge.errors import TransportClosed
-from relay_edge.transport import MASKED_WRITE_MIN, AiohttpTransport, WebsocketsTransport
+from relay_edge.transport import (
+    MASKED_WRITE_MIN,
+    PARTS_WRITE_MIN,
+    AiohttpTransport,
+    WebsocketsTransport,
+    _masked,
+)
 from tests.support.net import free_port
 
 SIZES = [1, 125, 126, 65535, MASKED_WRITE_MIN, MASKED_WRITE_MIN + 1, 1024 * 1024 + 3, 8 * 1024 * 1024]
@@ -226,3 +236,69 @@ async def test_accepted_link_closed_raises_transport_closed(
             for _ in range(100):  # the close reaches the server within a few sends
                 await transport.send(os.urandom(100_000))
                 await asyncio.sleep(0.01)
+
+
+# --- send_parts: a message handed over in pieces, written without joining them first ----------
+
+# Odd part sizes, so each part starts at another offset in the 4-byte mask key.
+PART_LAYOUTS = [
+    [3],
+    [1, 2, 3],
+    [5, PARTS_WRITE_MIN, 7],
+    [PARTS_WRITE_MIN - 1, 1],
+    [1, 3, 70_001, 2, 5, 65_536, 13, 1024 * 1024 + 1],
+    [4] * 20_000,
+]
+
+
+def layouts() -> list[list[bytes]]:
+    return [[os.urandom(n) for n in sizes] for sizes in PART_LAYOUTS]
+
+
+@given(
+    parts=st.lists(st.binary(max_size=40), max_size=12),
+    key=st.binary(min_size=4, max_size=4),
+)
+def test_masking_part_by_part_equals_masking_the_whole(parts: list[bytes], key: bytes) -> None:
+    assert b"".join(_masked(parts, key)) == apply_mask(b"".join(parts), key)
+
+
+async def test_dialing_side_sends_parts_as_one_message(
+    server: tuple[str, list[bytes], asyncio.Event],
+) -> None:
+    url, received, _ = server
+    messages = layouts()
+    async with websockets.connect(url, max_size=None, compression=None) as conn:
+        transport = WebsocketsTransport(conn, "test")
+        through_library = count_sends(conn, "send")
+        for parts in messages:
+            await transport.send_parts(parts)
+            await conn.ping()
+        for _ in range(500):
+            if len(received) == len(messages):
+                break
+            await asyncio.sleep(0.01)
+    assert received == [b"".join(parts) for parts in messages]
+    assert through_library == [sum(map(len, p)) for p in messages if sum(map(len, p)) < MASKED_WRITE_MIN]
+
+
+async def test_accepting_side_sends_parts_as_one_message(accepting: tuple[str, Accepted]) -> None:
+    messages = layouts()
+    async with accepted_link(accepting) as (conn, ws, finished, transport):
+        library = count_sends(ws, "send_bytes")
+        for parts in messages:
+            await transport.send_parts(parts)
+            await ws.ping(b"p")
+        got = [await asyncio.wait_for(conn.recv(), 10) for _ in messages]
+        finished.set()
+    assert got == [b"".join(parts) for parts in messages]
+    assert library == []
+
+
+async def test_parts_through_the_library_framing_are_joined(accepting: tuple[str, Accepted]) -> None:
+    parts = [os.urandom(n) for n in (3, PARTS_WRITE_MIN, 5)]
+    async with accepted_link(accepting, compression="deflate") as (conn, _, finished, compressed):
+        assert not compressed._framed
+        await compressed.send_parts(parts)
+        assert await asyncio.wait_for(conn.recv(), 10) == b"".join(parts)
+        finished.set()
