@@ -51,8 +51,6 @@ class Transport(Protocol):
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
-# From this size on, the dialing side frames a message itself (see WebsocketsTransport.send).
-MASKED_WRITE_MIN = 64 * 1024
 # From this size on, send_parts writes a message's parts as they are instead of joining them
 # first. Below it the join is cheaper than the per-part work; above it the join is a copy of
 # every byte a video flood sends (6.6% of a pull edge's CPU at chunk 4096).
@@ -74,11 +72,13 @@ class WebsocketsTransport:
         self._conn = conn
         self.remote = remote
         # websockets' Frame.serialize masks a client's payload into a new buffer, then copies
-        # it into a BytesIO and out again: 28% of a push edge's CPU in a video flood. A big
-        # message is framed here instead (binary_frame_head and a fresh mask key), masked once
-        # and written with its header in one writelines, so it can't interleave with the
-        # library's own frames (pings, the close). Its drain() is the library's flow control;
-        # without it (another version) every message takes send().
+        # it into a BytesIO and out again: 28% of a push edge's CPU in a video flood, and for
+        # an audio batch of a few KiB the Python around it (send_context, the frame object)
+        # costs more than the write. Every message while the connection is open is framed
+        # here instead (binary_frame_head and a fresh mask key), masked once and written with
+        # its header in one writelines, so it can't interleave with the library's own frames
+        # (pings, the close). Its drain() is the library's flow control; without it (another
+        # version), or once the connection is closing, a message takes send().
         self._framed = callable(getattr(conn, "drain", None))
 
     async def send(self, data: bytes) -> None:
@@ -88,12 +88,7 @@ class WebsocketsTransport:
         conn = self._conn
         data = _joined(parts)
         size = len(data) if data is not None else sum(map(len, parts))
-        if not (
-            self._framed
-            and size >= MASKED_WRITE_MIN
-            and conn.protocol.state is State.OPEN
-            and not conn.transport.is_closing()
-        ):
+        if not (self._framed and conn.protocol.state is State.OPEN and not conn.transport.is_closing()):
             try:
                 await conn.send(data if data is not None else b"".join(parts))
             except ConnectionClosed as exc:

@@ -1,4 +1,4 @@
-"""Our own framing of link messages, against real peers: the dialing side's big messages
+"""Our own framing of link messages, against real peers: the dialing side's every message
 (``WebsocketsTransport.send``) to an aiohttp server, and the accepting side's every message
 (``AiohttpTransport.send``) to a websockets client; and both sides' ``send_parts``, which
 writes a big message's parts without joining them. Every message arrives whole and in order,
@@ -24,7 +24,6 @@ from websockets.frames import apply_mask
 
 from relay_edge.errors import TransportClosed
 from relay_edge.transport import (
-    MASKED_WRITE_MIN,
     PARTS_WRITE_MIN,
     AiohttpTransport,
     WebsocketsTransport,
@@ -32,7 +31,7 @@ from relay_edge.transport import (
 )
 from tests.support.net import free_port
 
-SIZES = [1, 125, 126, 65535, MASKED_WRITE_MIN, MASKED_WRITE_MIN + 1, 1024 * 1024 + 3, 8 * 1024 * 1024]
+SIZES = [1, 125, 126, 65535, 65536, 65537, 1024 * 1024 + 3, 8 * 1024 * 1024]
 
 
 def count_sends(conn: Any, method: str) -> list[int]:
@@ -84,7 +83,7 @@ async def server() -> AsyncIterator[tuple[str, list[bytes], asyncio.Event]]:
         await runner.cleanup()
 
 
-async def test_big_messages_framed_here_arrive_whole_between_library_frames(
+async def test_dialed_link_frames_every_size_itself_between_library_frames(
     server: tuple[str, list[bytes], asyncio.Event],
 ) -> None:
     url, received, _ = server
@@ -101,8 +100,8 @@ async def test_big_messages_framed_here_arrive_whole_between_library_frames(
                 break
             await asyncio.sleep(0.01)
     assert received == [*messages, b"end"]
-    # Only the small ones took the library's framing (this websockets has drain(): the fast path).
-    assert through_library == [n for n in SIZES if n < MASKED_WRITE_MIN] + [3]
+    # None took the library's framing (this websockets has drain(): the fast path).
+    assert through_library == []
 
 
 async def test_a_closed_connection_still_raises_transport_closed(
@@ -114,7 +113,7 @@ async def test_a_closed_connection_still_raises_transport_closed(
         close.set()
         await asyncio.wait_for(conn.wait_closed(), 5)
         with pytest.raises(TransportClosed):
-            await transport.send(os.urandom(MASKED_WRITE_MIN * 2))
+            await transport.send(os.urandom(128 * 1024))
 
 
 # --- the accepting side: AiohttpTransport frames unmasked messages itself ------------------------
@@ -279,7 +278,7 @@ async def test_dialing_side_sends_parts_as_one_message(
                 break
             await asyncio.sleep(0.01)
     assert received == [b"".join(parts) for parts in messages]
-    assert through_library == [sum(map(len, p)) for p in messages if sum(map(len, p)) < MASKED_WRITE_MIN]
+    assert through_library == []
 
 
 async def test_accepting_side_sends_parts_as_one_message(accepting: tuple[str, Accepted]) -> None:
