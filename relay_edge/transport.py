@@ -57,12 +57,13 @@ class Transport(Protocol):
 PARTS_WRITE_MIN = 64 * 1024
 
 
-def _joined(parts: Sequence[bytes]) -> bytes | None:
-    """``parts`` as one bytes object when that is the cheaper way to send them, else None."""
+def _pieces(parts: Sequence[bytes]) -> tuple[Sequence[bytes], int]:
+    """What to write for ``parts`` and its size: below PARTS_WRITE_MIN the parts joined into
+    one (cheaper than the per-part work), from it the parts as they are."""
     if len(parts) == 1:
-        return parts[0]
+        return parts, len(parts[0])
     size = sum(map(len, parts))
-    return b"".join(parts) if size < PARTS_WRITE_MIN else None
+    return ((b"".join(parts),) if size < PARTS_WRITE_MIN else parts), size
 
 
 class WebsocketsTransport:
@@ -86,20 +87,15 @@ class WebsocketsTransport:
 
     async def send_parts(self, parts: Sequence[bytes]) -> None:
         conn = self._conn
-        data = _joined(parts)
-        size = len(data) if data is not None else sum(map(len, parts))
+        pieces, size = _pieces(parts)
         if not (self._framed and conn.protocol.state is State.OPEN and not conn.transport.is_closing()):
             try:
-                await conn.send(data if data is not None else b"".join(parts))
+                await conn.send(b"".join(pieces))  # one piece: the join returns it, no copy
             except ConnectionClosed as exc:
                 raise _closed(exc) from None
             return
         key = os.urandom(4)
-        head = binary_frame_head(size, masked=True) + key
-        if data is not None:
-            conn.transport.writelines((head, apply_mask(data, key)))
-        else:
-            conn.transport.writelines((head, *_masked(parts, key)))
+        conn.transport.writelines((binary_frame_head(size, masked=True) + key, *_masked(pieces, key)))
         try:
             await conn.drain()
         except OSError as exc:  # the connection was lost while the write waited
@@ -192,11 +188,8 @@ class AiohttpTransport:
         transport = writer.transport
         if writer._closing or transport is None or transport.is_closing():
             raise ConnectionResetError("Cannot write to closing transport")
-        data = _joined(parts)
-        if data is not None:
-            transport.writelines((binary_frame_head(len(data), masked=False), data))
-        else:
-            transport.writelines((binary_frame_head(sum(map(len, parts)), masked=False), *parts))
+        pieces, size = _pieces(parts)
+        transport.writelines((binary_frame_head(size, masked=False), *pieces))
         protocol = writer.protocol
         if protocol._paused:
             await protocol._drain_helper()
