@@ -20,7 +20,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -29,11 +28,10 @@ import pytest
 from relay_edge import keys
 from relay_edge.auth import AuthError, ProofVerifier, make_proof
 from relay_edge.edge import EdgeConfig
-from relay_edge.limits import DEFAULT_LIMITS
 from tests.support import publishers
 from tests.support.net import free_port, wait_for_port_async
 from tests.support.raw import RtmpClient, ws_upgrade
-from tests.support.relay import SECRET, Relay, until
+from tests.support.relay import SECRET, Relay, until, with_limits
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +90,7 @@ async def test_in_process_run_leaks_nothing(
     out = tmp_path / "out"
     # As in test_cli_run_leaks_nothing: a bursting ffmpeg may close with the edge's early ack
     # unread, its RST drops the unpublish, and the stream ends after reconnect_grace. 2 s, not 30.
-    limits = replace(DEFAULT_LIMITS, reconnect_grace=2)
+    limits = with_limits(reconnect_grace=2)
     async with Relay(out, limits=limits, edge_options={"allow_keys": {"studio": STATIC_KEY}}) as relay:
         edge = relay.edge
         assert edge is not None
