@@ -505,8 +505,10 @@ def decode_message(message: bytes | bytearray | memoryview, limits: Limits = DEF
         raise LimitExceeded("ws_max_message", len(message), limits.ws_max_message)
     if not message:
         raise WireError("empty message: needs at least one frame")
-    acks = _acks_only(message, limits.wire_max_frames)
-    return acks if acks is not None else _decode_frames(message, limits)
+    frames = _acks_only(message, limits.wire_max_frames)
+    if frames is None and type(message) is bytes:
+        frames = _data_only(message, limits)
+    return frames if frames is not None else _decode_frames(message, limits)
 
 
 def _decode_frames(message: bytes | bytearray, limits: Limits) -> list[Frame]:
@@ -567,6 +569,77 @@ def _ack_pairs(message: bytes, max_frames: int) -> list[tuple[int, int]] | None:
             return None
         pairs.append((sid, seq))
     return pairs
+
+
+def _data_only(message: bytes, limits: Limits) -> list[Frame] | None:
+    """A message of canonical Data frames only (as :func:`append_data` writes them, without
+    ``publisher``), decoded without the schema-driven reader; None for anything else, which
+    then takes the general path (and gets its errors from there).
+
+    What an app receives most. Each tag is sliced from the message, its only copy; the general
+    path copies the message into msgpack's buffer and each tag out of it, and reads every value
+    through a peek (20 one-tag audio frames: 171 -> 34 us compiled, 215 -> 79 pure; a 243 KB
+    video message 97 -> 25 us compiled). Same frames as the general
+    path (tests/relay_edge/test_wire_fast.py).
+    """
+    frames: list[Frame] = []
+    pos, end = 0, len(message)
+    max_bin = TAG_HEADER_SIZE + limits.max_message_size
+    while pos < end:
+        if len(frames) == limits.wire_max_frames or message[pos : pos + 10] != _DATA_HEAD:
+            return None
+        sid, pos = _uint(message, pos + 10, end)
+        if sid > MAX_SID or message[pos : pos + 2] != _ACK_Q:
+            return None
+        seq, pos = _uint(message, pos + 2, end)
+        if seq > MAX_U63 or message[pos : pos + 2] != b"\xa1d":
+            return None
+        count, pos = _array_header(message, pos + 2, end)
+        if not 0 < count <= limits.wire_max_items or seq + count - 1 > MAX_U63:
+            return None
+        tags: list[bytes] = []
+        for _ in range(count):
+            size, pos = _bin_header(message, pos, end)
+            start, pos = pos, pos + size
+            if size > max_bin or pos > end or not _is_tag(message, start, size):
+                return None
+            tags.append(message[start:pos])
+        frames.append(Data(sid, seq, tuple(tags)))
+    return frames
+
+
+def _array_header(message: bytes, pos: int, end: int) -> tuple[int, int]:
+    """The length of the msgpack array header at ``pos`` and the position after it (-1: none)."""
+    if pos >= end:
+        return -1, end
+    first = message[pos]
+    if 0x90 <= first < 0xA0:
+        return first & 0x0F, pos + 1
+    if first == 0xDC and pos + 3 <= end:
+        return message[pos + 1] << 8 | message[pos + 2], pos + 3
+    return -1, end  # array 32 holds more than wire_max_items can allow: the general path says so
+
+
+def _bin_header(message: bytes, pos: int, end: int) -> tuple[int, int]:
+    """The length of the msgpack bin header at ``pos`` and the position after it (past ``end``: none)."""
+    if pos + 2 > end:
+        return 0, end + 1
+    first = message[pos]
+    if first == 0xC4:
+        return message[pos + 1], pos + 2
+    if first == 0xC5 and pos + 3 <= end:
+        return message[pos + 1] << 8 | message[pos + 2], pos + 3
+    if first == 0xC6 and pos + 5 <= end:
+        return int.from_bytes(message[pos + 1 : pos + 5], "big"), pos + 5
+    return 0, end + 1
+
+
+def _is_tag(message: bytes, start: int, size: int) -> bool:
+    """Whether ``message[start:start + size]`` is an FLV tag :func:`_tag` accepts."""
+    if size < TAG_HEADER_SIZE or message[start] not in _TAG_TYPES:
+        return False
+    declared = message[start + 1] << 16 | message[start + 2] << 8 | message[start + 3]
+    return declared == size - TAG_HEADER_SIZE
 
 
 def _uint(message: bytes, pos: int, end: int) -> tuple[int, int]:

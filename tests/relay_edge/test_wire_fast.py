@@ -241,3 +241,102 @@ def test_ack_pairs_steps_aside_for_what_it_must_not_judge() -> None:
     assert wire.ack_pairs(acks, small) is None
     with pytest.raises(LimitExceeded):
         wire.decode_message(acks, small)
+
+
+# FLV tags of every bin width, and bins that are not tags (short, a bad type byte, a wrong size).
+def flv_tag(size: int, tag_type: int = 8, declared: int | None = None) -> bytes:
+    body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    return bytes((tag_type,)) + (size if declared is None else declared).to_bytes(3, "big") + bytes(7) + body
+
+
+data_tags = st.one_of(
+    st.sampled_from((0, 1, 244, 245, 371, 65524, 65525, 70000)).map(flv_tag),
+    st.builds(flv_tag, st.integers(0, 300), st.sampled_from((8, 9, 18, 7, 0x28))),
+    st.builds(flv_tag, st.integers(0, 300), st.just(9), st.integers(0, 300)),
+    st.binary(max_size=12),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(uints, uints, st.lists(data_tags, max_size=18), st.booleans()), min_size=1, max_size=5
+    ),
+    st.integers(0, 40),
+    st.booleans(),
+)
+def test_data_fast_path_is_the_general_decoder(
+    frames: list[tuple[int, int, list[bytes], bool]], cut: int, other: bool
+) -> None:
+    """Data frames as msgpack writes them (any ints, any bins, with or without a publisher), cut
+    short or followed by another frame: the same frames, or the fast path steps aside."""
+    message = b"".join(
+        reference_data(sid, seq, tags, {"addr": "1.2.3.4"} if publisher else None)
+        for sid, seq, tags, publisher in frames
+    )
+    if other:
+        message += wire.encode(wire.Accept(sid=1))
+    message = message[: len(message) - cut] or message
+    got = answer(wire.decode_message, message)
+    assert got == general(message)
+    if not isinstance(got, str):  # the tags come out as bytes, whatever path
+        assert all(type(tag) is bytes for f in got if isinstance(f, wire.Data) for tag in f.tags)
+    fast = wire._data_only(message, wire.DEFAULT_LIMITS)
+    if fast is not None:
+        assert fast == general(message)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=40))
+def test_data_fast_path_on_any_bytes(message: bytes) -> None:
+    """Whatever follows a Data frame's head: the fast path answers only where the general
+    decoder gives the same frames."""
+    message = b"\x84\xa1t\xa4data\xa1s" + message
+    assert answer(wire.decode_message, message) == general(message)
+
+
+def test_data_fast_path_takes_what_the_edge_sends() -> None:
+    """The edge's own encoder (one audio tag, several tags, a video frame as parts) is canonical."""
+    audio, video = flv_tag(371), flv_tag(30000, tag_type=9)
+    parts: list[bytes] = []
+    wire.append_data(parts, 7, 300, [audio])
+    wire.append_data(parts, 8, 2**40, [video, audio, flv_tag(3)])
+    wire.append_data(parts, 9, 1, [flv_tag(3)])
+    message = b"".join(parts)
+    expected = [
+        wire.Data(7, 300, (audio,)),
+        wire.Data(8, 2**40, (video, audio, flv_tag(3))),
+        wire.Data(9, 1, (flv_tag(3),)),
+    ]
+    assert wire._data_only(message, wire.DEFAULT_LIMITS) == expected
+    assert wire.decode_message(message) == expected
+
+
+def test_data_fast_path_keeps_every_limit() -> None:
+    """Frames, tags a frame, a tag's size: past any limit the fast path steps aside and the
+    general decoder raises, naming the limit."""
+    tag = flv_tag(20)
+    limits = wire.DEFAULT_LIMITS
+    too_many_frames = wire.encode_many([wire.Data(1, 1, (tag,))] * (limits.wire_max_frames + 1))
+    too_many_tags = wire.encode_data(1, 1, [tag] * 3)
+    big = flv_tag(1000)
+    cases = (
+        (too_many_frames, limits, "wire_max_frames"),
+        (too_many_tags, replace(limits, wire_max_items=2), "wire_max_items"),
+        (wire.encode_data(1, 1, [big]), replace(limits, max_message_size=999), "max_message_size"),
+    )
+    for message, bounds, name in cases:
+        assert wire._data_only(message, bounds) is None
+        with pytest.raises(LimitExceeded, match=name):
+            wire.decode_message(message, bounds)
+    exact = replace(limits, wire_max_items=3, max_message_size=1000)
+    assert wire._data_only(too_many_tags, exact) == [wire.Data(1, 1, (tag,) * 3)]
+    assert wire._data_only(wire.encode_data(1, 1, [big]), exact) == [wire.Data(1, 1, (big,))]
+
+
+def test_data_fast_path_leaves_a_bytearray_to_the_general_path() -> None:
+    """Slices of a bytearray are bytearrays: the general path turns its tags into bytes."""
+    message = bytearray(wire.encode_data(1, 1, [flv_tag(20)]))
+    frames = wire.decode_message(message)
+    assert frames == [wire.Data(1, 1, (flv_tag(20),))]
+    assert type(frames[0].tags[0]) is bytes
