@@ -31,6 +31,7 @@ import threading
 import time
 from typing import Any
 
+from relay_client.allocator import tune_allocator
 from relay_edge import flv
 from relay_edge.loop import run
 from relay_edge.rtmp.events import Media, PublishRequested
@@ -228,6 +229,8 @@ def main() -> None:
     parser.add_argument("--listen", action="store_true")
     parser.add_argument("--window", default="0,inf", help="load: W0,W1 on CLOCK_MONOTONIC")
     args = parser.parse_args()
+    # Every contender's app alike, as relay-client runs (relay_client/allocator.py).
+    tune_allocator()
     w0, w1 = (float(x) for x in args.window.split(","))
     sink = Sink(args.mode, (w0, w1))
     if sink.mode == "count":

@@ -32,6 +32,7 @@ _EXPORTS = {
     "StreamInfo": ".stream",
     "StreamStats": ".stream",
     "mint_key": "relay_edge.keys",
+    "tune_allocator": ".allocator",
     "verify_key": "relay_edge.keys",
 }
 
@@ -47,12 +48,14 @@ __all__ = [
     "StreamInfo",
     "StreamStats",
     "mint_key",
+    "tune_allocator",
     "verify_key",
 ]
 
 if TYPE_CHECKING:
     from relay_edge.keys import mint_key, verify_key
 
+    from .allocator import tune_allocator
     from .decode import AudioChunk, AudioFormat
     from .pcm_stream import MuteEvent, PcmStream
     from .receiver import Receiver

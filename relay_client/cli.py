@@ -27,6 +27,7 @@ from relay_edge.loop import run
 from relay_edge.urls import parse_hostport, warn_if_plaintext
 from relay_edge.web import GuardedSite, app_runner, common_routes, harden, listener_token
 
+from .allocator import tune_allocator
 from .decode import AudioFormat
 from .livekit import cli as livekit_cli
 from .receiver import Receiver
@@ -78,6 +79,7 @@ def cli_receiver(
     """The Receiver that ``serve`` and ``connect`` run: files only, no in-process consumer."""
     from .republish import RepublishError
 
+    logging.getLogger("relay_client").info("allocator: %s", tune_allocator())
     try:
         return Receiver(
             secret,
