@@ -66,7 +66,10 @@ class Consumer:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for raw in self.proc.stdout:
-            self.lines.append(json.loads(raw))
+            try:
+                self.lines.append(json.loads(raw))
+            except ValueError:  # cut short (the consumer died writing it): kept as such, reading goes on
+                self.lines.append({"unreadable": raw[:200].decode(errors="replace")})
 
     def wait(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

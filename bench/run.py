@@ -62,11 +62,22 @@ def alternate(
 ) -> dict[str, dict[str, Any]]:
     """Each contender ``runs`` times, alternating within a run; per contender its runs and medians."""
     rows: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    failed: dict[str, list[str]] = {n: [] for n in names}
     for i in range(runs):
         for name in names:
-            rows[name].append(once(name))
+            try:
+                rows[name].append(once(name))
+            except RuntimeError as exc:  # one bad run (a consumer that died) is said and run again, once
+                log(f"{label} run {i + 1}/{runs} {name} failed, running it again: {exc}")
+                failed[name].append(str(exc))
+                rows[name].append(once(name))
             log(f"{label} run {i + 1}/{runs} {name}: {json.dumps(rows[name][-1])}")
-    return {n: {"runs": r, "median": {k: median_of(r, k) for k in keys}} for n, r in rows.items()}
+    result: dict[str, dict[str, Any]] = {}
+    for n, r in rows.items():
+        result[n] = {"runs": r, "median": {k: median_of(r, k) for k in keys}}
+        if failed[n]:
+            result[n]["failed"] = failed[n]
+    return result
 
 
 def log(text: str) -> None:
@@ -171,7 +182,10 @@ def load_once(
 
         pubs, figures = asyncio.run(drive())
         time.sleep(0.5)
-        summary = next(x for x in reversed(setup.consumer.finish()) if "latency_ms" in x)
+        summary = next((x for x in reversed(setup.consumer.finish()) if "latency_ms" in x), None)
+        if summary is None:
+            code, tail = setup.consumer.proc.returncode, setup.consumer.stderr_tail()
+            raise RuntimeError(f"the consumer exited {code} without its summary: {tail}")
     middle = "edge" if "edge" in figures else "nginx"
     lag = [x for p in pubs for x in p.lag_ms]
     lat = summary["latency_ms"]
