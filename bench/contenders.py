@@ -110,8 +110,14 @@ class Consumer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._thread.join(5)
+        self._thread.join(30)  # a summary of 500 streams' latencies is a line of a few MB
         return self.lines
+
+    def state(self) -> str:
+        """For a run that went wrong: exit code, whether output is still being read, what came."""
+        kinds = [next(iter(line), "?") for line in self.lines]
+        alive = "still reading" if self._thread.is_alive() else "read to the end"
+        return f"exit code {self.proc.returncode}, stdout {alive}, lines {kinds}"
 
     def stderr_tail(self, size: int = 2000) -> str:
         """The end of what the consumer printed on stderr (its traceback, if it died)."""

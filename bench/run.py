@@ -184,8 +184,8 @@ def load_once(
         time.sleep(0.5)
         summary = next((x for x in reversed(setup.consumer.finish()) if "latency_ms" in x), None)
         if summary is None:
-            code, tail = setup.consumer.proc.returncode, setup.consumer.stderr_tail()
-            raise RuntimeError(f"the consumer exited {code} without its summary: {tail}")
+            state, tail = setup.consumer.state(), setup.consumer.stderr_tail()
+            raise RuntimeError(f"no summary from the consumer ({state}); its stderr: {tail!r}")
     middle = "edge" if "edge" in figures else "nginx"
     lag = [x for p in pubs for x in p.lag_ms]
     lat = summary["latency_ms"]
