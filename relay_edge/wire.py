@@ -601,7 +601,7 @@ def _data_only(message: bytes, limits: Limits) -> list[Frame] | None:
         for _ in range(count):
             size, pos = _bin_header(message, pos, end)
             start, pos = pos, pos + size
-            if size > max_bin or pos > end or not _is_tag(message, start, size):
+            if not 0 <= size <= max_bin or pos > end or not _is_tag(message, start, size):
                 return None
             tags.append(message[start:pos])
         frames.append(Data(sid, seq, tuple(tags)))
@@ -621,9 +621,9 @@ def _array_header(message: bytes, pos: int, end: int) -> tuple[int, int]:
 
 
 def _bin_header(message: bytes, pos: int, end: int) -> tuple[int, int]:
-    """The length of the msgpack bin header at ``pos`` and the position after it (past ``end``: none)."""
+    """The length of the msgpack bin header at ``pos`` and the position after it (-1: none)."""
     if pos + 2 > end:
-        return 0, end + 1
+        return -1, end
     first = message[pos]
     if first == 0xC4:
         return message[pos + 1], pos + 2
@@ -631,7 +631,7 @@ def _bin_header(message: bytes, pos: int, end: int) -> tuple[int, int]:
         return message[pos + 1] << 8 | message[pos + 2], pos + 3
     if first == 0xC6 and pos + 5 <= end:
         return int.from_bytes(message[pos + 1 : pos + 5], "big"), pos + 5
-    return 0, end + 1
+    return -1, end
 
 
 def _is_tag(message: bytes, start: int, size: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -12,9 +13,7 @@ import pytest
 
 from relay_client import allocator
 
-pytestmark = pytest.mark.skipif(
-    allocator.platform.libc_ver()[0] != "glibc", reason="mallopt's thresholds are glibc's"
-)
+pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt's thresholds are glibc's")
 
 # Two 3 MiB messages at a time, freed together: over glibc's own thresholds once they adjust
 # (mmap at the largest block freed, trim at twice that), so the heap's top goes back to the

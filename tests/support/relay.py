@@ -27,7 +27,7 @@ from relay_edge.web import common_routes
 from tests.support.net import TcpProxy
 from tests.support.wait import until
 
-__all__ = ["SECRET", "Relay", "until", "with_limits"]
+__all__ = ["SECRET", "TEST_LIMITS", "Relay", "until", "with_limits"]
 
 SECRET = "test-secret-5f0c2a9e81d4-3b7e6a1c90d2f4"  # at least 32 characters, as the CLIs require
 # A publisher that bursts a file and closes (ffmpeg without -re) may close with the edge's last
