@@ -308,7 +308,11 @@ async def test_link_cut_mid_stream_ends_every_publisher_with_an_error(nginx_rtmp
         took = time.monotonic() - cut_at
     assert codes == [1, 1, 1], [p.output for p in pubs]
     assert took < 1.0, f"publishers took {took:.2f} s to notice"  # none retries or hangs
-    assert "Connection reset by peer" in pubs[1].output  # rtmp2sink's error
+    # rtmp2sink reports the reset as the kernel hands it over: a read gets ECONNRESET, or a write takes
+    # the error first and the read then sees end of stream. GIO gives both code 44 (CONNECTION_CLOSED).
+    gst = pubs[1].output
+    assert "Connection error:" in gst and "g-io-error-quark, code 44" in gst, gst
+    assert "Connection reset by peer" in gst or "connection closed remotely" in gst, gst
     assert "lost after" in pubs[2].output
 
 

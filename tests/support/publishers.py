@@ -22,8 +22,9 @@ Measured on this machine against nginx-rtmp (Debian ffmpeg 5.1, GStreamer 1.22, 
   onStatus info object>}", PyAV "[Errno 1] Operation not permitted" (the description is lost). An unknown app
   (connection closed at ``connect``): ffmpeg "Input/output error", rtmp2sink "'connect' cmd failed".
 - Link reset mid-stream: each notices within ~5-10 ms and exits 1 (ffmpeg "Connection reset by peer",
-  rtmp2sink "Connection reset by peer", PyAV "lost after N packets"). A clean server close (FIN) gives
-  "Broken pipe" / "connection closed remotely", also exit 1. None of them reconnects.
+  rtmp2sink "Connection reset by peer", or "connection closed remotely" when a write took the reset
+  first, both GIO code 44; PyAV "lost after N packets"). A clean server close (FIN) gives "Broken
+  pipe" / "connection closed remotely", also exit 1. None of them reconnects.
 - ``stop()``: ffmpeg gets SIGINT, finishes the stream cleanly (FCUnpublish, deleteStream) and still
   exits 255; ``gst-launch-1.0 -e`` turns SIGINT into EOS, flushes flvmux and exits 0; PyAV finishes
   the current packet, unpublishes and reports ``stopped=True`` (exit code 0).
