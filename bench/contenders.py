@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,9 +116,9 @@ class Consumer:
 
     def state(self) -> str:
         """For a run that went wrong: exit code, whether output is still being read, what came."""
-        kinds = [next(iter(line), "?") for line in self.lines]
+        kinds = Counter(next(iter(line), "?") for line in self.lines)  # a count run prints thousands
         alive = "still reading" if self._thread.is_alive() else "read to the end"
-        return f"exit code {self.proc.returncode}, stdout {alive}, lines {kinds}"
+        return f"exit code {self.proc.returncode}, stdout {alive}, lines {dict(kinds)}"
 
     def stderr_tail(self, size: int = 2000) -> str:
         """The end of what the consumer printed on stderr (its traceback, if it died)."""
