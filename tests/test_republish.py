@@ -181,9 +181,15 @@ async def reader_once_published(relay: ProxiedRelay, server: Any, name: str) -> 
 async def test_link_cuts_never_reach_the_local_server(kind: str, tmp_path: Path) -> None:
     """24 s stream, the edge-app link cut 5 times: one local publish, one reader session, no hole."""
     seconds, name = 24.0, "room"
+    # The edge's dialer starts its backoff over only after a link that lived ping_interval: at the
+    # default 5 s, links cut every 3.5 s never do, each relink takes twice as long as the one before
+    # (up to 10 s), and the last cut's link comes back after the stream ended.
+    limits = with_limits(ping_interval=0.5)
     async with (
         local_server(kind, tmp_path) as server,
-        ProxiedRelay(tmp_path / "out", receiver_options={"republish": base_url(server)}) as relay,
+        ProxiedRelay(
+            tmp_path / "out", limits=limits, receiver_options={"republish": base_url(server)}
+        ) as relay,
     ):
         async with await publishers.ffmpeg_tone(relay.url(name), seconds) as publisher:
             reader = await reader_once_published(relay, server, name)

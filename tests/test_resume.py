@@ -315,12 +315,26 @@ class ProxiedRelay(Relay):
         await super().__aexit__(*exc)
 
     async def outage(self, seconds: float) -> None:
-        """Drop the link and refuse redials for ``seconds``; return once the link is back."""
+        """Drop the link and refuse redials for ``seconds``; return once the link is back and every
+        stream the app held has resumed on it (or ended).
+
+        Both sides list the new link before the edge's Open for a held stream has reached the app:
+        a cut then (a caller whose next cut is already due) would end the link before the stream
+        resumed on it, and two cuts would make one resume.
+        """
+        held = {uid: s.stats.resumes for uid, s in self.receiver.live.items() if not s.ended}
         await self.proxy.pause()
         assert await self.proxy.cut() == 1
         await asyncio.sleep(seconds)
         await self.proxy.resume()
-        await until(lambda: bool(self.edge and self.edge.links and self.receiver.links), 30.0)
+
+        def resumed() -> bool:
+            if not (self.edge and self.edge.links and self.receiver.links):
+                return False
+            streams = [self.receiver.live.get(uid) for uid in held]
+            return all(s is None or s.ended or s.stats.resumes > held[s.info.uid] for s in streams)
+
+        await until(resumed, 30.0, f"the link back and the app's {len(held)} held stream(s) resumed on it")
 
 
 async def test_outage_longer_than_the_buffer_loses_exactly_the_gap(mode: str, tmp_path: Path) -> None:
