@@ -105,9 +105,9 @@ class Limits:
     # flood): by what each ack frees, TCP slow start's rule, so it doubles per round trip
     # up to this. One link's round trip then carries more than credit_bytes. It is what a
     # stream may have in the app's memory unacked; a new link starts again at credit_bytes.
-    # At 4 MiB a pull flood left a third of two cores idle waiting on acks; 8 MiB carried
-    # 21% more (bench/README.md, "The flood's credit window"), and 16 no more than 8.
-    credit_max_bytes: int = 8 * MIB
+    # 8 MiB carried 21% more in a pull flood, but the app's RSS went from ~90 to 150-350 MiB
+    # (bench/README.md, "The flood's credit window"): 4 until the app's memory is held down.
+    credit_max_bytes: int = 4 * MIB
     # Unsent bytes of a stream whose live link has credit to spare: the edge (or
     # the network to the app), not the app, is behind. Past this the edge stops
     # reading that publisher until half has left, so TCP slows the publisher
